@@ -1,0 +1,201 @@
+"""What every API endpoint shares: auth, scope checks, JSON in and out, errors, paging.
+
+An endpoint is ``async def f(ctx: Ctx)`` wrapped by :func:`endpoint`, which resolves the
+caller, checks that it holds at least one of the scopes named, runs the endpoint in one
+database transaction, and turns :class:`~courtyard.errors.HTTPError` into JupyterHub's
+``{"status", "message"}`` body.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import orjson
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import JUPYTERHUB_API_VERSION
+from ..auth import scopes as sc
+from ..auth.identity import Identity, groups_of
+from ..errors import BadRequest, Conflict, Forbidden, HTTPError, NotFound
+
+if TYPE_CHECKING:
+    from ..app import Hub
+
+log = logging.getLogger("courtyard.api")
+
+PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
+VERSION_HEADER = {"X-JupyterHub-Version": JUPYTERHUB_API_VERSION}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = b"" if data is None else orjson.dumps(data)
+    all_headers = dict(VERSION_HEADER)
+    if headers:
+        all_headers.update(headers)
+    return Response(body, status_code=status, headers=all_headers,
+                    media_type="application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"status": status, "message": message}, status, headers)
+
+
+class Ctx:
+    """One API request: the hub, the request, its database session and its caller."""
+
+    def __init__(self, hub: Hub, request: Request, db: Session) -> None:
+        self.hub = hub
+        self.request = request
+        self.db = db
+        self.identity: Identity | None = None
+        self._body: Any = None
+        self._groups: dict[str, list[str]] = {}
+        self.permissions_changed = False
+
+    # -- input -----------------------------------------------------------------------------
+    def arg(self, name: str) -> str:
+        return self.request.path_params[name]
+
+    async def body(self, required: bool = False) -> dict[str, Any] | None:
+        """The JSON object in the body; None when empty (unless required)."""
+        raw = await self.request.body()
+        if not raw.strip():
+            if required:
+                raise BadRequest("request body must be a JSON object")
+            return None
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise BadRequest(f"invalid JSON in request body: {e}") from None
+        if not isinstance(data, dict):
+            raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}")
+        return data
+
+    def query_bool(self, name: str) -> bool:
+        value = self.request.query_params.get(name)
+        if value is None:
+            return False
+        if value.lower() in ("", "1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise BadRequest(f"{name} must be true or false, not {value!r}")
+
+    # -- permissions -------------------------------------------------------------------------
+    def groups_of(self, username: str) -> list[str]:
+        if username not in self._groups:
+            self._groups[username] = groups_of(self.db, username)
+        return self._groups[username]
+
+    def filters(self, scope: str) -> sc.Filters | None:
+        assert self.identity is not None
+        return self.identity.parsed.get(scope)
+
+    def can(self, scope: str, target: sc.Target) -> bool:
+        if self.identity is None:
+            return False
+        return sc.allows(self.identity.parsed.get(scope), target, self.groups_of)
+
+    def require(self, scopes: Iterable[str], target: sc.Target) -> None:
+        """Refuse with 404 (not 403) when the caller's scopes do not reach ``target``."""
+        if not any(self.can(s, target) for s in scopes):
+            raise NotFound("No access to resources or resources not found")
+
+    def require_any(self, scopes: Iterable[str]) -> None:
+        scopes = list(scopes)
+        if self.identity is None or not self.identity.has_any(scopes):
+            raise Forbidden("Action is not authorized with current scopes; requires any of "
+                            f"[{', '.join(scopes)}]")
+
+    def invalidate_permissions(self) -> None:
+        """Call after a change to who may do what; caches drop at commit."""
+        self.permissions_changed = True
+
+    # -- paging ------------------------------------------------------------------------------
+    def wants_envelope(self) -> bool:
+        accept = self.request.headers.get("accept", "")
+        return any(p.split(";")[0].strip() == PAGINATION_MEDIA_TYPE for p in accept.split(","))
+
+    def page_args(self, envelope: bool) -> tuple[int, int]:
+        opts = self.hub.options
+        params = self.request.query_params
+        try:
+            offset = int(params.get("offset", 0))
+            default = opts.api_page_default_limit if envelope else opts.api_page_max_limit
+            limit = int(params.get("limit", default))
+        except ValueError:
+            raise BadRequest("offset and limit must be integers") from None
+        if offset < 0:
+            raise BadRequest("offset must not be negative")
+        return offset, max(1, min(limit, opts.api_page_max_limit))
+
+    def paginate(self, items: list[Any], offset: int, limit: int, total: int,
+                 envelope: bool) -> Any:
+        if not envelope:
+            if total > offset + limit:
+                log.warning("Truncated %s to %d items; ask for %s to page through all",
+                            self.request.url.path, limit, PAGINATION_MEDIA_TYPE)
+            return items
+        nxt = None
+        if offset + limit < total:
+            params = dict(self.request.query_params)
+            params.update(offset=str(offset + limit), limit=str(limit))
+            url = str(self.request.url.replace(query=urlencode(params)))
+            nxt = {"offset": offset + limit, "limit": limit, "url": url}
+        return {"items": items,
+                "_pagination": {"offset": offset, "limit": limit, "total": total, "next": nxt}}
+
+
+Endpoint = Callable[[Ctx], Awaitable[Any]]
+
+
+def endpoint(*scopes: str, status: int = 200, public: bool = False) -> Callable[[Endpoint], Any]:
+    """Make ``f(ctx)`` a Starlette endpoint that needs any one of ``scopes``.
+
+    The endpoint returns data (sent as JSON with ``status``) or a Response.
+    """
+
+    def wrap(func: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(func)
+        async def handle(request: Request) -> Response:
+            hub: Hub = request.app.state.hub
+            with hub.session() as db:
+                ctx = Ctx(hub, request, db)
+                try:
+                    if not public:
+                        ctx.identity = hub.identify(request, db)
+                        if ctx.identity is None:
+                            raise Forbidden("Missing or invalid credentials.")
+                        if scopes:
+                            ctx.require_any(scopes)
+                    result = await func(ctx)
+                    db.commit()
+                except HTTPError as e:
+                    db.rollback()
+                    return error_response(e.status, e.message, e.headers)
+                except IntegrityError as e:
+                    db.rollback()
+                    log.info("Conflict on %s: %s", request.url.path, e.orig)
+                    return error_response(Conflict.status, "conflict with existing data")
+                except Exception:
+                    db.rollback()
+                    log.exception("Error in %s %s", request.method, request.url.path)
+                    return error_response(500, "Internal server error; see the hub's log")
+                finally:
+                    if ctx.permissions_changed:
+                        hub.scope_cache.invalidate()
+            if isinstance(result, Response):
+                result.headers.update(VERSION_HEADER)
+                return result
+            return json_response(result, status)
+
+        return handle
+
+    return wrap

@@ -1,0 +1,180 @@
+"""JSON models of users, servers, groups, services and tokens, trimmed to what the caller may see."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from ..auth.scopes import Target
+from ..db.models import APIToken, Group, Server, Service, User
+from .base import Ctx
+
+USER_ACCESS = {
+    "read:users": {"kind", "name", "admin", "roles", "groups", "server", "pending", "created",
+                   "last_activity"},
+    "read:users:name": {"kind", "name", "admin"},
+    "read:users:groups": {"kind", "name", "groups"},
+    "read:users:activity": {"kind", "name", "last_activity"},
+    "read:servers": {"kind", "name", "servers"},
+    "read:roles:users": {"kind", "name", "roles", "admin"},
+    "admin:auth_state": {"kind", "name", "auth_state"},
+}
+GROUP_ACCESS = {
+    "read:groups": {"kind", "name", "properties", "users"},
+    "read:groups:name": {"kind", "name"},
+    "read:roles:groups": {"kind", "name", "roles"},
+}
+SERVICE_ACCESS = {
+    "read:services": {"kind", "name", "admin", "url", "prefix", "command", "pid", "info",
+                      "display"},
+    "read:services:name": {"kind", "name"},
+    "read:roles:services": {"kind", "name", "roles", "admin"},
+}
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO 8601 with the ``Z`` JupyterHub clients expect."""
+    return None if dt is None else dt.isoformat() + "Z"
+
+
+def _allowed(ctx: Ctx, access: dict[str, set[str]], target: Target) -> set[str]:
+    keys: set[str] = set()
+    for scope, fields in access.items():
+        if ctx.can(scope, target):
+            keys |= fields
+    return keys
+
+
+def server_url(ctx: Ctx, username: str, server_name: str) -> str:
+    base = ctx.hub.options.base_url
+    path = f"{base}user/{quote(username, safe='@~')}/"
+    return path + (f"{quote(server_name, safe='')}/" if server_name else "")
+
+
+def server_model(ctx: Ctx, user: User, server: Server, with_state: bool = False) -> dict[str, Any]:
+    pending = ctx.hub.lifecycle.pending(user.name, server.name)
+    url = server_url(ctx, user.name, server.name)
+    running = server.url is not None
+    base = ctx.hub.options.base_url
+    suffix = f"servers/{quote(server.name, safe='')}" if server.name else "server"
+    progress = f"{base}hub/api/users/{quote(user.name, safe='@~')}/{suffix}/progress"
+    public = ctx.hub.public_url.rstrip("/") if ctx.hub.options.public_url else ""
+    model: dict[str, Any] = {
+        "name": server.name,
+        "display_name": server.display_name or server.name,
+        "full_name": f"{user.name}/{server.name}",
+        "ready": running and pending is None,
+        "pending": pending,
+        "stopped": not running and pending is None,
+        "url": url,
+        "progress_url": progress,
+        "full_url": public + url if public else None,
+        "full_progress_url": public + progress if public else None,
+        "started": iso(server.started),
+        "last_activity": iso(server.last_activity),
+        "user_options": server.user_options or {},
+    }
+    if with_state and ctx.can("admin:server_state",
+                              Target(user=user.name, server=f"{user.name}/{server.name}")):
+        model["state"] = server.state or {}
+    return model
+
+
+def server_is_active(ctx: Ctx, user: User, server: Server) -> bool:
+    return server.url is not None or ctx.hub.lifecycle.pending(user.name, server.name) is not None
+
+
+def user_model(ctx: Ctx, user: User, include_stopped_servers: bool = False) -> dict[str, Any]:
+    """The User model; keys depend on the caller's scopes on this user."""
+    target = Target(user=user.name)
+    keys = _allowed(ctx, USER_ACCESS, target)
+    if not keys:
+        return {}
+    model: dict[str, Any] = {"kind": "user", "name": user.name}
+    if "admin" in keys:
+        model["admin"] = user.admin
+    if "roles" in keys:
+        model["roles"] = [r.name for r in user.roles]
+    if "groups" in keys:
+        model["groups"] = [g.name for g in user.groups]
+    if "created" in keys:
+        model["created"] = iso(user.created)
+    if "last_activity" in keys:
+        model["last_activity"] = iso(user.last_activity)
+    default = next((s for s in user.servers if s.name == ""), None) if (
+        {"server", "pending", "servers"} & keys) else None
+    if "server" in keys:
+        ready = default is not None and default.url is not None and \
+            ctx.hub.lifecycle.pending(user.name, "") is None
+        model["server"] = server_url(ctx, user.name, "") if ready else None
+    if "pending" in keys:
+        model["pending"] = ctx.hub.lifecycle.pending(user.name, "") if default else None
+    if "servers" in keys:
+        servers = {}
+        for server in user.servers:
+            if not ctx.can("read:servers", Target(user=user.name,
+                                                  server=f"{user.name}/{server.name}")):
+                continue
+            if include_stopped_servers or server_is_active(ctx, user, server):
+                servers[server.name] = server_model(ctx, user, server, with_state=True)
+        model["servers"] = servers
+    if "auth_state" in keys:
+        model["auth_state"] = ctx.hub.read_auth_state(user)
+    return model
+
+
+def group_model(ctx: Ctx, group: Group) -> dict[str, Any]:
+    keys = _allowed(ctx, GROUP_ACCESS, Target(group=group.name))
+    if not keys:
+        return {}
+    model: dict[str, Any] = {"kind": "group", "name": group.name}
+    if "users" in keys:
+        model["users"] = [u.name for u in group.users]
+    if "properties" in keys:
+        model["properties"] = group.properties or {}
+    if "roles" in keys:
+        model["roles"] = [r.name for r in group.roles]
+    return model
+
+
+def service_model(ctx: Ctx, service: Service) -> dict[str, Any]:
+    keys = _allowed(ctx, SERVICE_ACCESS, Target(service=service.name))
+    if not keys:
+        return {}
+    spec = ctx.hub.service_specs.get(service.name, {})
+    base = ctx.hub.options.base_url
+    full: dict[str, Any] = {
+        "kind": "service",
+        "name": service.name,
+        "admin": service.admin,
+        "roles": [r.name for r in service.roles],
+        "url": service.url or "",
+        "prefix": f"{base}services/{service.name}/" if service.url else "",
+        "command": spec.get("command", []),
+        "pid": ctx.hub.service_pids.get(service.name, 0),
+        "info": service.info or {},
+        "display": service.display,
+    }
+    return {k: v for k, v in full.items() if k in keys}
+
+
+def token_model(token: APIToken) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "id": f"a{token.id}",
+        "kind": "api_token",
+        "scopes": sorted(token.scopes),
+        "roles": [],
+        "note": token.note,
+        "created": iso(token.created),
+        "expires_at": iso(token.expires_at),
+        "last_activity": iso(token.last_activity),
+        "session_id": token.session_id,
+        "oauth_client": (token.oauth_client.description or token.oauth_client.identifier)
+        if token.oauth_client else "JupyterHub",
+    }
+    if token.user_id is not None:
+        model["user"] = token.user.name  # type: ignore[union-attr]
+    else:
+        model["service"] = token.service.name  # type: ignore[union-attr]
+    return model

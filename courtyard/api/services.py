@@ -1,0 +1,115 @@
+"""``/services``: list and read services; add and remove services at run time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+from starlette.routing import Route
+
+from ..auth.scopes import Target
+from ..db import queries as q
+from ..db.models import Service
+from ..errors import BadRequest, Conflict, NotFound
+from .base import Ctx, endpoint
+from .models import service_model
+
+SERVICE_READ_SCOPES = ("read:services", "read:services:name", "read:roles:services")
+RUNTIME_KEYS = {"admin", "url", "oauth_client_allowed_scopes", "api_token", "info", "display",
+                "oauth_no_confirm", "command", "cwd", "environment", "user", "oauth_client_id",
+                "oauth_redirect_uri"}
+
+
+def load_service(ctx: Ctx, scopes: tuple[str, ...] = SERVICE_READ_SCOPES) -> Service:
+    name = ctx.arg("name")
+    ctx.require(scopes, Target(service=name))
+    service = q.get_service(ctx.db, name)
+    if service is None:
+        raise NotFound(f"No such service: {name}")
+    return service
+
+
+@endpoint("list:services")
+async def list_services(ctx: Ctx) -> Any:
+    """A JSON object keyed by name, not a list, and not paginated, as in JupyterHub."""
+    rows = ctx.db.scalars(select(Service).order_by(Service.name).options(
+        selectinload(Service.roles)))
+    return {s.name: m for s in rows if (m := service_model(ctx, s))}
+
+
+@endpoint(*SERVICE_READ_SCOPES)
+async def get_service(ctx: Ctx) -> Any:
+    return service_model(ctx, load_service(ctx))
+
+
+def _check_types(body: dict[str, Any]) -> None:
+    kinds = {"admin": bool, "display": bool, "oauth_no_confirm": bool, "url": str,
+             "api_token": str, "info": dict, "oauth_client_id": str, "oauth_redirect_uri": str,
+             "oauth_client_allowed_scopes": list}
+    for key, kind in kinds.items():
+        if key in body and body[key] is not None and not isinstance(body[key], kind):
+            raise BadRequest(f"{key} must be of type {kind.__name__}")
+
+
+@endpoint("admin:services", status=201)
+async def create_service(ctx: Ctx) -> Any:
+    name = ctx.arg("name")
+    ctx.require(["admin:services"], Target(service=name))
+    if not name or "/" in name:
+        raise BadRequest(f"invalid service name {name!r}")
+    body = await ctx.body() or {}
+    unknown = set(body) - RUNTIME_KEYS
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if body.get("command"):
+        raise BadRequest("Hub-managed services (with a command) can only be defined in the "
+                         "config file")
+    _check_types(body)
+    if q.get_service(ctx.db, name) is not None:
+        raise Conflict(f"Service {name} already exists")
+    client_id = body.get("oauth_client_id") or (f"service-{name}" if body.get("url") else None)
+    if client_id and not client_id.startswith("service-"):
+        raise BadRequest("oauth_client_id must start with 'service-'")
+    service = Service(
+        name=name, admin=bool(body.get("admin", False)), url=body.get("url") or None,
+        info=body.get("info") or {}, display=bool(body.get("display", True)),
+        oauth_client_id=client_id, oauth_redirect_uri=body.get("oauth_redirect_uri"),
+        oauth_no_confirm=bool(body.get("oauth_no_confirm", False)),
+        oauth_client_allowed_scopes=body.get("oauth_client_allowed_scopes") or [],
+        from_config=False,
+    )
+    ctx.db.add(service)
+    if service.admin:
+        service.roles.append(q.get_role(ctx.db, "admin"))  # type: ignore[arg-type]
+    if body.get("api_token"):
+        if len(body["api_token"]) < 8:
+            raise BadRequest("api_token must be at least 8 characters")
+        q.issue_token(ctx.db, service, note="service token", secret=body["api_token"],
+                      from_config=True)
+    ctx.db.flush()
+    ctx.invalidate_permissions()
+    await ctx.hub.service_added(service)
+    return service_model(ctx, service)
+
+
+@endpoint("admin:services")
+async def delete_service(ctx: Ctx) -> Any:
+    service = load_service(ctx, ("admin:services",))
+    if service.from_config:
+        from ..errors import HTTPError
+
+        raise HTTPError("Service from the config file cannot be deleted through the API; "
+                        "remove it from the config", status=405)
+    await ctx.hub.service_removed(service)
+    ctx.db.delete(service)
+    ctx.invalidate_permissions()
+    return None
+
+
+routes = [
+    Route("/services", list_services, methods=["GET"]),
+    Route("/services/{name}", get_service, methods=["GET"]),
+    Route("/services/{name}", create_service, methods=["POST"]),
+    Route("/services/{name}", delete_service, methods=["DELETE"]),
+]

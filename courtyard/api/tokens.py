@@ -1,0 +1,139 @@
+"""``/users/{name}/tokens``: list, create, read and revoke a user's API tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from starlette.routing import Route
+
+from ..auth import scopes as sc
+from ..auth.identity import owner_scopes
+from ..db import queries as q
+from ..db.models import APIToken, User, utcnow
+from ..errors import BadRequest, Forbidden, NotFound
+from .base import Ctx, endpoint
+from .models import token_model
+from .users import load_user
+
+TOKEN_FIELDS = {"expires_in", "note", "scopes", "roles"}
+
+
+def _token_of(ctx: Ctx, user: User) -> APIToken:
+    raw = ctx.arg("token_id")
+    if not raw.startswith("a") or not raw[1:].isdigit():
+        raise NotFound(f"No such token: {raw}")
+    token = ctx.db.get(APIToken, int(raw[1:]))
+    if token is None or token.user_id != user.id:
+        raise NotFound(f"No such token: {raw}")
+    return token
+
+
+@endpoint("read:tokens")
+async def list_tokens(ctx: Ctx) -> Any:
+    user = load_user(ctx, ctx.arg("name"), ("read:tokens",))
+    now = utcnow()
+    rows = ctx.db.scalars(select(APIToken).where(
+        APIToken.user_id == user.id,
+        or_(APIToken.expires_at.is_(None), APIToken.expires_at > now)))
+    models = sorted((token_model(t) for t in rows),
+                    key=lambda m: m["last_activity"] or m["created"] or "")
+    return {"api_tokens": models}
+
+
+def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
+    """The scopes asked for, each of which the owner must hold (no silent narrowing)."""
+    scopes = body.get("scopes")
+    roles = body.get("roles")
+    if scopes is None and roles is None:
+        return ["inherit"]
+    wanted: list[str] = []
+    if scopes is not None:
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise BadRequest("scopes must be a list of strings")
+        problems = sc.validate(scopes, ctx.hub.options.custom_scopes)
+        if problems:
+            raise BadRequest("; ".join(problems))
+        wanted.extend(scopes)
+    if roles is not None:
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise BadRequest("roles must be a list of role names")
+        for name in roles:
+            role = q.get_role(ctx.db, name)
+            if role is None:
+                raise BadRequest(f"No such role: {name}")
+            wanted.extend(role.scopes)
+    if "inherit" in wanted:
+        return ["inherit"]
+    held = sc.parse(owner_scopes(ctx.db, user))
+    asked = sc.parse(sc.expand(wanted, "user", user.name))
+    granted = sc.intersect(asked, held, ctx.groups_of)
+    missing = sorted(set(sc.unparse(asked)) - set(sc.unparse(granted)))
+    if missing:
+        raise BadRequest(f"Not assigning requested scopes {', '.join(missing)}, not held by "
+                         f"{user.name}")
+    return sorted(set(wanted))
+
+
+@endpoint("tokens", status=201)
+async def create_token(ctx: Ctx) -> Any:
+    user = load_user(ctx, ctx.arg("name"), ("tokens",))
+    body = await ctx.body() or {}
+    unknown = set(body) - TOKEN_FIELDS
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    note = body.get("note") or "Requested via api"
+    if not isinstance(note, str):
+        raise BadRequest("note must be a string")
+    ident = ctx.identity
+    if ident is not None and not (ident.kind == "user" and ident.id == user.id):
+        note += f" by {ident.kind} {ident.name}"
+    expires_in = body.get("expires_in")
+    max_seconds = ctx.hub.options.token_expires_in_max_seconds
+    if expires_in is not None:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise BadRequest("expires_in must be a positive number of seconds or null")
+        if max_seconds and expires_in > max_seconds:
+            raise BadRequest(f"expires_in must not exceed {max_seconds} seconds")
+    elif max_seconds:
+        expires_in = max_seconds
+    scopes = requested_scopes(ctx, body, user)
+    expires_at = utcnow() + timedelta(seconds=expires_in) if expires_in else None
+    token, secret = q.issue_token(ctx.db, user, note=note, scopes=scopes, expires_at=expires_at)
+    ctx.db.flush()
+    model = token_model(token)
+    model["token"] = secret
+    return model
+
+
+@endpoint("read:tokens")
+async def get_token(ctx: Ctx) -> Any:
+    user = load_user(ctx, ctx.arg("name"), ("read:tokens",))
+    token = _token_of(ctx, user)
+    if token.expires_at is not None and token.expires_at <= utcnow():
+        raise NotFound(f"No such token: {ctx.arg('token_id')}")
+    return token_model(token)
+
+
+@endpoint("tokens", status=204)
+async def delete_token(ctx: Ctx) -> None:
+    user = load_user(ctx, ctx.arg("name"), ("tokens",))
+    token = _token_of(ctx, user)
+    if token.from_config:
+        raise Forbidden("This token comes from the config file; remove it there")
+    if token.oauth_client_id:
+        # revoking an OAuth token revokes everything that client was given for this user
+        ctx.db.execute(delete(APIToken).where(APIToken.user_id == user.id,
+                                              APIToken.oauth_client_id == token.oauth_client_id))
+    else:
+        ctx.db.delete(token)
+    ctx.invalidate_permissions()
+
+
+routes = [
+    Route("/users/{name}/tokens", list_tokens, methods=["GET"]),
+    Route("/users/{name}/tokens", create_token, methods=["POST"]),
+    Route("/users/{name}/tokens/{token_id}", get_token, methods=["GET"]),
+    Route("/users/{name}/tokens/{token_id}", delete_token, methods=["DELETE"]),
+]

@@ -1,0 +1,276 @@
+"""``/users``: list, create, read, edit and delete users, and report their activity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, false, func, or_, select
+from sqlalchemy.orm import selectinload
+from starlette.routing import Route
+
+from ..auth import scopes as sc
+from ..auth.scopes import Target
+from ..db import queries as q
+from ..db.models import Group, Server, User, user_group_map, utcnow
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from .base import Ctx, endpoint
+from .models import user_model
+
+USER_READ_SCOPES = ("read:users", "read:users:name", "read:servers", "read:users:groups",
+                    "read:users:activity", "read:roles:users")
+SORT_KEYS = {"id": User.id, "name": User.name, "last_activity": User.last_activity}
+
+
+def normalized_name(ctx: Ctx, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise BadRequest(f"username must be a string, not {type(raw).__name__}")
+    name = ctx.hub.authenticator.normalize_username(raw)
+    if not ctx.hub.authenticator.validate_username(name):
+        raise BadRequest(f"Invalid username: {raw!r}")
+    return name
+
+
+def load_user(ctx: Ctx, name: str, scopes: tuple[str, ...] = USER_READ_SCOPES) -> User:
+    """The user named in the URL, if the caller's scopes reach them; 404 otherwise."""
+    ctx.require(scopes, Target(user=name))
+    user = q.get_user(ctx.db, name)
+    if user is None:
+        raise NotFound(f"No such user: {name}")
+    return user
+
+
+def _list_filter(ctx: Ctx) -> Any:
+    filters = ctx.filters("list:users")
+    if filters is sc.ALL or filters is None:
+        return None
+    names, groups = [], []
+    for f in filters:  # type: ignore[union-attr]
+        kind, _, value = f.partition("=")
+        if kind == "user":
+            names.append(value)
+        elif kind == "group":
+            groups.append(value)
+    in_groups = select(user_group_map.c.user_id).join(
+        Group, Group.id == user_group_map.c.group_id).where(Group.name.in_(groups))
+    return or_(User.name.in_(names) if names else false(),
+               User.id.in_(in_groups) if groups else false())
+
+
+def _state_filter(ctx: Ctx, state: str) -> Any:
+    running = exists().where(and_(Server.user_id == User.id, Server.url.is_not(None)))
+    pending_users = sorted({u for (u, _s) in ctx.hub.lifecycle._pending})
+    active = or_(running, User.name.in_(pending_users)) if pending_users else running
+    if state == "active":
+        return active
+    if state == "ready":
+        return and_(running, User.name.not_in(pending_users)) if pending_users else running
+    if state == "inactive":
+        return ~active
+    raise BadRequest(f"state must be active, ready or inactive, not {state!r}")
+
+
+@endpoint("list:users")
+async def list_users(ctx: Ctx) -> Any:
+    params = ctx.request.query_params
+    envelope = ctx.wants_envelope()
+    offset, limit = ctx.page_args(envelope)
+    conditions = []
+    if (cond := _list_filter(ctx)) is not None:
+        conditions.append(cond)
+    if state := params.get("state"):
+        conditions.append(_state_filter(ctx, state))
+    if name_filter := params.get("name_filter"):
+        conditions.append(func.lower(User.name).contains(name_filter.lower(), autoescape=True))
+    sort = params.get("sort", "id")
+    column = SORT_KEYS.get(sort.lstrip("-"))
+    if column is None:
+        raise BadRequest(f"sort must be one of {', '.join(SORT_KEYS)} (with - for descending)")
+    order = column.desc() if sort.startswith("-") else column.asc()
+    include_stopped = ctx.query_bool("include_stopped_servers")
+    query = select(User).where(*conditions).order_by(order, User.id).offset(offset).limit(limit)
+    query = query.options(selectinload(User.roles), selectinload(User.groups),
+                          selectinload(User.servers))
+    users = ctx.db.scalars(query).all()
+    items = [m for u in users if (m := user_model(ctx, u, include_stopped))]
+    total = ctx.db.scalar(select(func.count(User.id)).where(*conditions)) if envelope else \
+        offset + len(users) + (1 if len(users) == limit else 0)
+    return ctx.paginate(items, offset, limit, total or 0, envelope)
+
+
+def _check_admin_grant(ctx: Ctx, admin: Any) -> bool:
+    if not isinstance(admin, bool):
+        raise BadRequest("admin must be true or false")
+    if admin and not (ctx.identity and ctx.identity.admin):
+        raise Forbidden("Only admins can grant admin")
+    return admin
+
+
+@endpoint("admin:users", status=201)
+async def create_users(ctx: Ctx) -> Any:
+    body = await ctx.body(required=True) or {}
+    unknown = set(body) - {"usernames", "admin"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    raw_names = body.get("usernames")
+    if not isinstance(raw_names, list) or not raw_names:
+        raise BadRequest("usernames must be a non-empty list of names")
+    admin = _check_admin_grant(ctx, body.get("admin", False))
+    names = list(dict.fromkeys(normalized_name(ctx, n) for n in raw_names))
+    existing = set(ctx.db.scalars(select(User.name).where(User.name.in_(names))))
+    new = [n for n in names if n not in existing]
+    if not new:
+        raise Conflict(f"All {len(names)} users already exist")
+    users = [q.create_user(ctx.db, n, admin) for n in new]
+    ctx.db.flush()
+    ctx.invalidate_permissions()
+    return [user_model(ctx, u) for u in users]
+
+
+@endpoint(*USER_READ_SCOPES)
+async def get_user(ctx: Ctx) -> Any:
+    user = load_user(ctx, ctx.arg("name"))
+    return user_model(ctx, user, ctx.query_bool("include_stopped_servers"))
+
+
+@endpoint("admin:users", status=201)
+async def create_user(ctx: Ctx) -> Any:
+    name = normalized_name(ctx, ctx.arg("name"))
+    ctx.require(["admin:users"], Target(user=name))
+    body = await ctx.body() or {}
+    unknown = set(body) - {"admin"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    admin = _check_admin_grant(ctx, body.get("admin", False))
+    if q.get_user(ctx.db, name) is not None:
+        raise Conflict(f"User {name} already exists")
+    user = q.create_user(ctx.db, name, admin)
+    ctx.db.flush()
+    ctx.invalidate_permissions()
+    return user_model(ctx, user)
+
+
+@endpoint("admin:users")
+async def edit_user(ctx: Ctx) -> Any:
+    user = load_user(ctx, ctx.arg("name"), ("admin:users",))
+    body = await ctx.body(required=True) or {}
+    unknown = set(body) - {"name", "admin", "groups", "roles", "auth_state"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if user.admin and not (ctx.identity and ctx.identity.admin):
+        raise Forbidden("Only admins can edit admin users")
+    if "name" in body:
+        new = normalized_name(ctx, body["name"])
+        if new != user.name:
+            if q.get_user(ctx.db, new) is not None:
+                raise BadRequest(f"User {new} already exists, username must be unique")
+            ctx.hub.lifecycle.rename_user(user.name, new)
+            user.name = new
+    if "admin" in body:
+        q.set_admin(ctx.db, user, _check_admin_grant(ctx, body["admin"]))
+    if "groups" in body:
+        groups = body["groups"]
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise BadRequest("groups must be a list of group names")
+        found = list(ctx.db.scalars(select(Group).where(Group.name.in_(groups))))
+        missing = set(groups) - {g.name for g in found}
+        if missing:
+            raise BadRequest(f"No such group(s): {', '.join(sorted(missing))}")
+        user.groups = found
+    if "roles" in body:
+        roles = body["roles"]
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise BadRequest("roles must be a list of role names")
+        if not (ctx.identity and ctx.identity.has_any(["admin:roles"])):
+            raise Forbidden("Changing a user's roles requires admin:roles")
+        found_roles = [q.get_role(ctx.db, r) for r in roles]
+        if None in found_roles:
+            raise BadRequest("No such role: " + ", ".join(
+                r for r, f in zip(roles, found_roles, strict=True) if f is None))
+        user.roles = found_roles  # type: ignore[assignment]
+        user.admin = any(r.name == "admin" for r in user.roles)
+    if "auth_state" in body:
+        if not isinstance(body["auth_state"], dict | None):
+            raise BadRequest("auth_state must be a JSON object or null")
+        ctx.hub.write_auth_state(user, body["auth_state"])
+    ctx.db.flush()
+    ctx.invalidate_permissions()
+    return user_model(ctx, user)
+
+
+@endpoint("delete:users", status=204)
+async def delete_user(ctx: Ctx) -> None:
+    user = load_user(ctx, ctx.arg("name"), ("delete:users",))
+    ident = ctx.identity
+    if ident and ident.kind == "user" and ident.id == user.id:
+        raise BadRequest("Cannot delete yourself")
+    for server in user.servers:
+        if ctx.hub.lifecycle.pending(user.name, server.name) == "stop":
+            raise BadRequest(f"{user.name}'s server {server.name!r} is in the process of "
+                             "stopping; try again later")
+    await ctx.hub.stop_user_servers(user)
+    ctx.db.delete(user)
+    ctx.invalidate_permissions()
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be an ISO 8601 timestamp string")
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{field}: {value!r} is not an ISO 8601 timestamp") from None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    if dt - utcnow() > timedelta(minutes=59):
+        raise BadRequest(f"{field}: {value} is in the future")
+    return dt
+
+
+@endpoint("users:activity")
+async def user_activity(ctx: Ctx) -> Any:
+    name = ctx.arg("name")
+    ctx.require(["users:activity"], Target(user=name))
+    user = q.get_user(ctx.db, name)
+    if user is None:
+        raise NotFound(f"No such user: {name}")
+    body = await ctx.body(required=True) or {}
+    servers = body.get("servers", {})
+    if "last_activity" not in body and not servers:
+        raise BadRequest("Missing last_activity or servers")
+    if not isinstance(servers, dict):
+        raise BadRequest("servers must be an object of {server name: {last_activity}}")
+    updates = []
+    for server_name, info in servers.items():
+        server = next((s for s in user.servers if s.name == server_name), None)
+        if server is None:
+            raise BadRequest(f"No such server {server_name!r} for user {name}")
+        if not isinstance(info, dict) or "last_activity" not in info:
+            raise BadRequest(f"servers[{server_name!r}] needs last_activity")
+        updates.append((server, parse_time(info["last_activity"],
+                                           f"servers[{server_name!r}].last_activity")))
+    latest = parse_time(body["last_activity"], "last_activity") if "last_activity" in body \
+        else max(t for _s, t in updates)
+    for server, when in updates:
+        if server.last_activity is None or when > server.last_activity:
+            server.last_activity = when
+    if user.last_activity is None or latest > user.last_activity:
+        user.last_activity = latest
+    return None
+
+
+@endpoint("servers", "admin:servers", status=403)
+async def admin_access(ctx: Ctx) -> Any:
+    return {"status": 403, "message": "admin_access is deprecated and not supported"}
+
+
+routes = [
+    Route("/users", list_users, methods=["GET"]),
+    Route("/users", create_users, methods=["POST"]),
+    Route("/users/{name}", get_user, methods=["GET"]),
+    Route("/users/{name}", create_user, methods=["POST"]),
+    Route("/users/{name}", edit_user, methods=["PATCH"]),
+    Route("/users/{name}", delete_user, methods=["DELETE"]),
+    Route("/users/{name}/activity", user_activity, methods=["POST"]),
+    Route("/users/{name}/admin-access", admin_access, methods=["POST"]),
+]

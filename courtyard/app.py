@@ -1,0 +1,231 @@
+"""The composition root: configuration -> database -> roles -> users -> services -> tokens -> web.
+
+``Hub.initialize`` reads as the start-up order; each ``init_*`` step is small and lives in
+:mod:`courtyard.bootstrap` when it touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.requests import Request
+from traitlets.config import Config
+
+from . import bootstrap, config as cfg
+from .auth.base import Authenticator
+from .auth.identity import Identity, ScopeCache, authenticate_token
+from .db.models import User
+from .db.session import init_db
+from .errors import ConfigError
+from .lifecycle import Lifecycle
+from .options import Courtyard
+
+log = logging.getLogger("courtyard")
+
+
+class Hub:
+    """One running hub: its options, database, components and caches."""
+
+    def __init__(self, config: Config | None = None, config_file: Path | None = None) -> None:
+        self.config = config if config is not None else Config()
+        self.config_file = config_file
+        self.options: Courtyard = cfg.build(Courtyard, self.config)
+        self.scope_cache = ScopeCache()
+        self.lifecycle = Lifecycle()
+        self.service_specs: dict[str, dict[str, Any]] = {}
+        self.service_pids: dict[str, int] = {}
+        self.session: sessionmaker[Session]
+        self.authenticator: Authenticator
+        self.spawner_class: type | None = None
+        self.proxy: Any = None
+        self.asgi: Starlette
+        self.shutdown_event = asyncio.Event()
+        self.shutdown_options: dict[str, bool] = {}
+
+    # -- start-up ----------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | None, overrides: dict[str, Any] | None = None) -> Hub:
+        """Load the config file (``courtyard_config.py`` by default) plus CLI overrides."""
+        config_file = cfg.find_config_file(path)
+        config = cfg.load_config_file(config_file)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                config.Courtyard[key] = value
+        return cls(config, config_file)
+
+    def initialize(self) -> None:
+        """Everything up to serving: the order here is the architecture."""
+        self.init_logging()
+        self.init_components()
+        self.warn_unknown_options()
+        self.session = init_db(self.options.db_url, self.upgrade_command())
+        with self.session() as db:
+            bootstrap.init_roles(self, db)
+            bootstrap.init_users(self, db)
+            bootstrap.init_groups(self, db)
+            bootstrap.init_services(self, db)
+            bootstrap.init_api_tokens(self, db)
+            bootstrap.assign_config_roles(self, db)
+            db.commit()
+        self.cookie_secret = self.load_cookie_secret()
+        from .web.asgi import build_app
+
+        self.asgi = build_app(self)
+
+    def init_logging(self) -> None:
+        level = logging.DEBUG if self.options.debug else self.options.log_level
+        logging.basicConfig(level=level, format="[%(levelname).1s %(asctime)s %(name)s] "
+                            "%(message)s", datefmt="%H:%M:%S")
+        logging.getLogger("courtyard").setLevel(level)
+
+    def init_components(self) -> None:
+        opts = self.options
+        auth_cls = cfg.resolve_class("authenticator", opts.authenticator_class, Authenticator)
+        self.authenticator = cfg.build(auth_cls, self.config)
+
+    def component_classes(self) -> list[type]:
+        classes: list[type] = [Courtyard, type(self.authenticator)]
+        if self.spawner_class is not None:
+            classes.append(self.spawner_class)
+        if self.proxy is not None:
+            classes.append(type(self.proxy))
+        return classes
+
+    def warn_unknown_options(self) -> list[str]:
+        problems = cfg.unknown_options(self.config, self.component_classes())
+        for problem in problems:
+            log.warning("%s", problem)
+        return problems
+
+    def upgrade_command(self) -> str:
+        cmd = "courtyard upgrade-db"
+        if self.config_file is not None:
+            cmd += f" -f {self.config_file}"
+        return cmd
+
+    def load_cookie_secret(self) -> bytes:
+        """The secret signing cookies: from config, else from a 0600 file, made when missing."""
+        secret = self.options.cookie_secret
+        if secret:
+            return bytes.fromhex(secret) if isinstance(secret, str) else bytes(secret)
+        path = Path(self.options.data_files_path) / self.options.cookie_secret_file
+        if path.exists():
+            if path.stat().st_mode & 0o077:
+                raise ConfigError(f"cookie secret file {path} is readable by others; "
+                                  f"run: chmod 600 {path}")
+            try:
+                return bytes.fromhex(path.read_text().strip())
+            except ValueError:
+                raise ConfigError(f"cookie secret file {path} does not hold hex; delete it "
+                                  "to have a new one made") from None
+        value = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value.hex())
+        log.info("Wrote a new cookie secret to %s", path)
+        return value
+
+    # -- requests ----------------------------------------------------------------------------
+    def identify(self, request: Request, db: Session) -> Identity | None:
+        """The caller of an API request, from its ``Authorization: token|Bearer`` header."""
+        header = request.headers.get("authorization")
+        if not header:
+            return None
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() not in ("token", "bearer") or not secret:
+            return None
+        return authenticate_token(db, secret, self.scope_cache, self.options.activity_resolution)
+
+    def read_auth_state(self, user: User) -> dict[str, Any] | None:
+        """Auth state is kept only when the authenticator enables it (encrypted at rest)."""
+        return None
+
+    def write_auth_state(self, user: User, state: dict[str, Any] | None) -> None:
+        from .errors import BadRequest
+
+        raise BadRequest("auth_state is not enabled (c.Authenticator.enable_auth_state)")
+
+    async def stop_user_servers(self, user: User) -> None:
+        """Stop every running server of a user (before deleting them)."""
+        for server in user.servers:
+            if server.url is not None or self.lifecycle.pending(user.name, server.name):
+                await self.stop_server(user, server)
+
+    async def stop_server(self, user: User, server: Any) -> None:
+        """Overridden once spawners exist; without them no server can be running."""
+        server.url = None
+
+    async def service_added(self, service: Any) -> None:
+        """A service was registered at run time (its route is added by the proxy sync)."""
+
+    async def service_removed(self, service: Any) -> None:
+        """A run-time service was deleted."""
+
+    @property
+    def public_url(self) -> str:
+        opts = self.options
+        if opts.public_url:
+            return opts.public_url
+        if opts.bind_url:
+            return opts.bind_url
+        scheme = "https" if opts.ssl_cert else "http"
+        return f"{scheme}://{opts.ip}:{opts.port}{opts.base_url}"
+
+    @property
+    def hub_bind(self) -> tuple[str, int]:
+        opts = self.options
+        if opts.hub_bind_url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(opts.hub_bind_url)
+            return parts.hostname or "127.0.0.1", parts.port or 8081
+        return opts.hub_ip, opts.hub_port
+
+    @contextmanager
+    def db(self) -> Iterator[Session]:
+        with self.session() as db:
+            yield db
+
+    # -- running -----------------------------------------------------------------------------
+    async def serve(self) -> None:
+        """Serve the hub until SIGTERM/SIGINT or POST /hub/api/shutdown."""
+        import uvicorn
+
+        host, port = self.hub_bind
+        server = uvicorn.Server(uvicorn.Config(
+            self.asgi, host=host, port=port, log_level="warning", access_log=False,
+            http="httptools", loop="none", lifespan="off", server_header=False,
+            timeout_graceful_shutdown=5,
+        ))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.shutdown_event.set)
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if task.done():
+            try:
+                task.result()
+            except SystemExit:
+                pass
+            raise ConfigError(f"the hub cannot listen on {host}:{port} (in use?); set "
+                              "c.JupyterHub.hub_port or --hub-port")
+        log.info("Courtyard hub API at http://%s:%d%shub/api", host,
+                 server.servers[0].sockets[0].getsockname()[1] if server.servers else port,
+                 self.options.base_url)
+        await self.shutdown_event.wait()
+        log.info("Shutting down")
+        server.should_exit = True
+        await task

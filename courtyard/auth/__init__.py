@@ -1,0 +1,1 @@
+"""Who may do what: scopes, roles, tokens and (later) authenticators."""

@@ -1,0 +1,171 @@
+"""Who is asking: resolve a request's token to its owner and the scopes the request holds.
+
+Token lookups and scope sets are cached in memory. Any change to users, groups, roles,
+services, tokens or shares bumps ``ScopeCache.version``, which invalidates every entry at
+once: writes are rare next to reads, and a stale permission is never served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from ..db.models import APIToken, Group, Role, Service, Share, User, user_group_map, utcnow
+from . import scopes as sc, tokens
+
+IDENTIFY_USER = ("read:users:name", "read:users:groups")
+IDENTIFY_SERVICE = ("read:services:name",)
+
+
+@dataclass
+class Identity:
+    """The owner of a request and what it may do."""
+
+    kind: str  # "user" or "service"
+    id: int
+    name: str
+    parsed: sc.Parsed
+    expanded: frozenset[str]
+    token_id: int | None = None
+    session_id: str | None = None
+    admin: bool = False
+    groups_cache: dict[str, list[str]] = field(default_factory=dict)
+
+    def has_any(self, names: Iterable[str]) -> bool:
+        return any(n in self.parsed for n in names)
+
+
+@dataclass
+class _CachedToken:
+    token_id: int
+    kind: str
+    owner_id: int
+    expires_at: datetime | None
+    last_write: datetime | None
+
+
+class ScopeCache:
+    """Memory of resolved tokens and scope sets, dropped whole on any permission change."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.tokens: dict[str, _CachedToken] = {}
+        self.identities: dict[tuple[str, int, int | None], Identity] = {}
+
+    def invalidate(self) -> None:
+        self.version += 1
+        self.tokens.clear()
+        self.identities.clear()
+
+
+def groups_of(db: Session, username: str) -> list[str]:
+    return list(
+        db.scalars(
+            select(Group.name)
+            .join(user_group_map, user_group_map.c.group_id == Group.id)
+            .join(User, User.id == user_group_map.c.user_id)
+            .where(User.name == username)
+        )
+    )
+
+
+def owner_scopes(db: Session, owner: User | Service) -> frozenset[str]:
+    """Every scope an owner holds through its roles, its groups' roles and shares."""
+    raw: set[str] = set()
+    if isinstance(owner, User):
+        roles: list[Role] = list(owner.roles)
+        for group in owner.groups:
+            roles.extend(group.roles)
+        for role in roles:
+            raw.update(role.scopes)
+        group_ids = [g.id for g in owner.groups]
+        share_filter = Share.user_id == owner.id
+        if group_ids:
+            share_filter = or_(share_filter, Share.group_id.in_(group_ids))
+        for share in db.scalars(select(Share).where(share_filter)):
+            raw.update(share.scopes)
+        return sc.expand(raw, "user", owner.name)
+    for role in owner.roles:
+        raw.update(role.scopes)
+    return sc.expand(raw, "service", owner.name)
+
+
+def token_identity(db: Session, token: APIToken, cache: ScopeCache) -> Identity:
+    """Scopes of a token: its own, never more than its owner's."""
+    key = ("user" if token.user_id else "service", token.user_id or token.service_id, token.id)
+    cached = cache.identities.get(key)  # type: ignore[arg-type]
+    if cached is not None:
+        return cached
+    owner: User | Service = token.user if token.user_id else token.service  # type: ignore[assignment]
+    kind = "user" if isinstance(owner, User) else "service"
+    held = owner_scopes(db, owner)
+    if "inherit" in token.scopes:
+        parsed = sc.parse(held)
+        expanded = frozenset(sc.unparse(parsed))
+    else:
+        own = sc.parse(sc.expand(token.scopes, kind, owner.name))
+        parsed = sc.intersect(own, sc.parse(held), lambda u: groups_of(db, u))
+        expanded = frozenset(sc.unparse(parsed))
+    ident = Identity(
+        kind=kind, id=owner.id, name=owner.name, parsed=parsed, expanded=expanded,
+        token_id=token.id, session_id=token.session_id, admin=bool(owner.admin),
+    )
+    cache.identities[key] = ident  # type: ignore[index]
+    return ident
+
+
+def _lookup(db: Session, secret: str) -> APIToken | None:
+    row = db.scalar(select(APIToken).where(APIToken.hashed == tokens.fast_hash(secret)))
+    if row is not None:
+        return row
+    for candidate in db.scalars(
+        select(APIToken).where(APIToken.prefix == tokens.prefix(secret),
+                               APIToken.hashed.startswith("pbkdf2:"))
+    ):
+        if tokens.matches(secret, candidate.hashed):
+            return candidate
+    return None
+
+
+def authenticate_token(
+    db: Session, secret: str, cache: ScopeCache, activity_resolution: int
+) -> Identity | None:
+    """The identity behind a token secret, or None for an unknown or expired token.
+
+    The hot path (a token seen before, no permission change since) makes no query; use is
+    written back at most once per ``activity_resolution`` seconds.
+    """
+    digest = tokens.fast_hash(secret)
+    now = utcnow()
+    hit = cache.tokens.get(digest)
+    row: APIToken | None = None
+    if hit is None:
+        row = _lookup(db, secret)
+        if row is None:
+            return None
+        hit = _CachedToken(row.id, "user" if row.user_id else "service",
+                           row.user_id or row.service_id or 0, row.expires_at, row.last_activity)
+        cache.tokens[digest] = hit
+    if hit.expires_at is not None and hit.expires_at <= now:
+        cache.tokens.pop(digest, None)
+        return None
+    ident = cache.identities.get((hit.kind, hit.owner_id, hit.token_id))
+    if ident is None:
+        row = row or db.get(APIToken, hit.token_id)
+        if row is None:
+            cache.tokens.pop(digest, None)
+            return None
+        ident = token_identity(db, row, cache)
+    if hit.last_write is None or now - hit.last_write >= timedelta(seconds=activity_resolution):
+        row = row or db.get(APIToken, hit.token_id)
+        if row is not None:
+            row.last_activity = now
+            if row.user is not None and not row.note.startswith("Server at "):
+                row.user.last_activity = now
+            db.commit()
+        hit.last_write = now
+    return ident

@@ -1,0 +1,222 @@
+"""Start-up steps that bring the database in line with the configuration."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .auth.roles import DEFAULT_ROLES, check_role
+from .db import queries as q
+from .db.models import APIToken, Group, Role, Service
+from .errors import BadRequest, ConfigError
+from .names import check_group_name
+
+if TYPE_CHECKING:
+    from .app import Hub
+
+log = logging.getLogger("courtyard")
+
+SERVICE_KEYS = {
+    "name", "url", "command", "api_token", "admin", "oauth_client_id", "oauth_redirect_uri",
+    "oauth_no_confirm", "oauth_client_allowed_scopes", "oauth_roles", "info", "display",
+    "environment", "user", "cwd", "roles",
+}
+
+
+def user_name(hub: Hub, raw: Any, where: str) -> str:
+    """Normalize and validate a username from config, or fail naming where it came from."""
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: username {raw!r} must be a string")
+    name = hub.authenticator.normalize_username(raw)
+    if not hub.authenticator.validate_username(name):
+        raise ConfigError(f"{where}: {raw!r} is not a valid username")
+    return name
+
+
+def ensure_user(hub: Hub, db: Session, raw: Any, where: str) -> Any:
+    name = user_name(hub, raw, where)
+    return q.get_user(db, name) or q.create_user(db, name)
+
+
+def init_roles(hub: Hub, db: Session) -> None:
+    """Create the default roles; create, update or drop roles from ``load_roles``."""
+    custom = tuple(hub.options.custom_scopes)
+    config_names = set()
+    for i, spec in enumerate(hub.options.load_roles):
+        try:
+            check_role(spec, custom)
+        except BadRequest as e:
+            raise ConfigError(f"c.JupyterHub.load_roles[{i}]: {e.message}") from None
+        if spec["name"] == "admin" and "scopes" in spec:
+            raise ConfigError("c.JupyterHub.load_roles: the scopes of the admin role cannot "
+                              "be changed; define a new role instead")
+        config_names.add(spec["name"])
+    for name, spec in DEFAULT_ROLES.items():
+        role = q.get_role(db, name) or Role(name=name)
+        db.add(role)
+        if name not in config_names:
+            role.scopes, role.description, role.managed_by = (
+                list(spec["scopes"]), spec["description"], "default")
+    for spec in hub.options.load_roles:
+        role = q.get_role(db, spec["name"]) or Role(name=spec["name"])
+        db.add(role)
+        if spec["name"] in DEFAULT_ROLES:
+            role.scopes = list(spec.get("scopes", role.scopes))
+            role.description = spec.get("description", role.description)
+            continue
+        role.scopes = list(spec.get("scopes", []))
+        role.description = spec.get("description", "")
+        role.managed_by = "config"
+    for role in db.scalars(select(Role).where(Role.managed_by == "config")):
+        if role.name not in config_names:
+            log.info("Removing role %s, no longer in load_roles", role.name)
+            db.delete(role)
+    db.flush()
+
+
+def init_users(hub: Hub, db: Session) -> None:
+    """Create admins and allowed users named in the config; admins get the admin role."""
+    admins = set(hub.authenticator.admin_users) | set(hub.options.admin_users)
+    for raw in sorted(admins):
+        user = ensure_user(hub, db, raw, "c.Authenticator.admin_users")
+        q.set_admin(db, user, True)
+    for raw in sorted(hub.authenticator.allowed_users):
+        ensure_user(hub, db, raw, "c.Authenticator.allowed_users")
+    db.flush()
+
+
+def init_groups(hub: Hub, db: Session) -> None:
+    for name, spec in hub.options.load_groups.items():
+        problem = check_group_name(name)
+        if problem:
+            raise ConfigError(f"c.JupyterHub.load_groups: {problem}")
+        if isinstance(spec, list):
+            spec = {"users": spec}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"c.JupyterHub.load_groups[{name!r}] must be a list of users or "
+                              "a dict with users and properties")
+        group = q.get_group(db, name) or Group(name=name, properties={})
+        db.add(group)
+        for raw in spec.get("users", []):
+            user = ensure_user(hub, db, raw, f"c.JupyterHub.load_groups[{name!r}]")
+            if user not in group.users:
+                group.users.append(user)
+        if "properties" in spec:
+            group.properties = dict(spec["properties"])
+    db.flush()
+
+
+def init_services(hub: Hub, db: Session) -> None:
+    """Register services from config; their tokens are hashed like config tokens."""
+    seen = set()
+    for i, spec in enumerate(hub.options.services):
+        where = f"c.JupyterHub.services[{i}]"
+        unknown = set(spec) - SERVICE_KEYS
+        if unknown:
+            log.warning("%s: key(s) %s not supported by Courtyard; ignored", where,
+                        ", ".join(sorted(unknown)))
+        name = spec.get("name")
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigError(f"{where} needs a 'name' without '/'")
+        if name in seen:
+            raise ConfigError(f"{where}: service {name!r} is defined twice")
+        seen.add(name)
+        if spec.get("command"):
+            log.warning("%s: service %r has a command; hub-managed services are not started "
+                        "by this version of Courtyard, run it yourself", where, name)
+        service = q.get_service(db, name) or Service(name=name)
+        db.add(service)
+        service.admin = bool(spec.get("admin", False))
+        service.url = spec.get("url") or None
+        service.info = dict(spec.get("info", {}))
+        service.display = bool(spec.get("display", True))
+        service.oauth_client_id = spec.get("oauth_client_id") or (
+            f"service-{name}" if service.url else None)
+        service.oauth_redirect_uri = spec.get("oauth_redirect_uri")
+        service.oauth_no_confirm = bool(spec.get("oauth_no_confirm", False))
+        service.from_config = True
+        admin_role = q.get_role(db, "admin")
+        if service.admin and admin_role not in service.roles:
+            service.roles.append(admin_role)  # type: ignore[arg-type]
+        elif not service.admin and admin_role in service.roles:
+            service.roles.remove(admin_role)  # type: ignore[arg-type]
+        hub.service_specs[name] = dict(spec)
+    for service in db.scalars(select(Service).where(Service.from_config.is_(True))):
+        if service.name not in seen:
+            log.info("Removing service %s, no longer in config", service.name)
+            db.delete(service)
+    db.flush()
+
+
+def init_api_tokens(hub: Hub, db: Session) -> None:
+    """Tokens from ``api_tokens``, ``service_tokens`` and ``services[].api_token``.
+
+    Config tokens no longer in the config are revoked.
+    """
+    wanted: list[tuple[str, str, str]] = []  # (secret, kind, owner name)
+    for secret, name in hub.options.api_tokens.items():
+        wanted.append((secret, "user", user_name(hub, name, "c.JupyterHub.api_tokens")))
+    for secret, name in hub.options.service_tokens.items():
+        wanted.append((secret, "service", name))
+    for spec in hub.options.services:
+        if spec.get("api_token"):
+            wanted.append((spec["api_token"], "service", spec["name"]))
+    kept: set[int] = set()
+    for secret, kind, name in wanted:
+        if not isinstance(secret, str) or len(secret) < 8:
+            raise ConfigError(f"config token for {kind} {name!r} is too short; use at least 8 "
+                              "characters (e.g. openssl rand -hex 32)")
+        owner = q.get_user(db, name) or q.create_user(db, name) if kind == "user" else \
+            q.get_service(db, name)
+        if owner is None:
+            raise ConfigError(f"c.JupyterHub.service_tokens: no service named {name!r}; add it "
+                              "to c.JupyterHub.services")
+        row = q.find_config_token(db, secret)
+        if row is not None and (row.user is owner or row.service is owner):
+            kept.add(row.id)
+            continue
+        if row is not None:
+            db.delete(row)
+            db.flush()
+        row, _ = q.issue_token(db, owner, note="from config", secret=secret, from_config=True)
+        db.flush()
+        kept.add(row.id)
+    for row in db.scalars(select(APIToken).where(APIToken.from_config.is_(True))):
+        if row.id not in kept:
+            db.delete(row)
+    db.flush()
+
+
+def assign_config_roles(hub: Hub, db: Session) -> None:
+    """Members of config roles are exactly those the config names."""
+    for spec in hub.options.load_roles:
+        role = q.get_role(db, spec["name"])
+        assert role is not None
+        where = f"c.JupyterHub.load_roles ({spec['name']})"
+        if "users" in spec:
+            users = [ensure_user(hub, db, raw, where) for raw in spec["users"]]
+            if role.name not in DEFAULT_ROLES:
+                role.users = users
+            else:
+                for user in users:
+                    if user not in role.users:
+                        role.users.append(user)
+        if "groups" in spec:
+            groups = []
+            for name in spec["groups"]:
+                group = q.get_group(db, name) or Group(name=name, properties={})
+                db.add(group)
+                groups.append(group)
+            role.groups = groups
+        if "services" in spec:
+            services = []
+            for name in spec["services"]:
+                service = q.get_service(db, name)
+                if service is None:
+                    raise ConfigError(f"{where}: no service named {name!r}")
+                services.append(service)
+            role.services = services
+    db.flush()

@@ -1,0 +1,86 @@
+"""Small, reusable reads and writes shared by the API, the CLI and start-up."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..auth import tokens
+from .models import APIToken, Group, Role, Service, User
+
+
+def get_user(db: Session, name: str) -> User | None:
+    return db.scalar(select(User).where(User.name == name))
+
+
+def get_group(db: Session, name: str) -> Group | None:
+    return db.scalar(select(Group).where(Group.name == name))
+
+
+def get_role(db: Session, name: str) -> Role | None:
+    return db.scalar(select(Role).where(Role.name == name))
+
+
+def get_service(db: Session, name: str) -> Service | None:
+    return db.scalar(select(Service).where(Service.name == name))
+
+
+def create_user(db: Session, name: str, admin: bool = False) -> User:
+    """A new user with the ``user`` role (and ``admin`` when asked)."""
+    user = User(name=name, admin=False, cookie_id=secrets.token_hex(16))
+    db.add(user)
+    role = get_role(db, "user")
+    if role is not None:
+        user.roles.append(role)
+    set_admin(db, user, admin)
+    return user
+
+
+def set_admin(db: Session, user: User, admin: bool) -> None:
+    """Keep the admin flag and the ``admin`` role assignment in step."""
+    user.admin = admin
+    role = get_role(db, "admin")
+    if role is None:
+        return
+    if admin and role not in user.roles:
+        user.roles.append(role)
+    elif not admin and role in user.roles:
+        user.roles.remove(role)
+
+
+def issue_token(
+    db: Session,
+    owner: User | Service,
+    *,
+    note: str = "",
+    scopes: list[str] | None = None,
+    expires_at: datetime | None = None,
+    secret: str | None = None,
+    from_config: bool = False,
+) -> tuple[APIToken, str]:
+    """Store a new token (hashed) and return it with its secret, which is never stored."""
+    secret = secret or tokens.new_token()
+    hashed = tokens.slow_hash(secret) if from_config else tokens.fast_hash(secret)
+    row = APIToken(
+        hashed=hashed, prefix=tokens.prefix(secret), note=note,
+        scopes=scopes if scopes is not None else ["inherit"], expires_at=expires_at,
+        from_config=from_config,
+    )
+    if isinstance(owner, User):
+        row.user = owner
+    else:
+        row.service = owner
+    db.add(row)
+    return row, secret
+
+
+def find_config_token(db: Session, secret: str) -> APIToken | None:
+    """A token that came from config, matched against its slow hash."""
+    for row in db.scalars(select(APIToken).where(APIToken.prefix == tokens.prefix(secret),
+                                                 APIToken.from_config.is_(True))):
+        if tokens.matches(secret, row.hashed):
+            return row
+    return None

@@ -1,0 +1,171 @@
+"""The hub's options: one traitlets class, the single source for config, CLI and docs.
+
+``c.Courtyard.X`` and JupyterHub's ``c.JupyterHub.X`` set the same option.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from traitlets import (
+    Any as AnyTrait,
+    Bool,
+    Dict,
+    Float,
+    Integer,
+    List,
+    Set,
+    Unicode,
+    Union,
+    default,
+    validate,
+)
+from traitlets.config import Configurable
+
+from .errors import ConfigError
+
+
+class Courtyard(Configurable):
+    """Hub-wide options (JupyterHub's ``c.JupyterHub.*``)."""
+
+    ip = Unicode("127.0.0.1", help="Public IP the proxy listens on.").tag(config=True)
+    port = Integer(8000, help="Public port the proxy listens on.").tag(config=True)
+    bind_url = Unicode(
+        "", help="Public URL the proxy binds, e.g. http://127.0.0.1:8000/; overrides ip, port "
+        "and base_url."
+    ).tag(config=True)
+    base_url = Unicode("/", help="URL prefix of the whole site; must start and end with '/'.").tag(
+        config=True
+    )
+    public_url = Unicode(
+        "", help="Full public URL of the site when it differs from bind_url (e.g. behind a "
+        "load balancer); used in full_url fields and OAuth redirects."
+    ).tag(config=True)
+    subdomain_host = Unicode("", help="Run each user's server on its own subdomain of this "
+                             "host (host-based routing in the proxy).").tag(config=True)
+    hub_ip = Unicode("127.0.0.1", help="IP the hub's own HTTP server (API and pages) binds.").tag(
+        config=True
+    )
+    hub_port = Integer(8081, help="Port the hub's own HTTP server binds.").tag(config=True)
+    hub_bind_url = Unicode("", help="URL the hub binds, e.g. http://127.0.0.1:8081; overrides "
+                           "hub_ip and hub_port.").tag(config=True)
+    hub_connect_url = Unicode(
+        "", help="URL at which the proxy, servers and services reach the hub, when it differs "
+        "from where it binds (e.g. it binds 0.0.0.0)."
+    ).tag(config=True)
+    db_url = Unicode("sqlite:///courtyard.sqlite", help="SQLAlchemy URL of the database; "
+                     "sqlite:///FILE or postgresql://USER@HOST/DB.").tag(config=True)
+    data_files_path = Unicode("", help="Directory for the hub's own data (secrets, logs); "
+                              "default: the working directory.").tag(config=True)
+    cookie_secret = AnyTrait(b"", help="Secret key signing cookies (bytes or hex string); "
+                             "generated into cookie_secret_file when empty.").tag(config=True)
+    cookie_secret_file = Unicode("courtyard_cookie_secret", help="File holding the cookie "
+                                 "secret (hex); created with mode 0600 when missing.").tag(config=True)
+    cookie_max_age_days = Float(14, help="Days a login cookie stays valid.").tag(config=True)
+    api_tokens = Dict(
+        help="Tokens for users from config, {token: username}; tokens of 8 or more "
+        "characters, stored hashed."
+    ).tag(config=True)
+    service_tokens = Dict(help="Tokens for services, {token: service name}.").tag(config=True)
+    services = List(Dict(), help="Services: dicts with name, and optionally url, command, "
+                    "api_token, admin, oauth_client_id, oauth_redirect_uri, oauth_no_confirm, "
+                    "info, display.").tag(config=True)
+    load_roles = List(Dict(), help="Roles to create or update at start: dicts with name, "
+                      "description, scopes, users, groups, services.").tag(config=True)
+    custom_scopes = Dict(help="Custom scopes, {'custom:NAME': {'description': ...}}.").tag(
+        config=True
+    )
+    load_groups = Dict(help="Groups to create at start: {name: [users]} or "
+                       "{name: {'users': [...], 'properties': {...}}}.").tag(config=True)
+    admin_users = Set(help="Deprecated here (use c.Authenticator.admin_users); still honoured."
+                      ).tag(config=True)
+    allow_named_servers = Bool(False, help="Let users run named servers besides the default "
+                               "one.").tag(config=True)
+    named_server_limit_per_user = Union(
+        [Integer(), AnyTrait()], default_value=0,
+        help="Most named servers a user may have (0: no limit); int or callable(handler).",
+    ).tag(config=True)
+    default_server_name = Unicode("", help="Name of the server /hub/user-redirect goes to when "
+                                  "named servers are on.").tag(config=True)
+    concurrent_spawn_limit = Integer(100, help="Most spawns pending at once (0: no limit)."
+                                     ).tag(config=True)
+    active_server_limit = Integer(0, help="Most servers running or pending at once "
+                                  "(0: no limit).").tag(config=True)
+    api_page_default_limit = Integer(50, help="Page size for paginated API lists.").tag(
+        config=True
+    )
+    api_page_max_limit = Integer(200, help="Largest page size a client may ask for.").tag(
+        config=True
+    )
+    authenticator_class = AnyTrait(
+        "dummy", help="Authenticator: a short name ('dummy', 'null', 'pam', 'native', ...), "
+        "a dotted class path or a class; JupyterHub's names are accepted."
+    ).tag(config=True)
+    spawner_class = AnyTrait(
+        "local", help="Spawner: a short name ('local', 'simple', ...), a dotted class path or "
+        "a class; JupyterHub's names are accepted."
+    ).tag(config=True)
+    proxy_class = AnyTrait(
+        "builtin", help="Proxy: 'builtin' (courtyard-proxy) or 'chp' "
+        "(configurable-http-proxy), a dotted class path or a class."
+    ).tag(config=True)
+    cleanup_servers = Bool(True, help="Stop users' servers when the hub shuts down.").tag(
+        config=True
+    )
+    cleanup_proxy = Bool(True, help="Stop the proxy the hub started when the hub shuts down "
+                         "(the built-in proxy keeps running when False).").tag(config=True)
+    template_paths = List(Unicode(), help="Directories searched for page templates before the "
+                          "built-in ones.").tag(config=True)
+    template_vars = Dict(help="Extra variables for page templates.").tag(config=True)
+    logo_file = Unicode("", help="Image file shown as the site's logo.").tag(config=True)
+    activity_resolution = Integer(30, help="Seconds; activity updates closer together than "
+                                  "this are not written to the database.").tag(config=True)
+    last_activity_interval = Integer(300, help="Seconds between syncs of activity from the "
+                                     "proxy and route checks.").tag(config=True)
+    ssl_cert = Unicode("", help="TLS certificate for the public port.").tag(config=True)
+    ssl_key = Unicode("", help="TLS key for the public port.").tag(config=True)
+    shutdown_on_logout = Bool(False, help="Stop a user's servers when they log out.").tag(
+        config=True
+    )
+    redirect_to_server = Bool(True, help="Send a user to their server after login rather "
+                              "than to the home page.").tag(config=True)
+    default_url = Unicode("", help="Where /hub/ sends a signed-in user (default: their "
+                          "server or the home page).").tag(config=True)
+    authenticate_prometheus = Bool(True, help="Require read:metrics for /hub/metrics.").tag(
+        config=True
+    )
+    token_expires_in_max_seconds = Integer(0, help="Longest lifetime of a token made through "
+                                           "the API (0: unlimited).").tag(config=True)
+    trust_user_provided_tokens = Bool(False, help="Accepted for compatibility; config tokens "
+                                      "are always hashed and verified fast after first use."
+                                      ).tag(config=True)
+    debug = Bool(False, help="Log at debug level.").tag(config=True)
+    log_level = Unicode("INFO", help="Logging level.").tag(config=True)
+
+    @validate("base_url")
+    def _check_base_url(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"]
+        if not value.startswith("/"):
+            value = "/" + value
+        if not value.endswith("/"):
+            value += "/"
+        return value
+
+    @validate("port", "hub_port")
+    def _check_port(self, proposal: dict[str, Any]) -> int:
+        value = proposal["value"]
+        if not 0 <= value <= 65535:
+            raise ConfigError(f"c.Courtyard.{proposal['trait'].name} = {value} is not a port; "
+                              "use 1-65535 (0 picks a free port)")
+        return value
+
+    @validate("api_page_default_limit", "api_page_max_limit")
+    def _check_page(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1:
+            raise ConfigError(f"c.Courtyard.{proposal['trait'].name} must be at least 1")
+        return proposal["value"]
+
+    @default("data_files_path")
+    def _default_data(self) -> str:
+        return os.getcwd()

@@ -1,0 +1,1 @@
+"""The hub's HTTP application: the REST API now, browser pages later."""
