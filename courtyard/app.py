@@ -166,6 +166,23 @@ class Hub:
         """Overridden once spawners exist; without them no server can be running."""
         server.url = None
 
+    # -- proxy routes (the proxy subsystem is wired in by Hub.start_proxy) ---------------------
+    def server_routespec(self, username: str, server_name: str) -> str:
+        from urllib.parse import quote
+
+        spec = f"{self.options.base_url}user/{quote(username, safe='@~')}/"
+        return spec + (f"{quote(server_name, safe='')}/" if server_name else "")
+
+    async def add_server_route(self, username: str, server_name: str, target: str) -> None:
+        """Route ``/user/NAME[/SERVER]/`` to a ready server."""
+        if self.proxy is not None:
+            await self.proxy.add_route(self.server_routespec(username, server_name), target,
+                                       {"user": username, "server_name": server_name})
+
+    async def remove_server_route(self, username: str, server_name: str) -> None:
+        if self.proxy is not None:
+            await self.proxy.delete_route(self.server_routespec(username, server_name))
+
     async def service_added(self, service: Any) -> None:
         """A service was registered at run time (its route is added by the proxy sync)."""
 
