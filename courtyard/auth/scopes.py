@@ -298,8 +298,13 @@ def allows(filters: Filters | None, target: Target, groups_of: GroupsOf) -> bool
         kind, _, value = filt.partition("=")
         if kind == "user" and target.user == value:
             return True
-        if kind == "server" and target.server is not None and target.server == value:
-            return True
+        if kind == "server":
+            if target.server is not None:
+                if target.server == value:
+                    return True
+            elif target.user is not None and value.startswith(f"{target.user}/"):
+                # access to one of a user's servers lets the caller see that user
+                return True
         if kind == "service" and target.service == value:
             return True
         if kind == "group":

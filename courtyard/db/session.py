@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -100,11 +100,14 @@ def upgrade_db(db_url: str) -> str | None:
 
     engine = make_engine(db_url)
     backup = None
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        path = Path(engine.url.database)
+    database = engine.url.database
+    if engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:"):
+        path = Path(database)  # type: ignore[arg-type]
         if path.exists():
             backup = f"{path}.{time.strftime('%Y-%m-%d-%H%M%S')}.bak"
-            shutil.copy2(path, backup)
+            # SQLite's online backup includes what still sits in the WAL file
+            with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+                src.backup(dst)
             log.info("Backed up %s to %s", path, backup)
     if current_revision(engine) is None:
         init_db(db_url)

@@ -1,0 +1,165 @@
+"""/users: listing, paging, creating, editing, deleting, activity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.conftest import new_token
+
+PAGE = {"Accept": "application/jupyterhub-pagination+json"}
+
+
+async def test_list_users_bare_and_version_header(api):
+    r = await api.get("/users")
+    assert r.status_code == 200
+    assert r.headers["x-jupyterhub-version"]
+    users = r.json()
+    assert [u["name"] for u in users] == ["admin"]
+    admin = users[0]
+    assert admin["kind"] == "user" and admin["admin"] is True
+    assert set(admin["roles"]) == {"admin", "user"}
+    assert admin["server"] is None and admin["servers"] == {}
+    assert admin["created"].endswith("Z")
+
+
+async def test_create_users_bulk_and_conflicts(api):
+    r = await api.post("/users", json={"usernames": ["user1", "User2"]})
+    assert r.status_code == 201
+    assert [u["name"] for u in r.json()] == ["user1", "user2"]  # normalized
+    r = await api.post("/users", json={"usernames": ["user1", "user3"]})
+    assert r.status_code == 201 and [u["name"] for u in r.json()] == ["user3"]
+    r = await api.post("/users", json={"usernames": ["user1", "user3"]})
+    assert r.status_code == 409
+    assert r.json() == {"status": 409, "message": "All 2 users already exist"}
+
+
+async def test_create_users_bad_input(api):
+    for body, fragment in [
+        ({"usernames": "bob"}, "usernames"),
+        ({"usernames": []}, "usernames"),
+        ({"usernames": ["ok", "bad/name"]}, "Invalid username"),
+        ({"usernames": [3]}, "string"),
+        ({"usernames": ["a"], "admin": "yes"}, "admin"),
+        ({"usernames": ["a"], "color": "red"}, "unknown field"),
+    ]:
+        r = await api.post("/users", json=body)
+        assert r.status_code == 400, body
+        assert fragment in r.json()["message"]
+    r = await api.post("/users", content=b"{not json")
+    assert r.status_code == 400 and "invalid JSON" in r.json()["message"]
+    r = await api.post("/users", content=b"[1, 2]")
+    assert r.status_code == 400 and "JSON object" in r.json()["message"]
+    # nothing was half-written
+    assert [u["name"] for u in (await api.get("/users")).json()] == ["admin"]
+
+
+async def test_single_user_crud(api):
+    r = await api.post("/users/alice", json={"admin": False})
+    assert r.status_code == 201 and r.json()["name"] == "alice"
+    assert (await api.post("/users/alice")).status_code == 409
+    r = await api.get("/users/alice")
+    assert r.status_code == 200 and r.json()["roles"] == ["user"]
+    assert (await api.get("/users/nobody")).status_code == 404
+    r = await api.patch("/users/alice", json={"admin": True})
+    assert r.status_code == 200 and r.json()["admin"] is True
+    assert set(r.json()["roles"]) == {"admin", "user"}
+    r = await api.patch("/users/alice", json={"name": "alicia"})
+    assert r.json()["name"] == "alicia"
+    assert (await api.get("/users/alice")).status_code == 404
+    await api.post("/users/bob")
+    r = await api.patch("/users/alicia", json={"name": "bob"})
+    assert r.status_code == 400 and "already exists" in r.json()["message"]
+    for bad in ({"admin": "no"}, {"groups": "x"}, {"groups": ["nogroup"]}, {"bogus": 1}):
+        assert (await api.patch("/users/alicia", json=bad)).status_code == 400, bad
+    assert (await api.patch("/users/alicia")).status_code == 400  # body required
+    assert (await api.delete("/users/alicia")).status_code == 204
+    assert (await api.delete("/users/alicia")).status_code == 404
+    assert (await api.delete("/users/admin")).status_code == 400  # not yourself
+
+
+async def test_patch_groups_and_roles(api):
+    await api.post("/users/carol")
+    await api.post("/groups/g1")
+    r = await api.patch("/users/carol", json={"groups": ["g1"]})
+    assert r.json()["groups"] == ["g1"]
+    r = await api.patch("/users/carol", json={"roles": ["user", "nosuch"]})
+    assert r.status_code == 400
+    r = await api.patch("/users/carol", json={"roles": ["admin", "user"]})
+    assert r.status_code == 200 and r.json()["admin"] is True
+
+
+async def test_paging_envelope(api):
+    names = [f"u{i:03d}" for i in range(25)]
+    await api.post("/users", json={"usernames": names})
+    r = await api.get("/users", params={"limit": 10}, headers=PAGE)
+    body = r.json()
+    assert len(body["items"]) == 10
+    page = body["_pagination"]
+    assert page["total"] == 26 and page["offset"] == 0 and page["limit"] == 10
+    assert page["next"]["offset"] == 10
+    seen = [u["name"] for u in body["items"]]
+    url = page["next"]["url"]
+    while url:
+        r = await api.get(url, headers=PAGE)
+        seen += [u["name"] for u in r.json()["items"]]
+        nxt = r.json()["_pagination"]["next"]
+        url = nxt["url"] if nxt else None
+    assert seen == ["admin", *names]
+    assert (await api.get("/users", params={"limit": "x"})).status_code == 400
+    assert (await api.get("/users", params={"offset": -1})).status_code == 400
+    # limit is clamped to api_page_max_limit
+    r = await api.get("/users", params={"limit": 100000}, headers=PAGE)
+    assert r.json()["_pagination"]["limit"] == 200
+
+
+async def test_sort_state_and_name_filter(api):
+    await api.post("/users", json={"usernames": ["zed", "amy", "Mia"]})
+    r = await api.get("/users", params={"sort": "name"})
+    assert [u["name"] for u in r.json()] == ["admin", "amy", "mia", "zed"]
+    r = await api.get("/users", params={"sort": "-name"})
+    assert [u["name"] for u in r.json()] == ["zed", "mia", "amy", "admin"]
+    r = await api.get("/users", params={"name_filter": "M"})
+    assert sorted(u["name"] for u in r.json()) == ["admin", "amy", "mia"]
+    assert (await api.get("/users", params={"sort": "color"})).status_code == 400
+    r = await api.get("/users", params={"state": "active"})
+    assert r.json() == []
+    r = await api.get("/users", params={"state": "inactive"})
+    assert len(r.json()) == 4
+    assert (await api.get("/users", params={"state": "sleepy"})).status_code == 400
+
+
+async def test_activity(api):
+    await api.post("/users/dave")
+    when = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    r = await api.post("/users/dave/activity", json={"last_activity": when})
+    assert r.status_code == 200
+    assert (await api.get("/users/dave")).json()["last_activity"].startswith(when[:19])
+    older = (datetime.now(UTC) - timedelta(hours=5)).isoformat()
+    await api.post("/users/dave/activity", json={"last_activity": older})
+    assert (await api.get("/users/dave")).json()["last_activity"].startswith(when[:19])
+    future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    for body in ({}, {"last_activity": future}, {"last_activity": "yesterday"},
+                 {"servers": {"nosuch": {"last_activity": when}}}):
+        assert (await api.post("/users/dave/activity", json=body)).status_code == 400, body
+    assert (await api.post("/users/ghost/activity", json={"last_activity": when})).status_code \
+        == 404
+
+
+async def test_only_admins_grant_admin(api):
+    token = await new_token(api, "manager", scopes=[])
+    await api.patch("/users/manager", json={"roles": ["user"]})
+    # give manager admin:users through a role, but not admin
+    r = await api.post("/roles", json={"name": "user-admins", "scopes": ["admin:users"],
+                                        "users": ["manager"]})
+    assert r.status_code == 201, r.text
+    r = await api.post("/users/manager/tokens", json={"scopes": ["admin:users"]})
+    token = r.json()["token"]
+    from tests.conftest import client_for
+
+    async with client_for(api._transport.app.state.hub, token) as manager:
+        r = await manager.post("/users/newbie", json={"admin": True})
+        assert r.status_code == 403
+        r = await manager.post("/users/newbie")
+        assert r.status_code == 201
+        r = await manager.patch("/users/admin", json={"name": "x"})
+        assert r.status_code == 403

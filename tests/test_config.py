@@ -1,0 +1,118 @@
+"""Configuration: JupyterHub compatibility, unknown options, bad values, class names."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from traitlets.config import Config
+
+from courtyard import config as cfg
+from courtyard.app import Hub
+from courtyard.auth.dummy import DummyAuthenticator, NullAuthenticator
+from courtyard.errors import ConfigError
+
+
+def test_jupyterhub_section_maps_to_courtyard(tmp_path):
+    f = tmp_path / "jupyterhub_config.py"
+    f.write_text("c = get_config()\nc.JupyterHub.port = 9000\nc.JupyterHub.base_url = 'lab'\n"
+                 "c.Courtyard.hub_port = 9001\n")
+    hub = Hub.from_file(str(f))
+    assert hub.options.port == 9000 and hub.options.hub_port == 9001
+    assert hub.options.base_url == "/lab/"
+
+
+def test_cli_overrides_beat_file(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("c.JupyterHub.port = 9000\n")
+    assert Hub.from_file(str(f), {"port": 9100}).options.port == 9100
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        Hub.from_file(str(tmp_path / "nope.py"))
+    f = tmp_path / "broken.py"
+    f.write_text("c.JupyterHub.port = 1/0\n")
+    with pytest.raises(ConfigError, match="ZeroDivisionError"):
+        Hub.from_file(str(f))
+
+
+def test_wrong_type_is_one_line_naming_option():
+    c = Config()
+    c.Courtyard.port = "eighty"
+    with pytest.raises(ConfigError) as e:
+        Hub(c)
+    assert "port" in str(e.value) and "\n" not in str(e.value)
+    c.Courtyard.port = 70000
+    with pytest.raises(ConfigError, match="port"):
+        Hub(c)
+
+
+def test_class_aliases():
+    from courtyard.auth.base import Authenticator
+
+    assert cfg.resolve_class("authenticator", "dummy", Authenticator) is DummyAuthenticator
+    assert cfg.resolve_class("authenticator", "jupyterhub.auth.DummyAuthenticator",
+                             Authenticator) is DummyAuthenticator
+    assert cfg.resolve_class("authenticator", "null", Authenticator) is NullAuthenticator
+    assert cfg.resolve_class("authenticator", NullAuthenticator, Authenticator) is \
+        NullAuthenticator
+    with pytest.raises(ConfigError, match="not available"):
+        cfg.resolve_class("authenticator", "nonesuch", Authenticator)
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        cfg.resolve_class("authenticator", "mypkg.MyAuth", Authenticator)
+    with pytest.raises(ConfigError, match="subclass"):
+        cfg.resolve_class("authenticator", "courtyard.options.Courtyard", Authenticator)
+
+
+def test_unknown_options_warned_once(tmp_path, caplog):
+    c = Config()
+    c.JupyterHub.bogus_option = 1
+    c.KubeSpawner.image = "x"
+    c.Authenticator.admin_users = {"a"}
+    c.Courtyard.db_url = f"sqlite:///{tmp_path}/x.sqlite"
+    c.Courtyard.data_files_path = str(tmp_path)
+    hub = Hub(cfg.normalize(c))
+    with caplog.at_level(logging.WARNING, logger="courtyard"):
+        hub.initialize()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("bogus_option" in w for w in warnings) == 1
+    assert any("c.JupyterHub.bogus_option" in w for w in warnings)
+    assert any("KubeSpawner" in w for w in warnings)
+    assert not any("admin_users" in w for w in warnings)
+
+
+def test_bad_roles_and_tokens_stop_startup(tmp_path):
+    def hub_with(**opts):
+        c = Config()
+        c.Courtyard.db_url = f"sqlite:///{tmp_path}/y.sqlite"
+        c.Courtyard.data_files_path = str(tmp_path)
+        for k, v in opts.items():
+            c.Courtyard[k] = v
+        Hub(c).initialize()
+
+    with pytest.raises(ConfigError, match="load_roles"):
+        hub_with(load_roles=[{"name": "r1", "scopes": ["not-a-scope"]}])
+    with pytest.raises(ConfigError, match="too short"):
+        hub_with(api_tokens={"short": "admin"})
+    with pytest.raises(ConfigError, match="valid username"):
+        hub_with(api_tokens={"long-enough-token": "bad/name"})
+    with pytest.raises(ConfigError, match="name"):
+        hub_with(services=[{"url": "http://x"}])
+
+
+def test_cookie_secret_file_is_private(tmp_path):
+    c = Config()
+    c.Courtyard.db_url = f"sqlite:///{tmp_path}/z.sqlite"
+    c.Courtyard.data_files_path = str(tmp_path)
+    hub = Hub(c)
+    hub.initialize()
+    path = tmp_path / "courtyard_cookie_secret"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(hub.cookie_secret) == 32
+    hub2 = Hub(c)
+    hub2.initialize()
+    assert hub2.cookie_secret == hub.cookie_secret
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        Hub(c).initialize()
