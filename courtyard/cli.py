@@ -31,14 +31,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-def _hub(args: argparse.Namespace) -> Any:
+def _hub(args: argparse.Namespace, quiet: bool = True) -> Any:
+    """The hub for a subcommand; quiet ones log only warnings, so their output stays clean."""
     from .app import Hub
 
-    return Hub.from_file(args.config, _overrides(args))
+    overrides = _overrides(args)
+    if quiet and not args.debug:
+        overrides["log_level"] = "WARNING"
+    return Hub.from_file(args.config, overrides)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    hub = _hub(args)
+    hub = _hub(args, quiet=False)
     hub.initialize()
     try:
         import uvloop

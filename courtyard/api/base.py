@@ -196,6 +196,9 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False) -> Callable[
                 return result
             return json_response(result, status)
 
+        handle.scopes = scopes  # type: ignore[attr-defined]  # read by the OpenAPI generator
+        handle.public = public  # type: ignore[attr-defined]
+        handle.status = status  # type: ignore[attr-defined]
         return handle
 
     return wrap
