@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 from starlette.responses import Response
@@ -10,7 +11,7 @@ from starlette.routing import Route
 
 from .. import JUPYTERHUB_API_VERSION, __version__
 from ..auth import scopes as sc
-from ..db.models import Service, User
+from ..db.models import Service
 from ..errors import BadRequest
 from .base import VERSION_HEADER, Ctx, endpoint
 from .models import service_model, user_model
@@ -65,20 +66,21 @@ async def current_identity(ctx: Ctx) -> dict[str, Any]:
     """The caller's own model plus the scopes this request holds (``GET /user``)."""
     ident = ctx.identity
     assert ident is not None
-    owner: User | Service | None = ctx.db.get(User if ident.kind == "user" else Service, ident.id)
+    if ident.identify_parsed is None:
+        # the caller may always see its own name and groups, whatever its token's scopes
+        identify = (
+            {f"{s}!user={ident.name}" for s in ("read:users:name", "read:users:groups")}
+            if ident.kind == "user" else {f"read:services:name!service={ident.name}"}
+        )
+        ident.identify_parsed = sc.parse(set(sc.unparse(ident.parsed)) | identify)
+    if ident.kind == "user":
+        owner: Any = ctx.hub.records.user(ctx.db, ident.name)
+    else:
+        owner = ctx.db.get(Service, ident.id)
     if owner is None:
         raise BadRequest("the token's owner no longer exists")
-    identify = (
-        {f"{s}!user={ident.name}" for s in ("read:users:name", "read:users:groups")}
-        if ident.kind == "user" else {f"read:services:name!service={ident.name}"}
-    )
-    held = ident.parsed
-    ctx.identity = type(ident)(**{**ident.__dict__, "parsed": sc.parse(
-        set(sc.unparse(held)) | identify)})
-    if isinstance(owner, User):
-        model = user_model(ctx, owner)
-    else:
-        model = service_model(ctx, owner)
+    ctx.identity = replace(ident, parsed=ident.identify_parsed)
+    model = service_model(ctx, owner) if isinstance(owner, Service) else user_model(ctx, owner)
     ctx.identity = ident
     model["scopes"] = sorted(ident.expanded)
     model["session_id"] = ident.session_id

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from ..auth.scopes import Target
 from ..db.models import APIToken, Group, Server, Service, User
+from ..db.records import ServerRecord, UserRecord, user_record
 from .base import Ctx
 
 USER_ACCESS = {
@@ -52,7 +53,9 @@ def server_url(ctx: Ctx, username: str, server_name: str) -> str:
     return path + (f"{quote(server_name, safe='')}/" if server_name else "")
 
 
-def server_model(ctx: Ctx, user: User, server: Server, with_state: bool = False) -> dict[str, Any]:
+def server_model(ctx: Ctx, user: User | UserRecord, server: Server | ServerRecord,
+                 with_state: bool = False) -> dict[str, Any]:
+    """The Server model; ``user`` and ``server`` may be rows or snapshots."""
     pending = ctx.hub.lifecycle.pending(user.name, server.name)
     url = server_url(ctx, user.name, server.name)
     running = server.url is not None
@@ -81,46 +84,49 @@ def server_model(ctx: Ctx, user: User, server: Server, with_state: bool = False)
     return model
 
 
-def server_is_active(ctx: Ctx, user: User, server: Server) -> bool:
+def server_is_active(ctx: Ctx, user: User | UserRecord, server: Server | ServerRecord) -> bool:
     return server.url is not None or ctx.hub.lifecycle.pending(user.name, server.name) is not None
 
 
-def user_model(ctx: Ctx, user: User, include_stopped_servers: bool = False) -> dict[str, Any]:
+def user_model(ctx: Ctx, user: User | UserRecord, include_stopped_servers: bool = False
+               ) -> dict[str, Any]:
     """The User model; keys depend on the caller's scopes on this user."""
-    target = Target(user=user.name)
+    record = user if isinstance(user, UserRecord) else user_record(user)
+    target = Target(user=record.name)
     keys = _allowed(ctx, USER_ACCESS, target)
     if not keys:
         return {}
-    model: dict[str, Any] = {"kind": "user", "name": user.name}
+    model: dict[str, Any] = {"kind": "user", "name": record.name}
     if "admin" in keys:
-        model["admin"] = user.admin
+        model["admin"] = record.admin
     if "roles" in keys:
-        model["roles"] = [r.name for r in user.roles]
+        model["roles"] = list(record.roles)
     if "groups" in keys:
-        model["groups"] = [g.name for g in user.groups]
+        model["groups"] = list(record.groups)
     if "created" in keys:
-        model["created"] = iso(user.created)
+        model["created"] = iso(record.created)
     if "last_activity" in keys:
-        model["last_activity"] = iso(user.last_activity)
-    default = next((s for s in user.servers if s.name == ""), None) if (
-        {"server", "pending", "servers"} & keys) else None
+        model["last_activity"] = iso(record.last_activity)
+    pending_default = ctx.hub.lifecycle.pending(record.name, "")
     if "server" in keys:
-        ready = default is not None and default.url is not None and \
-            ctx.hub.lifecycle.pending(user.name, "") is None
-        model["server"] = server_url(ctx, user.name, "") if ready else None
+        default = next((s for s in record.servers if s.name == ""), None)
+        ready = default is not None and default.url is not None and pending_default is None
+        model["server"] = server_url(ctx, record.name, "") if ready else None
     if "pending" in keys:
-        model["pending"] = ctx.hub.lifecycle.pending(user.name, "") if default else None
+        model["pending"] = pending_default
     if "servers" in keys:
         servers = {}
-        for server in user.servers:
-            if not ctx.can("read:servers", Target(user=user.name,
-                                                  server=f"{user.name}/{server.name}")):
+        for server in record.servers:
+            if not ctx.can("read:servers", Target(user=record.name,
+                                                  server=f"{record.name}/{server.name}")):
                 continue
-            if include_stopped_servers or server_is_active(ctx, user, server):
-                servers[server.name] = server_model(ctx, user, server, with_state=True)
+            if include_stopped_servers or server_is_active(ctx, record, server):
+                servers[server.name] = server_model(ctx, record, server, with_state=True)
         model["servers"] = servers
     if "auth_state" in keys:
-        model["auth_state"] = ctx.hub.read_auth_state(user)
+        model["auth_state"] = ctx.hub.read_auth_state(user) if isinstance(user, User) else (
+            ctx.hub.read_auth_state(ctx.db.get(User, record.id)) if record.has_auth_state
+            else None)
     return model
 
 

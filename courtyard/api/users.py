@@ -129,8 +129,12 @@ async def create_users(ctx: Ctx) -> Any:
 
 @endpoint(*USER_READ_SCOPES)
 async def get_user(ctx: Ctx) -> Any:
-    user = load_user(ctx, ctx.arg("name"))
-    return user_model(ctx, user, ctx.query_bool("include_stopped_servers"))
+    name = ctx.arg("name")
+    ctx.require(USER_READ_SCOPES, Target(user=name))
+    record = ctx.hub.records.user(ctx.db, name)
+    if record is None:
+        raise NotFound(f"No such user: {name}")
+    return user_model(ctx, record, ctx.query_bool("include_stopped_servers"))
 
 
 @endpoint("admin:users", status=201)

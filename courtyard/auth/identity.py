@@ -8,7 +8,7 @@ once: writes are rare next to reads, and a stale permission is never served.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
@@ -33,7 +33,7 @@ class Identity:
     token_id: int | None = None
     session_id: str | None = None
     admin: bool = False
-    groups_cache: dict[str, list[str]] = field(default_factory=dict)
+    identify_parsed: sc.Parsed | None = None  # parsed plus the scopes GET /user always grants
 
     def has_any(self, names: Iterable[str]) -> bool:
         return any(n in self.parsed for n in names)
