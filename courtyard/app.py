@@ -25,6 +25,7 @@ from . import bootstrap, config as cfg
 from .auth.base import Authenticator
 from .auth.identity import Identity, ScopeCache, authenticate_token
 from .db.models import User
+from .db.records import RecordCache
 from .db.session import init_db
 from .errors import ConfigError
 from .lifecycle import Lifecycle
@@ -69,6 +70,7 @@ class Hub:
         self.init_components()
         self.warn_unknown_options()
         self.session = init_db(self.options.db_url, self.upgrade_command())
+        self.records = RecordCache(self.session)
         with self.session() as db:
             bootstrap.init_roles(self, db)
             bootstrap.init_users(self, db)
