@@ -10,13 +10,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from ..api import groups, info, openapi, roles, services, tokens, users
+from ..api import groups, info, openapi, roles, services, shares, tokens, users
 from ..api.base import error_response
 
 if TYPE_CHECKING:
     from ..app import Hub
 
-API_MODULES = [info, users, tokens, groups, services, roles, openapi]
+API_MODULES = [info, users, tokens, groups, services, roles, shares, openapi]
 
 
 def api_routes() -> list[Route]:
