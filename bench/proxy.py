@@ -1,0 +1,304 @@
+"""Benchmark: a trivial backend directly, through configurable-http-proxy, through ours.
+
+    python bench/proxy.py [--duration 10] [--connections 64] [--workers N]
+
+Runs ``wrk -c64 -d10s`` against each (Debian package ``wrk``), then a WebSocket echo
+round-trip test when the ``websockets`` package is installed, and prints req/s, p99
+latency, the ratios against CHP and against direct, and each proxy's RSS afterwards.
+CHP is installed into bench/.node with npm when it is missing.
+
+The backend is a raw uvloop + httptools server answering a 13-byte body; it does more than
+50k req/s here, so it is not what limits the proxies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CHP = HERE / ".node/node_modules/.bin/configurable-http-proxy"
+TOKEN = "bench-token"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, world!"
+
+
+# -- the backend (runs in a child process: python bench/proxy.py --backend PORT WSPORT) --------
+
+
+def run_backend(port: int, ws_port: int) -> None:
+    import httptools
+
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+    class Hello(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.parser = httptools.HttpRequestParser(self)
+
+        def data_received(self, data: bytes) -> None:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.transport.close()
+
+        def on_message_complete(self) -> None:
+            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_server(Hello, "127.0.0.1", port, backlog=4096)
+        try:
+            import websockets
+
+            async def echo(ws) -> None:  # type: ignore[no-untyped-def]
+                async for message in ws:
+                    await ws.send(message)
+
+            await websockets.serve(echo, "127.0.0.1", ws_port)
+        except ImportError:
+            pass
+        await asyncio.Future()
+
+    asyncio.run(main())
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def tree_rss_mib(pid: int) -> float:
+    """RSS of ``pid`` and its descendants (our proxy has worker processes)."""
+    pids, total = [pid], 0
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True, text=True)
+    rows = [tuple(map(int, line.split())) for line in out.stdout.splitlines() if line.strip()]
+    i = 0
+    while i < len(pids):
+        pids.extend(p for p, pp, _ in rows if pp == pids[i])
+        i += 1
+    total = sum(rss for p, _, rss in rows if p in pids)
+    return total / 1024
+
+
+def ensure_chp() -> str:
+    if not CHP.exists():
+        if not shutil.which("npm"):
+            raise SystemExit("npm is needed to install configurable-http-proxy")
+        print("installing configurable-http-proxy into bench/.node ...", file=sys.stderr)
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(HERE / ".node"),
+                "configurable-http-proxy",
+            ],
+            check=True,
+        )
+    return str(CHP)
+
+
+_LAT = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, duration: int, connections: int) -> tuple[float, float, str]:
+    """(req/s, p99 ms, errors line) from one wrk run."""
+    out = subprocess.run(
+        ["wrk", f"-c{connections}", f"-d{duration}s", "-t2", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(_RPS.search(out).group(1))  # type: ignore[union-attr]
+    lat = _LAT.search(out)
+    p99 = float(lat.group(1)) * _UNIT[lat.group(2)] if lat else float("nan")
+    errors = " ".join(line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line)
+    return rps, p99, errors
+
+
+async def ws_echo(url: str, conns: int = 8, messages: int = 2000) -> tuple[float, float]:
+    """(messages/s, p99 round trip ms) for ``conns`` clients each echoing ``messages``."""
+    import websockets
+
+    latencies: list[float] = []
+    payload = b"x" * 100
+
+    async def one() -> None:
+        async with websockets.connect(url) as ws:
+            for _ in range(messages):
+                t = time.perf_counter()
+                await ws.send(payload)
+                await ws.recv()
+                latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(conns)))
+    elapsed = time.perf_counter() - start
+    p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+    return conns * messages / elapsed, p99
+
+
+def add_route(api_port: int, path: str, target: str) -> None:
+    import httpx
+
+    r = httpx.post(
+        f"http://127.0.0.1:{api_port}/api/routes{path}",
+        json={"target": target},
+        headers={"Authorization": f"token {TOKEN}"},
+    )
+    r.raise_for_status()
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--backend", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.backend:
+        run_backend(*args.backend)
+        return
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+
+    chp = ensure_chp()
+    port, ws_port = free_port(), free_port()
+    chp_port, chp_api, cy_port, cy_api = (free_port() for _ in range(4))
+    env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
+    backend = f"http://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = {
+        "backend": subprocess.Popen(
+            [sys.executable, __file__, "--backend", str(port), str(ws_port)], **quiet
+        ),
+        "chp": subprocess.Popen(
+            [
+                chp,
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(chp_port),
+                "--api-ip",
+                "127.0.0.1",
+                "--api-port",
+                str(chp_api),
+                "--default-target",
+                backend,
+                "--log-level",
+                "error",
+            ],
+            env=env,
+            **quiet,
+        ),
+        "courtyard": subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "courtyard.proxy",
+                "--port",
+                str(cy_port),
+                "--api-port",
+                str(cy_api),
+                "--default-target",
+                backend,
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warn",
+            ],
+            env=env,
+        ),
+    }
+    try:
+        for p in (port, chp_port, chp_api, cy_port, cy_api):
+            wait_port(p)
+        for api in (chp_api, cy_api):
+            add_route(api, "/ws", f"http://127.0.0.1:{ws_port}")
+        targets = {
+            "direct": f"{backend}/",
+            "chp": f"http://127.0.0.1:{chp_port}/",
+            "courtyard": f"http://127.0.0.1:{cy_port}/",
+        }
+        results = {}
+        for name, url in targets.items():
+            wrk(url, 1, args.connections)  # warm-up: pools, JIT, page cache
+            results[name] = wrk(url, args.duration, args.connections)
+        rss = {name: tree_rss_mib(procs[name].pid) for name in ("chp", "courtyard")}
+
+        print(
+            f"\nwrk -c{args.connections} -d{args.duration}s -t2, {os.cpu_count()} CPUs, "
+            f"courtyard-proxy --workers {args.workers}\n"
+        )
+        print(f"{'':10} {'req/s':>10} {'p99 ms':>9} {'vs CHP':>8} {'vs direct':>10} {'RSS MiB':>8}  errors")
+        for name, (rps, p99, errors) in results.items():
+            print(
+                f"{name:10} {rps:10.0f} {p99:9.2f} {rps / results['chp'][0]:7.2f}x "
+                f"{rps / results['direct'][0]:9.1%} {rss.get(name, 0):8.1f}  {errors}"
+            )
+
+        try:
+            import websockets  # noqa: F401
+        except ImportError:
+            print("\n(websockets not installed: WebSocket figures skipped)")
+            return
+        print("\nWebSocket echo, 8 connections x 2000 messages of 100 bytes")
+        ws_targets = {
+            "direct": f"ws://127.0.0.1:{ws_port}/ws",
+            "chp": f"ws://127.0.0.1:{chp_port}/ws",
+            "courtyard": f"ws://127.0.0.1:{cy_port}/ws",
+        }
+        ws_results = {name: asyncio.run(ws_echo(url)) for name, url in ws_targets.items()}
+        for name, (mps, p99) in ws_results.items():
+            print(
+                f"{name:10} {mps:10.0f} msg/s  p99 {p99:6.2f} ms  "
+                f"{mps / ws_results['chp'][0]:5.2f}x CHP  {mps / ws_results['direct'][0]:6.1%} "
+                "of direct"
+            )
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""Hub-side proxies that speak configurable-http-proxy's REST API over httpx.
+
+``BuiltinProxy`` runs ``courtyard-proxy`` and lets it outlive the hub, so users' traffic
+keeps flowing while the hub restarts; a restarted hub finds it through the pid file and
+its API (same token) and reuses it. ``ConfigurableHTTPProxy`` runs Node's
+``configurable-http-proxy`` the way JupyterHub does (stopped with the hub), or talks to an
+external one when ``should_start`` is False. Both retry connection errors with back-off
+and limit concurrent API calls, as JupyterHub's CHP client does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import orjson
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
+
+from ..errors import ProxyError
+from .base import Proxy, RouteInfo
+
+TOKEN_ENV = "CONFIGPROXY_AUTH_TOKEN"
+_RETRY_STATUS = frozenset({502, 503, 504})
+_RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+def routespec_to_path(routespec: str) -> str:
+    """``/user/alice/`` -> ``/user/alice``; ``host/x/`` -> ``/host/x`` (CHP's API form)."""
+    path = routespec if routespec.startswith("/") else "/" + routespec
+    if path != "/":
+        path = path.rstrip("/")
+    return path
+
+
+def path_to_routespec(path: str, host_routing: bool) -> str:
+    """Inverse of :func:`routespec_to_path`; CHP returns keys unescaped, so re-escape."""
+    spec = quote(path, safe="@/~")
+    if host_routing:
+        spec = spec.lstrip("/")
+    if not spec.endswith("/"):
+        spec += "/"
+    return spec
+
+
+class RestProxy(Proxy):
+    """A proxy driven through CHP's ``/api/routes``."""
+
+    api_url = Unicode("http://127.0.0.1:8001", help="URL of the proxy's REST API.").tag(
+        config=True
+    )
+    auth_token = Unicode(help=f"Token for the proxy's REST API (default: ${TOKEN_ENV}).").tag(
+        config=True
+    )
+    extra_routes = Dict(
+        Unicode(), help="Extra {routespec: target} routes the hub keeps in the proxy."
+    ).tag(config=True)
+    concurrency = Integer(10, help="Most API requests in flight at once.").tag(config=True)
+    api_retry_timeout = Float(
+        30.0, help="Seconds to keep retrying an API call while the proxy is unreachable."
+    ).tag(config=True)
+    debug = Bool(False, help="Start the proxy with --log-level debug.").tag(config=True)
+
+    @default("auth_token")
+    def _default_token(self) -> str:
+        return os.environ.get(TOKEN_ENV) or secrets.token_hex(32)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    # -- REST calls ---------------------------------------------------------------------------
+
+    def _http(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        if self._client is None or self._semaphore is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(20.0, connect=5.0))
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        return self._client, self._semaphore
+
+    async def api_request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, retry: bool = True
+    ) -> httpx.Response:
+        """One API call; connection errors and 502-504 are retried until api_retry_timeout."""
+        client, semaphore = self._http()
+        url = self.api_url.rstrip("/") + "/api/routes" + path
+        headers = {"Authorization": f"token {self.auth_token}"}
+        content = orjson.dumps(body) if body is not None else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.api_retry_timeout if retry else 0)
+        delay = 0.05
+        async with semaphore:
+            while True:
+                try:
+                    response = await client.request(method, url, headers=headers, content=content)
+                except _RETRY_ERRORS as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                else:
+                    if response.status_code not in _RETRY_STATUS:
+                        return response
+                    problem = f"HTTP {response.status_code}"
+                if loop.time() + delay > deadline:
+                    raise ProxyError(f"{method} {url} failed: {problem}")
+                self.log.debug("Proxy API %s %s: %s; retrying in %.2fs", method, url, problem, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    def _check(response: httpx.Response, *ok: int) -> None:
+        if response.status_code not in ok:
+            raise ProxyError(
+                f"{response.request.method} {response.request.url.path} -> "
+                f"{response.status_code} {response.text[:200]}"
+            )
+
+    async def add_route(self, routespec: str, target: str, data: dict[str, Any]) -> None:
+        body = {**data, "jupyterhub": True, "target": target}
+        response = await self.api_request("POST", routespec_to_path(routespec), body)
+        self._check(response, 201, 200)
+
+    async def delete_route(self, routespec: str) -> None:
+        response = await self.api_request("DELETE", routespec_to_path(routespec))
+        self._check(response, 204, 200, 404)
+
+    async def get_all_routes(self) -> dict[str, RouteInfo]:
+        response = await self.api_request("GET", "")
+        self._check(response, 200)
+        routes: dict[str, RouteInfo] = {}
+        for path, data in response.json().items():
+            if not data.pop("jupyterhub", False):
+                continue  # not ours: e.g. the --default-target route
+            target = data.pop("target")
+            spec = path_to_routespec(path, self.host_routing)
+            routes[spec] = {"routespec": spec, "target": target, "data": data}
+        return routes
+
+    async def api_state(self) -> str:
+        """``"ours"`` if the API answers our token, ``"foreign"`` if it refuses, else ``"down"``."""
+        try:
+            response = await self.api_request("GET", "", retry=False)
+        except ProxyError:
+            return "down"
+        return "ours" if response.status_code == 200 else "foreign"
+
+    async def wait_for_api(self, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Poll the API until it answers; fail early if ``proc`` exits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.02
+        while True:
+            state = await self.api_state()
+            if state == "ours":
+                return
+            if state == "foreign":
+                raise ProxyError(f"The proxy at {self.api_url} rejects our auth token")
+            if proc is not None and proc.poll() is not None:
+                raise ProxyError(f"The proxy exited with status {proc.returncode} while starting")
+            if loop.time() > deadline:
+                raise ProxyError(f"The proxy API at {self.api_url} did not answer in {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = self._semaphore = None
+
+
+class ProcessProxy(RestProxy):
+    """A REST proxy that this hub may start as a child process."""
+
+    command = List(Unicode(), help="The proxy command and any fixed arguments.").tag(config=True)
+    pid_file = Unicode(help="Where the proxy's PID is kept between hub runs.").tag(config=True)
+    data_dir = Unicode("", help="Directory for the pid and log files (default: cwd).").tag(
+        config=True
+    )
+    log_file = Unicode("", help="Send the proxy's output here instead of the hub's.").tag(
+        config=True
+    )
+    start_timeout = Float(30.0, help="Seconds to wait for a started proxy's API.").tag(config=True)
+    keep_running = Bool(False, help="Leave the proxy running when the hub exits.").tag(config=True)
+    extra_args = List(Unicode(), help="More command-line arguments for the proxy.").tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.data_dir or os.getcwd(), name)
+
+    def proxy_args(self) -> list[str]:
+        """Command-line flags for the public and API addresses, TLS and error pages."""
+        public = urlsplit(self.public_bind_url)
+        api = urlsplit(self.api_url)
+        args = [
+            "--ip", public.hostname or "", "--port", str(public.port or 8000),
+            "--api-ip", api.hostname or "127.0.0.1", "--api-port", str(api.port or 8001),
+        ]
+        if self.default_target:
+            args += ["--default-target", self.default_target]
+        if self.error_target:
+            args += ["--error-target", self.error_target]
+        if self.ssl_cert:
+            args += ["--ssl-cert", self.ssl_cert, "--ssl-key", self.ssl_key]
+        if self.host_routing:
+            args.append("--host-routing")
+        if self.debug:
+            args += ["--log-level", "debug"]
+        return [*self.command, *args, *self.extra_args]
+
+    async def launch(self) -> None:
+        """Start the proxy process and wait for its API."""
+        env = dict(os.environ, **{TOKEN_ENV: self.auth_token})
+        cmd = self.proxy_args()
+        self.log.info("Starting proxy at %s: %s", self.public_bind_url, " ".join(cmd))
+        output = None
+        if self.log_file:
+            output = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it open
+        try:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                start_new_session=self.keep_running,
+            )
+        except OSError as exc:
+            raise ProxyError(f"Cannot run {cmd[0]}: {exc}") from exc
+        finally:
+            if output is not None:
+                output.close()
+        with open(self.pid_file, "w") as f:
+            f.write(str(self.proc.pid))
+        try:
+            await self.wait_for_api(self.start_timeout, self.proc)
+        except ProxyError:
+            await self.stop()
+            raise
+
+    def _running_pid(self) -> int | None:
+        """The PID from the pid file if that process is still alive."""
+        try:
+            with open(self.pid_file) as f:
+                pid = int(f.read().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    async def stop(self) -> None:
+        """Terminate the proxy (ours, or the one named by the pid file) and wait for it."""
+        pid = self.proc.pid if self.proc is not None else self._running_pid()
+        if pid is not None:
+            self.log.info("Stopping proxy (pid %d)", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not await self._wait_exit(pid, 10.0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                await self._wait_exit(pid, 5.0)
+        self.proc = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.pid_file)
+        await self.aclose()
+
+    async def _wait_exit(self, pid: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.proc is not None and self.proc.pid == pid:
+                if self.proc.poll() is not None:
+                    return True
+            else:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def shutdown(self) -> None:
+        if self.should_start and not self.keep_running:
+            await self.stop()
+        else:
+            await self.aclose()
+
+
+class BuiltinProxy(ProcessProxy):
+    """Courtyard's own proxy (``courtyard-proxy``); it outlives hub restarts by default."""
+
+    workers = Integer(0, help="Worker processes (0: one per CPU).").tag(config=True)
+
+    @default("command")
+    def _default_command(self) -> list[str]:
+        return [sys.executable, "-m", "courtyard.proxy"]
+
+    @default("keep_running")
+    def _default_keep_running(self) -> bool:
+        return True
+
+    @default("pid_file")
+    def _default_pid_file(self) -> str:
+        return self._path("courtyard-proxy.pid")
+
+    @default("log_file")
+    def _default_log_file(self) -> str:
+        # A proxy that outlives the hub must not write to the hub's (closed) stdout.
+        return self._path("courtyard-proxy.log") if self.keep_running else ""
+
+    @default("auth_token")
+    def _default_token(self) -> str:
+        """From the env, else kept in the data dir, so a restarted hub can reuse the proxy."""
+        if os.environ.get(TOKEN_ENV):
+            return os.environ[TOKEN_ENV]
+        path = self._path("courtyard-proxy.token")
+        with contextlib.suppress(FileNotFoundError), open(path) as f:
+            token = f.read().strip()
+            if token:
+                return token
+        token = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        return token
+
+    def proxy_args(self) -> list[str]:
+        args = super().proxy_args()
+        if self.workers:
+            args[len(self.command):len(self.command)] = ["--workers", str(self.workers)]
+        return args
+
+    async def start(self) -> None:
+        state = await self.api_state()
+        if state == "ours":
+            self.log.info("Reusing the proxy already running at %s", self.api_url)
+            return
+        if state == "foreign":
+            raise ProxyError(f"Another proxy answers at {self.api_url} and rejects our token")
+        if not self.should_start:
+            await self.wait_for_api(self.start_timeout)
+            return
+        await self.launch()
+
+
+class ConfigurableHTTPProxy(ProcessProxy):
+    """Node's configurable-http-proxy, managed like JupyterHub manages it."""
+
+    @default("command")
+    def _default_command(self) -> list[str]:
+        return ["configurable-http-proxy"]
+
+    @default("pid_file")
+    def _default_pid_file(self) -> str:
+        return self._path("jupyterhub-proxy.pid")
+
+    async def start(self) -> None:
+        if not self.should_start:
+            await self.wait_for_api(self.start_timeout)
+            return
+        if self._running_pid() is not None:
+            # JupyterHub's behaviour: a CHP left over from a previous hub is replaced.
+            await self.stop()
+        await self.launch()
