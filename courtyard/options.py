@@ -113,8 +113,10 @@ class Courtyard(Configurable):
     cleanup_servers = Bool(True, help="Stop users' servers when the hub shuts down.").tag(
         config=True
     )
-    cleanup_proxy = Bool(True, help="Stop the proxy the hub started when the hub shuts down "
-                         "(the built-in proxy keeps running when False).").tag(config=True)
+    cleanup_proxy = Bool(False, help="Stop the proxy when the hub shuts down. Off by default, "
+                         "so users' traffic keeps flowing while the hub restarts (JupyterHub "
+                         "stops it); configurable-http-proxy is stopped either way unless its "
+                         "keep_running is set.").tag(config=True)
     template_paths = List(Unicode(), help="Directories searched for page templates before the "
                           "built-in ones.").tag(config=True)
     template_vars = Dict(help="Extra variables for page templates.").tag(config=True)
