@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from .db.records import RecordCache
 from .db.session import init_db
 from .errors import ConfigError
 from .lifecycle import Lifecycle
+from .oauth import provider as oauth_provider
 from .options import Courtyard
 
 log = logging.getLogger("courtyard")
@@ -42,13 +44,15 @@ class Hub:
         self.config_file = config_file
         self.options: Courtyard = cfg.build(Courtyard, self.config)
         self.scope_cache = ScopeCache()
-        self.lifecycle = Lifecycle()
+        self.lifecycle = Lifecycle(self)
+        self.hub_bound: tuple[str, int] | None = None  # where serve() listens, once it does
         self.service_specs: dict[str, dict[str, Any]] = {}
         self.service_pids: dict[str, int] = {}
         self.session: sessionmaker[Session]
         self.authenticator: Authenticator
         self.spawner_class: type | None = None
         self.proxy: Any = None
+        self.route_lock = asyncio.Lock()
         self.asgi: Starlette
         self.shutdown_event = asyncio.Event()
         self.shutdown_options: dict[str, bool] = {}
@@ -77,7 +81,9 @@ class Hub:
             bootstrap.init_groups(self, db)
             bootstrap.init_services(self, db)
             bootstrap.init_api_tokens(self, db)
+            oauth_provider.sync_service_clients(self, db)
             bootstrap.assign_config_roles(self, db)
+            self.authenticator.startup(self, db)
             db.commit()
         self.cookie_secret = self.load_cookie_secret()
         from .web.asgi import build_app
@@ -92,11 +98,20 @@ class Hub:
 
     def init_components(self) -> None:
         opts = self.options
-        auth_cls = cfg.resolve_class("authenticator", opts.authenticator_class, Authenticator)
-        self.authenticator = cfg.build(auth_cls, self.config)
+        if isinstance(opts.authenticator_class, list | tuple):
+            from .auth.multi import build_multi
+
+            self.authenticator = build_multi(opts.authenticator_class, self.config)
+        else:
+            auth_cls = cfg.resolve_class("authenticator", opts.authenticator_class, Authenticator)
+            self.authenticator = cfg.build(auth_cls, self.config)
+        from .spawners.base import Spawner
+
+        self.spawner_class = cfg.resolve_class("spawner", opts.spawner_class, Spawner)
+        cfg.build(self.spawner_class, self.config)  # a bad c.Spawner.* value fails here, not later
 
     def component_classes(self) -> list[type]:
-        classes: list[type] = [Courtyard, type(self.authenticator)]
+        classes: list[type] = [Courtyard, *self.authenticator.component_classes()]
         if self.spawner_class is not None:
             classes.append(self.spawner_class)
         if self.proxy is not None:
@@ -139,10 +154,13 @@ class Hub:
 
     # -- requests ----------------------------------------------------------------------------
     def identify(self, request: Request, db: Session) -> Identity | None:
-        """The caller of an API request, from its ``Authorization: token|Bearer`` header."""
+        """The caller of an API request: its ``Authorization: token|Bearer`` header, else the
+        login cookie (with XSRF and Content-Type checks)."""
         header = request.headers.get("authorization")
         if not header:
-            return None
+            from .auth.session import identify_cookie
+
+            return identify_cookie(self, request, db)
         scheme, _, secret = header.partition(" ")
         secret = secret.strip()
         if scheme.lower() not in ("token", "bearer") or not secret:
@@ -151,12 +169,14 @@ class Hub:
 
     def read_auth_state(self, user: User) -> dict[str, Any] | None:
         """Auth state is kept only when the authenticator enables it (encrypted at rest)."""
-        return None
+        from .auth.login import read_auth_state
+
+        return read_auth_state(self, user)
 
     def write_auth_state(self, user: User, state: dict[str, Any] | None) -> None:
-        from .errors import BadRequest
+        from .auth.login import write_auth_state
 
-        raise BadRequest("auth_state is not enabled (c.Authenticator.enable_auth_state)")
+        write_auth_state(self, user, state)
 
     async def stop_user_servers(self, user: User) -> None:
         """Stop every running server of a user (before deleting them)."""
@@ -165,8 +185,8 @@ class Hub:
                 await self.stop_server(user, server)
 
     async def stop_server(self, user: User, server: Any) -> None:
-        """Overridden once spawners exist; without them no server can be running."""
-        server.url = None
+        """Stop one server (or cancel its pending spawn) and wait until it is stopped."""
+        await self.lifecycle.stop_and_wait(user.name, server.name)
 
     # -- proxy routes (the proxy subsystem is wired in by Hub.start_proxy) ---------------------
     def server_routespec(self, username: str, server_name: str) -> str:
@@ -202,6 +222,36 @@ class Hub:
         return f"{scheme}://{opts.ip}:{opts.port}{opts.base_url}"
 
     @property
+    def public_bind_url(self) -> str:
+        """Where the proxy listens: bind_url, else ip:port with the base URL."""
+        opts = self.options
+        if opts.bind_url:
+            return opts.bind_url
+        scheme = "https" if opts.ssl_cert else "http"
+        return f"{scheme}://{opts.ip}:{opts.port}{opts.base_url}"
+
+    @property
+    def hub_url(self) -> str:
+        """Where the proxy, servers and services reach the hub (scheme://host:port, no path)."""
+        if self.options.hub_connect_url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.options.hub_connect_url)
+            return f"{parts.scheme}://{parts.netloc}"
+        host, port = self.hub_bound or self.hub_bind
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.lifecycle.api_url()
+
+    @property
     def hub_bind(self) -> tuple[str, int]:
         opts = self.options
         if opts.hub_bind_url:
@@ -210,6 +260,22 @@ class Hub:
             parts = urlsplit(opts.hub_bind_url)
             return parts.hostname or "127.0.0.1", parts.port or 8081
         return opts.hub_ip, opts.hub_port
+
+    @staticmethod
+    def bind_socket(host: str, port: int) -> socket.socket:
+        """Bind the hub's port before anything starts, so its URL is known (port 0 works)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            raise ConfigError(f"the hub cannot listen on {host}:{port} ({e.strerror}); set "
+                              "c.JupyterHub.hub_port or --hub-port") from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
 
     @contextmanager
     def db(self) -> Iterator[Session]:
@@ -221,6 +287,7 @@ class Hub:
         """Serve the hub until SIGTERM/SIGINT or POST /hub/api/shutdown."""
         import uvicorn
 
+        self.authenticator.on_serve(self)
         host, port = self.hub_bind
         server = uvicorn.Server(uvicorn.Config(
             self.asgi, host=host, port=port, log_level="warning", access_log=False,
@@ -231,7 +298,15 @@ class Hub:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.shutdown_event.set)
-        task = asyncio.create_task(server.serve())
+        sock = self.bind_socket(host, port)
+        self.hub_bound = (host, sock.getsockname()[1])
+        from . import routing
+        from .services.managed import start_managed_services
+
+        if self.options.proxy_class not in (None, "", "none"):
+            await routing.start_proxy(self)
+        await self.lifecycle.start()  # find servers a previous run left, before serving
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if task.done():
@@ -241,10 +316,23 @@ class Hub:
                 pass
             raise ConfigError(f"the hub cannot listen on {host}:{port} (in use?); set "
                               "c.JupyterHub.hub_port or --hub-port")
-        log.info("Courtyard hub API at http://%s:%d%shub/api", host,
-                 server.servers[0].sockets[0].getsockname()[1] if server.servers else port,
-                 self.options.base_url)
+        log.info("Courtyard hub API at %s", self.api_url)
+        sync_task = None
+        if self.proxy is not None:
+            await routing.sync_routes(self)
+            sync_task = asyncio.create_task(routing.keep_routes_in_sync(self))
+            log.info("Courtyard is at %s", self.public_url)
+        managed = await start_managed_services(self)
         await self.shutdown_event.wait()
         log.info("Shutting down")
+        if sync_task is not None:
+            sync_task.cancel()
+        for service in managed:
+            await service.stop()
+        await self.lifecycle.shutdown(
+            self.shutdown_options.get("servers", self.options.cleanup_servers))
+        if self.shutdown_options.get("proxy") and self.proxy is not None:
+            await self.proxy.stop()
+        await routing.stop_proxy(self)
         server.should_exit = True
         await task

@@ -24,6 +24,42 @@ log = logging.getLogger("courtyard.config")
 
 CONFIG_FILES = ("courtyard_config.py", "jupyterhub_config.py")
 
+_NATIVE = "courtyard.auth.native:NativeAuthenticator"
+_SHARED = "courtyard.auth.shared:SharedPasswordAuthenticator"
+_PAM = "courtyard.auth.pam:PAMAuthenticator"
+_LDAP = "courtyard.auth.ldap:LDAPAuthenticator"
+_OAUTH = "courtyard.auth.oauth:GenericOAuthenticator"
+_OIDC = "courtyard.auth.oauth:OIDCAuthenticator"
+_GITHUB = "courtyard.auth.oauth_presets:GitHubOAuthenticator"
+_GITLAB = "courtyard.auth.oauth_presets:GitLabOAuthenticator"
+_GOOGLE = "courtyard.auth.oauth_presets:GoogleOAuthenticator"
+_AZURE = "courtyard.auth.oauth_presets:AzureAdOAuthenticator"
+# authenticators: short names, JupyterHub's entry points, and the class paths of JupyterHub,
+# nativeauthenticator, ldapauthenticator and oauthenticator
+AUTHENTICATOR_ALIASES = {
+    "native": _NATIVE, "nativeauthenticator.NativeAuthenticator": _NATIVE,
+    "nativeauthenticator.nativeauthenticator.NativeAuthenticator": _NATIVE,
+    "shared-password": _SHARED, "shared": _SHARED,
+    "jupyterhub.authenticators.shared.SharedPasswordAuthenticator": _SHARED,
+    "jupyterhub.auth.SharedPasswordAuthenticator": _SHARED,
+    "pam": _PAM, "jupyterhub.auth.PAMAuthenticator": _PAM,
+    "jupyterhub.auth.LocalAuthenticator": _PAM,
+    "ldap": _LDAP, "ldapauthenticator": _LDAP, "ldapauthenticator.LDAPAuthenticator": _LDAP,
+    "ldapauthenticator.ldapauthenticator.LDAPAuthenticator": _LDAP,
+    "oauth": _OAUTH, "generic": _OAUTH, "generic-oauth": _OAUTH,
+    "oauthenticator.GenericOAuthenticator": _OAUTH,
+    "oauthenticator.generic.GenericOAuthenticator": _OAUTH,
+    "oidc": _OIDC, "oauthenticator.oidc.OIDCOAuthenticator": _OIDC,
+    "github": _GITHUB, "oauthenticator.GitHubOAuthenticator": _GITHUB,
+    "oauthenticator.github.GitHubOAuthenticator": _GITHUB,
+    "gitlab": _GITLAB, "oauthenticator.GitLabOAuthenticator": _GITLAB,
+    "oauthenticator.gitlab.GitLabOAuthenticator": _GITLAB,
+    "google": _GOOGLE, "oauthenticator.GoogleOAuthenticator": _GOOGLE,
+    "oauthenticator.google.GoogleOAuthenticator": _GOOGLE,
+    "azuread": _AZURE, "oauthenticator.AzureAdOAuthenticator": _AZURE,
+    "oauthenticator.azuread.AzureAdOAuthenticator": _AZURE,
+}
+
 # short name or JupyterHub class path -> "module:Class" of Courtyard's implementation
 CLASS_ALIASES: dict[str, dict[str, str]] = {
     "authenticator": {
@@ -33,8 +69,16 @@ CLASS_ALIASES: dict[str, dict[str, str]] = {
         "jupyterhub.auth.NullAuthenticator": "courtyard.auth.dummy:NullAuthenticator",
         "jupyterhub.authenticators.dummy.DummyAuthenticator":
             "courtyard.auth.dummy:DummyAuthenticator",
+        **AUTHENTICATOR_ALIASES,
     },
-    "spawner": {},
+    "spawner": {
+        "local": "courtyard.spawners.local:LocalProcessSpawner",
+        "localprocess": "courtyard.spawners.local:LocalProcessSpawner",
+        "simple": "courtyard.spawners.local:LocalProcessSpawner",
+        "jupyterhub.spawner.LocalProcessSpawner": "courtyard.spawners.local:LocalProcessSpawner",
+        "jupyterhub.spawner.SimpleLocalProcessSpawner":
+            "courtyard.spawners.local:LocalProcessSpawner",
+    },
     "proxy": {
         "builtin": "courtyard.proxy.rest:BuiltinProxy",
         "courtyard": "courtyard.proxy.rest:BuiltinProxy",

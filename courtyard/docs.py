@@ -15,6 +15,16 @@ def documented_classes() -> list[type[HasTraits]]:
     """Classes whose options are documented, hub first; subsystems add theirs here."""
     classes: list[type[HasTraits]] = [Courtyard, Authenticator]
     for module, name in (("courtyard.auth.dummy", "DummyAuthenticator"),
+                         ("courtyard.auth.native", "NativeAuthenticator"),
+                         ("courtyard.auth.shared", "SharedPasswordAuthenticator"),
+                         ("courtyard.auth.pam", "LocalAuthenticator"),
+                         ("courtyard.auth.pam", "PAMAuthenticator"),
+                         ("courtyard.auth.ldap", "LDAPAuthenticator"),
+                         ("courtyard.auth.oauth", "OAuthenticator"),
+                         ("courtyard.auth.oauth_presets", "GitHubOAuthenticator"),
+                         ("courtyard.auth.oauth_presets", "GitLabOAuthenticator"),
+                         ("courtyard.auth.oauth_presets", "GoogleOAuthenticator"),
+                         ("courtyard.auth.oauth_presets", "AzureAdOAuthenticator"),
                          ("courtyard.spawners.base", "Spawner"),
                          ("courtyard.spawners.local", "LocalProcessSpawner"),
                          ("courtyard.proxy.base", "Proxy"),

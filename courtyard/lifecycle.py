@@ -1,31 +1,549 @@
-"""Where servers' transitions are tracked: which are pending ``spawn`` or ``stop``.
+"""The server lifecycle, in one place: spawn, readiness, routes, stop, watching, recovery.
 
-The spawner subsystem drives these transitions; the API and the models only read them.
+::
+
+    start  ─► [spawn queue] ─► pending "spawn" ─► Spawner.start() ─► GET {url}{prefix}api
+           ─► add route ─► ready (Server.url, started)
+              any failure on the way: stop(now), revoke credentials ─► "failed" event
+    stop   ─► pending "stop" ─► remove route ─► Spawner.stop() ─► revoke, clear state ─► stopped
+    watch  ─► poll() every poll_interval; exited ─► remove route, revoke, clear ─► stopped
+    hub start ─► every recorded server: load_state, poll, HTTP check ─► keep it, or clean up
+
+The API and the models only read :meth:`Lifecycle.pending`; this module changes it. Work
+runs in background tasks that open short database sessions of their own, never held
+across an ``await``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select
+
+from . import config as cfg
+from .db.models import Server, User, utcnow
+from .errors import HTTPError, SpawnError, SpawnTimeout
+from .spawners import credentials
+from .spawners.base import HubInfo, Spawner, UserInfo
+from .spawners.progress import Event, ProgressLog, failed_event, queue_event, ready_event
+from .spawners.queue import SpawnQueue
+
+if TYPE_CHECKING:
+    from .app import Hub
+
+log = logging.getLogger("courtyard.lifecycle")
+Key = tuple[str, str]  # (user name, server name)
+
+
+@dataclass(eq=False)
+class Slot:
+    """A server the hub is dealing with: pending spawn, check or stop, or running."""
+
+    user: str
+    server: str
+    server_id: int
+    spawner: Spawner
+    pending: str | None
+    progress: ProgressLog = field(default_factory=ProgressLog)
+    task: asyncio.Task[None] | None = None  # the spawn, check or stop under way
+    watcher: asyncio.Task[None] | None = None
+    url: str | None = None  # where the server answers, once ready
+
+    @property
+    def key(self) -> Key:
+        return (self.user, self.server)
+
 
 class Lifecycle:
-    """In-memory state of servers in transition, keyed by (user name, server name)."""
+    """Every server in transition or running, and the tasks that move them along."""
 
-    def __init__(self) -> None:
-        self._pending: dict[tuple[str, str], str] = {}
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._slots: dict[Key, Slot] = {}
+        self._failures: dict[Key, Event] = {}  # the last spawn's failed event, until the next
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.queue = SpawnQueue(lambda: hub.options.concurrent_spawn_limit)
+        self.consecutive_failures = 0
+        self._closing = False
+        self._stop_on_close = True
 
+    # -- what the API and models read ----------------------------------------------------------
     def pending(self, user: str, server: str) -> str | None:
-        return self._pending.get((user, server))
+        slot = self._slots.get((user, server))
+        return slot.pending if slot else None
 
-    def set_pending(self, user: str, server: str, state: str | None) -> None:
-        if state is None:
-            self._pending.pop((user, server), None)
-        else:
-            self._pending[(user, server)] = state
+    @property
+    def _pending(self) -> dict[Key, str]:
+        """Every pending state by (user, server) (the users API filters on it)."""
+        return {k: s.pending for k, s in self._slots.items() if s.pending}
 
     def count(self, state: str) -> int:
-        return sum(1 for s in self._pending.values() if s == state)
+        return sum(1 for s in self._slots.values() if s.pending == state)
 
     def rename_user(self, old: str, new: str) -> None:
-        for (user, server), state in list(self._pending.items()):
-            if user == old:
-                del self._pending[(user, server)]
-                self._pending[(new, server)] = state
+        for key in [k for k in self._slots if k[0] == old]:
+            slot = self._slots.pop(key)
+            slot.user = new
+            slot.spawner.user.name = new
+            self._slots[slot.key] = slot
+        for key in [k for k in self._failures if k[0] == old]:
+            self._failures[(new, key[1])] = self._failures.pop(key)
+
+    def forget(self, user: str, server: str) -> None:
+        """A stopped server was renamed or removed: drop what is remembered about it."""
+        self._failures.pop((user, server), None)
+
+    def progress_events(self, user: str, server: str, ready: bool) -> AsyncIterator[Event] | None:
+        """The progress stream of a server; None when it is neither starting nor just done."""
+        slot = self._slots.get((user, server))
+        if slot is not None and slot.pending == "spawn":
+            return slot.progress.follow()
+        if ready and (slot is None or slot.pending is None):
+            return _one(ready_event(self.hub.server_routespec(user, server)))
+        failed = self._failures.get((user, server))
+        return _one(failed) if failed is not None else None
+
+    async def read_log(self, user: UserInfo, server: str, tail: int | None) -> str | None:
+        slot = self._slots.get((user.name, server))
+        spawner = slot.spawner if slot else self.make_spawner(user, server)
+        return await spawner.read_log(tail)
+
+    # -- starting ------------------------------------------------------------------------------
+    def check_limits(self) -> None:
+        """Refuse with 429 when the hub is full (call before creating anything)."""
+        opts = self.hub.options
+        low, high = opts.spawn_throttle_retry_range
+        retry = {"Retry-After": str(random.randint(min(low, high), max(low, high)))}
+        if opts.active_server_limit and len(self._slots) >= opts.active_server_limit:
+            raise HTTPError("Active user limit exceeded. Try again in a few minutes.", 429,
+                            retry)
+        limit = opts.concurrent_spawn_limit
+        if not opts.spawn_queue and limit and self.count("spawn") >= limit:
+            raise HTTPError("Too many users trying to log in right now. Try again in "
+                            f"{retry['Retry-After']} seconds.", 429, retry)
+
+    def spawn(self, user: UserInfo, server: Server) -> Slot:
+        """Start ``server`` in the background; the row must be committed already."""
+        key = (user.name, server.name)
+        if key in self._slots:
+            raise SpawnError(f"server {user.name}/{server.name} is already being dealt with")
+        spawner = self.make_spawner(user, server.name)
+        spawner.load_state(dict(server.state or {}))
+        spawner.user_options = dict(server.user_options or {})
+        slot = Slot(user.name, server.name, server.id, spawner, pending="spawn")
+        self._slots[key] = slot
+        self._failures.pop(key, None)
+        slot.progress.emit({"progress": 0, "message": "Server requested"})
+        slot.task = self._background(self._spawn(slot))
+        return slot
+
+    async def wait(self, slot: Slot, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the slot's current task; True when it ended."""
+        if slot.task is None or slot.task.done():
+            return True
+        done, _ = await asyncio.wait({slot.task}, timeout=timeout)
+        return bool(done)
+
+    def failure(self, user: str, server: str) -> str | None:
+        event = self._failures.get((user, server))
+        return event["message"] if event else None
+
+    async def _spawn(self, slot: Slot) -> None:
+        spawner, granted, stage = slot.spawner, False, "start"
+        forward: asyncio.Task[None] | None = None
+        try:
+            await self.queue.acquire(lambda pos, n: slot.progress.emit(queue_event(pos, n)))
+            granted = True
+            await self._prepare(slot)
+            forward = asyncio.create_task(self._forward_progress(slot))
+            url = await self._start(slot)
+            stage = "check"
+            await self._wait_http(slot, url, spawner.http_timeout)
+            stage = "route"
+            await self.hub.add_server_route(slot.user, slot.server, url)
+            self._mark_ready(slot, url)
+        except asyncio.CancelledError:
+            await self._abort(slot, "Spawn cancelled", route=stage == "route")
+        except Exception as e:
+            if not isinstance(e, SpawnError):
+                log.exception("Error spawning %s", spawner.log_name)
+            await self._abort(slot, f"Spawn failed: {_reason(e)}", route=stage == "route")
+            self._count_failure(spawner)
+        finally:
+            if forward is not None:
+                forward.cancel()
+            if granted:
+                self.queue.release()
+
+    async def _prepare(self, slot: Slot) -> None:
+        """Credentials for this launch, then the authenticator's and the admin's hooks."""
+        spawner = slot.spawner
+        with self.hub.session() as db:
+            server = db.get(Server, slot.server_id)
+            if server is None:
+                raise SpawnError("the server was deleted")
+            scopes = credentials.token_scopes(list(spawner.server_token_scopes), slot.user,
+                                              slot.server)
+            secret, client_id = credentials.issue(
+                db, server.user, server, spawner.server_prefix, scopes,
+                list(spawner.oauth_client_allowed_scopes))
+            db.commit()
+        spawner.api_token, spawner.oauth_client_id = secret, client_id
+        await _maybe_await(self.hub.authenticator.pre_spawn_start(spawner.user, spawner))
+        if spawner.pre_spawn_hook is not None:
+            await _maybe_await(spawner.pre_spawn_hook(spawner))
+
+    async def _start(self, slot: Slot) -> str:
+        spawner = slot.spawner
+        try:
+            url: Any = await asyncio.wait_for(spawner.start(), spawner.start_timeout)
+        except TimeoutError:
+            raise SpawnTimeout(f"the server did not start within {spawner.start_timeout:g} "
+                               "seconds") from None
+        if isinstance(url, tuple):  # JupyterHub's old (ip, port)
+            url = f"http://{url[0] or '127.0.0.1'}:{url[1]}"
+        self._save_state(slot)
+        return str(url).rstrip("/")
+
+    async def _forward_progress(self, slot: Slot) -> None:
+        try:
+            async for event in slot.spawner.progress():
+                event = {k: v for k, v in event.items() if k not in ("ready", "failed")}
+                slot.progress.emit(event)
+        except Exception:
+            log.exception("Error in the progress events of %s", slot.spawner.log_name)
+
+    async def _wait_http(self, slot: Slot, url: str, timeout: float) -> None:
+        """Until ``GET {url}{prefix}api`` answers below 500; fails if the server exits first."""
+        spawner = slot.spawner
+        check = f"{url}{spawner.server_prefix}api"
+        loop = asyncio.get_running_loop()
+        deadline, delay, last = loop.time() + timeout, 0.02, "no answer"
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+            while True:
+                status = await spawner.poll()
+                if status is not None:
+                    raise SpawnError(f"the server exited with status {status} before it "
+                                     f"answered{await self._last_words(spawner)}")
+                try:
+                    r = await client.get(check, timeout=max(0.5, min(5.0, deadline - loop.time())))
+                    if r.status_code < 500:
+                        return
+                    last = f"HTTP {r.status_code}"
+                except httpx.HTTPError as e:
+                    last = type(e).__name__
+                if loop.time() >= deadline:
+                    raise SpawnTimeout(f"the server did not answer at {check} within "
+                                       f"{timeout:g} seconds ({last})")
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(delay * 2, 1.0)
+
+    async def _last_words(self, spawner: Spawner) -> str:
+        try:
+            text = await spawner.read_log(tail=1)
+        except Exception:
+            return ""
+        return f"; its last output: {text.strip()[:300]}" if text and text.strip() else ""
+
+    def _mark_ready(self, slot: Slot, url: str) -> None:
+        now = utcnow()
+        with self.hub.session() as db:
+            server = db.get(Server, slot.server_id)
+            if server is not None:
+                server.url, server.started, server.last_activity = url, now, now
+                server.state = slot.spawner.get_state()
+            db.commit()
+        slot.url, slot.pending = url, None
+        self.consecutive_failures = 0
+        log.info("Server %s is ready at %s", slot.spawner.log_name, url)
+        slot.progress.emit(ready_event(slot.spawner.server_prefix))
+        slot.watcher = self._background(self._watch(slot))
+
+    async def _abort(self, slot: Slot, message: str, route: bool) -> None:
+        """A spawn (or check) that did not make it: stop what started, clean up, report."""
+        log.warning("%s: %s", slot.spawner.log_name, message)
+        slot.pending = "stop"
+        if route:
+            await self._remove_route(slot)
+        try:
+            await slot.spawner.stop(now=True)
+        except Exception:
+            log.exception("Error stopping %s after a failed spawn", slot.spawner.log_name)
+        await self._release(slot)
+        event = failed_event(message)
+        self._failures[slot.key] = event
+        slot.progress.emit(event)
+
+    def _count_failure(self, spawner: Spawner) -> None:
+        self.consecutive_failures += 1
+        limit = spawner.consecutive_failure_limit
+        if limit and self.consecutive_failures >= limit and not self._closing:
+            log.critical("%d spawns failed in a row (c.Spawner.consecutive_failure_limit = %d); "
+                         "shutting the hub down", self.consecutive_failures, limit)
+            self.hub.shutdown_event.set()
+
+    # -- stopping ------------------------------------------------------------------------------
+    def stop(self, user: str, server: str) -> asyncio.Task[None] | None:
+        """Begin stopping (or cancel a pending spawn); the task to await, None if not active."""
+        slot = self._slots.get((user, server))
+        if slot is None:
+            return None
+        if slot.pending == "stop":
+            return slot.task
+        if slot.pending in ("spawn", "check") and slot.task is not None:
+            log.info("Cancelling the pending %s of %s", slot.pending, slot.spawner.log_name)
+            slot.task.cancel()
+            return slot.task
+        slot.pending = "stop"
+        slot.task = self._background(self._stop(slot))
+        return slot.task
+
+    async def stop_and_wait(self, user: str, server: str) -> None:
+        task = self.stop(user, server)
+        if task is not None:
+            await asyncio.wait({task})
+
+    def remove_after(self, task: asyncio.Task[None], server_id: int) -> None:
+        """Delete a server's record once ``task`` (its stop) is done, if it stayed stopped."""
+
+        async def remove() -> None:
+            await asyncio.wait({task})
+            with self.hub.session() as db:
+                server = db.get(Server, server_id)
+                if server is not None and server.url is None and \
+                        (server.user.name, server.name) not in self._slots:
+                    db.delete(server)
+                    db.commit()
+
+        self._background(remove())
+
+    async def _stop(self, slot: Slot) -> None:
+        if slot.watcher is not None:
+            slot.watcher.cancel()
+        await self._remove_route(slot)
+        try:
+            await slot.spawner.stop()
+        except Exception:
+            log.exception("Error stopping %s", slot.spawner.log_name)
+        await self._release(slot)
+        log.info("Stopped server %s", slot.spawner.log_name)
+
+    async def _remove_route(self, slot: Slot) -> None:
+        try:
+            await self.hub.remove_server_route(slot.user, slot.server)
+        except Exception as e:
+            log.warning("Could not remove the route of %s: %s", slot.spawner.log_name, e)
+
+    async def _release(self, slot: Slot) -> None:
+        """The server is gone: clear its record and credentials, run the stop hooks."""
+        spawner = slot.spawner
+        spawner.clear_state()
+        with self.hub.session() as db:
+            server = db.get(Server, slot.server_id)
+            if server is not None:
+                server.url = None
+                server.state = spawner.get_state()
+                credentials.revoke(db, server.user.name, server)
+            db.commit()
+        self.hub.scope_cache.invalidate()
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
+        if slot.watcher is not None and slot.watcher is not asyncio.current_task():
+            slot.watcher.cancel()
+        hooks: list[Callable[[], Any]] = []
+        if spawner.post_stop_hook is not None:
+            hooks.append(lambda: spawner.post_stop_hook(spawner))
+        post_stop = getattr(self.hub.authenticator, "post_spawn_stop", None)
+        if post_stop is not None:
+            hooks.append(lambda: post_stop(spawner.user, spawner))
+        for hook in hooks:
+            try:
+                await _maybe_await(hook())
+            except Exception:
+                log.exception("Error in a post-stop hook of %s", spawner.log_name)
+
+    # -- watching ------------------------------------------------------------------------------
+    async def _watch(self, slot: Slot) -> None:
+        """Poll a running server every ``poll_interval`` (with jitter) until it exits."""
+        spawner = slot.spawner
+        while True:
+            await asyncio.sleep(spawner.poll_interval * random.uniform(0.9, 1.1))
+            if slot.pending is not None:
+                continue
+            try:
+                status = await spawner.poll()
+            except Exception:
+                log.exception("Error polling %s", spawner.log_name)
+                continue
+            if status is not None:
+                await self._reap(slot, status)
+                return
+
+    async def check_alive(self, user: str, server: str) -> bool:
+        """Poll a running server now (before refusing to start it); a dead one is reaped."""
+        slot = self._slots.get((user, server))
+        if slot is None or slot.pending is not None:
+            return slot is not None
+        status = await slot.spawner.poll()
+        if status is None:
+            return True
+        await self._reap(slot, status)
+        return False
+
+    async def _reap(self, slot: Slot, status: int) -> None:
+        """A running server exited on its own: mark it stopped."""
+        spawner = slot.spawner
+        log.warning("Server %s exited with status %s; marking it stopped", spawner.log_name,
+                    status)
+        slot.pending, slot.task = "stop", asyncio.current_task()  # type: ignore[assignment]
+        await self._remove_route(slot)
+        try:
+            await spawner.stop(now=True)  # whatever it left in its process group
+        except Exception:
+            log.exception("Error cleaning up after %s", spawner.log_name)
+        await self._release(slot)
+
+    # -- hub start and shutdown ----------------------------------------------------------------
+    async def start(self) -> None:
+        """Find the servers a previous hub left running; keep live ones, clean up the rest."""
+        cls = self.hub.spawner_class
+        for warning in cls.startup_warnings() if cls else []:
+            log.warning("%s", warning)
+        with self.hub.session() as db:
+            rows = db.execute(select(Server, User).join(User, Server.user_id == User.id)).all()
+            found = [(UserInfo(u.name, bool(u.admin), [g.name for g in u.groups]), s.name, s.id,
+                      s.url, dict(s.state or {})) for s, u in rows if s.url or s.state]
+        slots = []
+        for user, name, server_id, url, state in found:
+            if (user.name, name) in self._slots:
+                continue
+            spawner = self.make_spawner(user, name)
+            spawner.load_state(state)
+            slot = Slot(user.name, name, server_id, spawner, pending="check")
+            self._slots[slot.key] = slot
+            slot.task = self._background(self._recover(slot, url))
+            slots.append(slot)
+        if slots:
+            log.info("Checking %d server(s) recorded as running", len(slots))
+            await asyncio.wait({s.task for s in slots if s.task},
+                               timeout=self.hub.options.init_spawners_timeout)
+
+    async def _recover(self, slot: Slot, url: str | None) -> None:
+        spawner = slot.spawner
+        try:
+            if url is None:
+                raise SpawnError("its spawn was interrupted by a hub restart")
+            status = await spawner.poll()
+            if status is not None:
+                raise SpawnError(f"it exited (status {status}) while the hub was down")
+            await self._wait_http(slot, url, spawner.http_timeout)
+            try:
+                await self.hub.add_server_route(slot.user, slot.server, url)
+            except Exception as e:  # the proxy's own check of routes will add it later
+                log.warning("Could not restore the route of %s: %s", spawner.log_name, e)
+        except asyncio.CancelledError:
+            if self._closing and not self._stop_on_close:
+                return  # left running for the next hub
+            await self._abort(slot, "Check cancelled", route=True)
+            self._failures.pop(slot.key, None)
+            return
+        except Exception as e:
+            log.warning("Server %s is not usable: %s; cleaning it up", spawner.log_name,
+                        _reason(e))
+            await self._abort(slot, f"Server gone: {_reason(e)}", route=True)
+            self._failures.pop(slot.key, None)
+            return
+        slot.url, slot.pending = url, None
+        log.info("Server %s is still running at %s", spawner.log_name, url)
+        slot.watcher = self._background(self._watch(slot))
+
+    async def shutdown(self, stop_servers: bool) -> None:
+        """Cancel pending spawns; stop running servers too when ``stop_servers``."""
+        self._closing, self._stop_on_close = True, stop_servers
+        waits = []
+        for slot in list(self._slots.values()):
+            if slot.pending in ("spawn", "check") and slot.task is not None:
+                slot.task.cancel()
+                waits.append(slot.task)
+            elif slot.pending == "stop" and slot.task is not None:
+                waits.append(slot.task)
+            elif stop_servers:
+                task = self.stop(slot.user, slot.server)
+                if task is not None:
+                    waits.append(task)
+            elif slot.watcher is not None:
+                slot.watcher.cancel()
+        if waits:
+            log.info("Waiting for %d server(s) to stop", len(waits))
+            await asyncio.wait(waits)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    # -- building spawners ---------------------------------------------------------------------
+    def make_spawner(self, user: UserInfo, server: str) -> Spawner:
+        hub = self.hub
+        cls = hub.spawner_class
+        if cls is None:
+            raise SpawnError("no spawner is configured (c.JupyterHub.spawner_class)")
+        return cfg.build(cls, hub.config, user=user, name=server, hub=self.hub_info(),
+                         server_prefix=hub.server_routespec(user.name, server),
+                         log=logging.getLogger("courtyard.spawner"))
+
+    def hub_info(self) -> HubInfo:
+        opts = self.hub.options
+        public = urlsplit(opts.public_url) if opts.public_url else None
+        host = f"{public.scheme}://{public.netloc}" if public else ""
+        return HubInfo(api_url=self.api_url(), base_url=opts.base_url, host=host,
+                       data_dir=opts.data_files_path)
+
+    def api_url(self) -> str:
+        """Where servers reach the hub's API: hub_connect_url, else where the hub listens."""
+        opts = self.hub.options
+        if opts.hub_connect_url:
+            url = opts.hub_connect_url.rstrip("/")
+            return f"{url}/api" if url.endswith("/hub") else f"{url}{opts.base_url}hub/api"
+        host, port = getattr(self.hub, "hub_bound", None) or self.hub.hub_bind
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}{opts.base_url}hub/api"
+
+    def _save_state(self, slot: Slot) -> None:
+        with self.hub.session() as db:
+            server = db.get(Server, slot.server_id)
+            if server is not None:
+                server.state = slot.spawner.get_state()
+            db.commit()
+
+    def _background(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+async def _one(event: Event) -> AsyncIterator[Event]:
+    yield event
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, SpawnError | HTTPError):
+        return str(e)
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

@@ -63,6 +63,11 @@ class Courtyard(Configurable):
     cookie_secret_file = Unicode("courtyard_cookie_secret", help="File holding the cookie "
                                  "secret (hex); created with mode 0600 when missing.").tag(config=True)
     cookie_max_age_days = Float(14, help="Days a login cookie stays valid.").tag(config=True)
+    oauth_token_expires_in = Integer(0, help="Seconds an access token issued through OAuth "
+                                     "(to a server or service) is valid (0: "
+                                     "cookie_max_age_days).").tag(config=True)
+    oauth_require_pkce = Bool(False, help="Refuse OAuth authorization requests without a "
+                              "PKCE code_challenge (S256).").tag(config=True)
     api_tokens = Dict(
         help="Tokens for users from config, {token: username}; tokens of 8 or more "
         "characters, stored hashed."
@@ -92,6 +97,19 @@ class Courtyard(Configurable):
                                      ).tag(config=True)
     active_server_limit = Integer(0, help="Most servers running or pending at once "
                                   "(0: no limit).").tag(config=True)
+    spawn_queue = Bool(True, help="Spawns beyond concurrent_spawn_limit wait their turn in a "
+                       "first-come queue and report their place in the progress stream; "
+                       "False answers 429 with Retry-After instead, as JupyterHub does."
+                       ).tag(config=True)
+    spawn_throttle_retry_range = List(Integer(), [30, 60], minlen=2, maxlen=2, help="Seconds "
+                                      "(low, high) a 429 tells clients to wait; random in "
+                                      "between.").tag(config=True)
+    slow_spawn_timeout = Float(10, help="Seconds a start request waits for the server to be "
+                               "ready before answering 202 (pending) instead of 201.").tag(
+        config=True)
+    init_spawners_timeout = Float(10, help="Seconds the hub waits at start-up for recorded "
+                                  "servers to be checked before it serves anyway.").tag(
+        config=True)
     api_page_default_limit = Integer(50, help="Page size for paginated API lists.").tag(
         config=True
     )
@@ -99,8 +117,9 @@ class Courtyard(Configurable):
         config=True
     )
     authenticator_class = AnyTrait(
-        "dummy", help="Authenticator: a short name ('dummy', 'null', 'pam', 'native', ...), "
-        "a dotted class path or a class; JupyterHub's names are accepted."
+        "native", help="Authenticator: a short name ('native', 'pam', 'ldap', 'oidc', "
+        "'github', 'shared-password', 'dummy', 'null', ...), a dotted class path or a class; "
+        "JupyterHub's names are accepted. A list offers several sign-in methods at once."
     ).tag(config=True)
     spawner_class = AnyTrait(
         "local", help="Spawner: a short name ('local', 'simple', ...), a dotted class path or "
@@ -130,6 +149,9 @@ class Courtyard(Configurable):
     shutdown_on_logout = Bool(False, help="Stop a user's servers when they log out.").tag(
         config=True
     )
+    use_legacy_stopped_server_status_code = Bool(False, help="Answer 503 instead of 424 "
+                                                 "when a request reaches the URL of a server "
+                                                 "that is not running.").tag(config=True)
     redirect_to_server = Bool(True, help="Send a user to their server after login rather "
                               "than to the home page.").tag(config=True)
     default_url = Unicode("", help="Where /hub/ sends a signed-in user (default: their "

@@ -156,10 +156,13 @@ class Ctx:
 Endpoint = Callable[[Ctx], Awaitable[Any]]
 
 
-def endpoint(*scopes: str, status: int = 200, public: bool = False) -> Callable[[Endpoint], Any]:
+def endpoint(*scopes: str, status: int = 200, public: bool = False,
+             body_auth: bool = False) -> Callable[[Endpoint], Any]:
     """Make ``f(ctx)`` a Starlette endpoint that needs any one of ``scopes``.
 
-    The endpoint returns data (sent as JSON with ``status``) or a Response.
+    The endpoint returns data (sent as JSON with ``status``) or a Response. With
+    ``body_auth``, a caller without a token may authenticate with ``{"auth": {...}}``
+    in the body, which goes to the Authenticator.
     """
 
     def wrap(func: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -171,6 +174,10 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False) -> Callable[
                 try:
                     if not public:
                         ctx.identity = hub.identify(request, db)
+                        if ctx.identity is None and body_auth:
+                            from ..auth.login import identify_body
+
+                            ctx.identity = await identify_body(hub, request, db)
                         if ctx.identity is None:
                             raise Forbidden("Missing or invalid credentials.")
                         if scopes:

@@ -17,7 +17,7 @@ from .base import Ctx, endpoint
 from .models import token_model
 from .users import load_user
 
-TOKEN_FIELDS = {"expires_in", "note", "scopes", "roles"}
+TOKEN_FIELDS = {"expires_in", "note", "scopes", "roles", "auth"}
 
 
 def _token_of(ctx: Ctx, user: User) -> APIToken:
@@ -76,7 +76,7 @@ def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
     return sorted(set(wanted))
 
 
-@endpoint("tokens", status=201)
+@endpoint("tokens", status=201, body_auth=True)
 async def create_token(ctx: Ctx) -> Any:
     user = load_user(ctx, ctx.arg("name"), ("tokens",))
     body = await ctx.body() or {}

@@ -2,25 +2,54 @@
 
 Subclasses implement :meth:`Authenticator.authenticate`; everything else has a sensible
 default. Options follow JupyterHub's names so ``c.Authenticator.*`` carries over.
+
+The hub calls ``check_config(hub)`` and ``startup(hub, db)`` once, ``on_serve(hub)`` when it
+starts serving, and per login ``get_authenticated_user``, which runs ``authenticate`` ->
+``normalize_username`` -> ``validate_username`` -> ``check_blocked_users`` ->
+``check_allowed`` -> ``is_admin`` -> ``post_auth_hook``. ``refresh_user`` runs before stored
+auth state is trusted, ``pre_spawn_start`` before a spawn. What follows a successful login
+(cookies, groups, encrypted auth state) is in :mod:`courtyard.auth.login`.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from traitlets import Any as AnyTrait, Bool, Dict, Set, Unicode
+from traitlets import Any as AnyTrait, Bool, Dict, Integer, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+    from starlette.routing import BaseRoute
+
 AuthResult = str | dict[str, Any] | None
+# (path below {base_url}hub/, endpoint): extra pages an authenticator serves, e.g. oauth_callback
+Handler = tuple[str, Callable[..., Any]]
+
+
+class LoginRefused(Exception):
+    """Raised by ``authenticate`` after the password checked out, with a message safe to show
+    (e.g. "waiting for approval"). Never raise it before the credentials are verified."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class Authenticator(LoggingConfigurable):
     """Base class. ``authenticate`` may be sync or async."""
 
+    #: Shown as "Sign in with {login_service}"; empty for username/password forms.
+    login_service: str = ""
+    #: Set by MultiAuthenticator so several authenticators' handlers don't collide.
+    url_prefix: str = ""
+
     async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
-        """Check credentials from the login form; return a name, a dict with ``name``, or None."""
+        """Check credentials from the login form; return a name, a dict with ``name``
+        (and optionally ``admin``, ``groups``, ``auth_state``), or None."""
         raise NotImplementedError
 
     def normalize_username(self, username: str) -> str:
@@ -36,24 +65,77 @@ class Authenticator(LoggingConfigurable):
             return re.fullmatch(self.username_pattern, username) is not None
         return True
 
-    def check_blocked_users(self, username: str) -> bool:
+    def check_blocked_users(self, username: str, model: dict[str, Any] | None = None) -> bool:
+        """False when the user is blocked."""
         return username not in self.blocked_users
 
     def check_allowed(self, username: str, model: dict[str, Any] | None = None) -> bool:
         """Whether this user may sign in; admins and existing users may be let in too."""
-        if self.allow_all:
+        if self.allow_all or username in self.allowed_users or username in self.admin_users:
             return True
-        return username in self.allowed_users or username in self.admin_users
+        return self.allow_existing_users and self.user_exists(username)
 
     def is_admin(self, handler: Any, model: dict[str, Any]) -> bool | None:
         """Admin status from the authenticator; None leaves it as stored."""
-        return True if model["name"] in self.admin_users else None
+        return True if model["name"] in self.admin_users else model.get("admin")
 
     async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
+        """True: still valid; False: must sign in again; a dict: the updated model."""
         return True
 
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
         """Hook run before a user's server starts."""
+
+    def check_config(self, hub: Any) -> None:
+        """Raise ConfigError for unusable options; no side effects (check-config runs it)."""
+        from .crypto import keys_from_env
+
+        if self.enable_auth_state:
+            keys_from_env()
+
+    def startup(self, hub: Any, db: Session) -> None:
+        """Check the options and prepare (e.g. first accounts); runs once as the hub starts."""
+        from .crypto import Crypt
+        from .throttle import Throttle
+
+        self.check_config(hub)
+        self.hub = hub
+        self.throttle = Throttle(self.login_attempts_free, self.login_backoff_max)
+        self.last_refresh: dict[int, float] = {}  # user id -> time of the last refresh_user
+        if self.enable_auth_state:
+            self.crypt = Crypt.from_env()
+
+    def on_serve(self, hub: Any) -> None:
+        """The hub is about to serve (not just run a command): e.g. make the first account."""
+
+    def login_url(self, base_url: str) -> str:
+        """Where "Sign in" goes: the form, or this authenticator's own login handler."""
+        return f"{base_url}hub/login"
+
+    def get_handlers(self, hub: Any) -> list[Handler]:
+        """Extra pages below ``{base_url}hub/`` (served for GET and POST)."""
+        return []
+
+    def api_routes(self) -> list[BaseRoute]:
+        """Extra REST endpoints below ``{base_url}hub/api``."""
+        return []
+
+    def component_classes(self) -> list[type]:
+        """The classes whose ``c.Class.*`` options this authenticator reads."""
+        return [type(self)]
+
+    # -- what the hub runs around the contract ----------------------------------------------
+    hub: Any = None  # set by startup, with ``throttle`` and (with auth state) ``crypt``
+    throttle: Any = None
+    crypt: Any = None
+
+    def user_exists(self, username: str) -> bool:
+        from ..db import queries as q
+
+        if self.hub is None:
+            return False
+        with self.hub.session() as db:
+            return q.get_user(db, username) is not None
 
     async def get_authenticated_user(self, handler: Any, data: dict[str, Any]) -> dict | None:
         """Run authenticate and the allow/block checks; the model, or None when refused."""
@@ -63,15 +145,15 @@ class Authenticator(LoggingConfigurable):
         if result is None:
             return None
         model = {"name": result} if isinstance(result, str) else dict(result)
-        name = self.normalize_username(model["name"])
-        if not self.validate_username(name) or not self.check_blocked_users(name):
+        if not isinstance(model.get("name"), str):
             return None
+        name = self.normalize_username(model["name"])
         model["name"] = name
+        if not self.validate_username(name) or not self.check_blocked_users(name, model):
+            return None
         if not self.check_allowed(name, model):
             return None
-        admin = self.is_admin(handler, model)
-        if admin is not None:
-            model.setdefault("admin", admin)
+        model["admin"] = self.is_admin(handler, model)
         if self.post_auth_hook:
             hooked = self.post_auth_hook(self, handler, model)
             model = await hooked if inspect.isawaitable(hooked) else hooked
@@ -84,14 +166,14 @@ class Authenticator(LoggingConfigurable):
     )
     blocked_users = Set(help="Names of users never allowed to sign in.").tag(config=True)
     allow_all = Bool(False, help="Let every user who authenticates sign in.").tag(config=True)
-    allow_existing_users = Bool(False, help="Let users already in the database sign in.").tag(
-        config=True
-    )
+    allow_existing_users = Bool(help="Let users already in the database sign in (default: on "
+                                "when allowed_users is set).").tag(config=True)
     username_pattern = Unicode("", help="Regular expression every username must match.").tag(
         config=True
     )
     username_map = Dict(help="Map of names as typed to the account name.").tag(config=True)
-    manage_groups = Bool(False, help="Group membership comes from the authenticator.").tag(
+    manage_groups = Bool(False, help="Group membership comes from the authenticator: the "
+                         "groups it returns replace the user's groups at each login.").tag(
         config=True
     )
     manage_roles = Bool(False, help="Role assignments come from the authenticator.").tag(
@@ -99,9 +181,23 @@ class Authenticator(LoggingConfigurable):
     )
     enable_auth_state = Bool(False, help="Keep encrypted auth state per user (needs "
                              "COURTYARD_CRYPT_KEY or JUPYTERHUB_CRYPT_KEY).").tag(config=True)
+    auth_refresh_age = Integer(300, help="Seconds after which auth state is refreshed before "
+                               "it is used (refresh_user).").tag(config=True)
+    refresh_pre_spawn = Bool(False, help="Refresh auth state before every spawn; a failed "
+                             "refresh makes the user sign in again.").tag(config=True)
     post_auth_hook = AnyTrait(None, allow_none=True, help="callable(authenticator, handler, "
                               "model) -> model, run after authentication.").tag(config=True)
     auto_login = Bool(False, help="Skip the login page and go straight to the login handler."
                       ).tag(config=True)
     delete_invalid_users = Bool(False, help="Delete users whose names are no longer valid at "
                                 "start-up instead of refusing to start.").tag(config=True)
+    login_attempts_free = Integer(5, help="Failed logins per username (and 4x that per client "
+                                  "address) before back-off starts.").tag(config=True)
+    login_backoff_max = Integer(300, help="Longest back-off, in seconds, after repeated failed "
+                                "logins; the back-off doubles per failure up to this.").tag(
+        config=True
+    )
+
+    @default("allow_existing_users")
+    def _default_allow_existing(self) -> bool:
+        return bool(self.allowed_users)

@@ -207,6 +207,7 @@ class OAuthCode(Base):
     session_id: Mapped[str | None] = mapped_column(String(255))
     code_challenge: Mapped[str | None] = mapped_column(String(255))
     code_challenge_method: Mapped[str | None] = mapped_column(String(16))
+    nonce: Mapped[str | None] = mapped_column(String(255))  # OpenID Connect, for the ID token
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
@@ -242,3 +243,23 @@ class ShareCode(Base):
     last_used: Mapped[datetime | None] = mapped_column(DateTime)
 
     server: Mapped[Server] = relationship()
+
+
+class NativeAccount(Base):
+    """A password of the native authenticator (argon2 hash). A sign-up waiting for approval
+    has no ``user_id`` yet; an approved account belongs to a user and goes when they do."""
+
+    __tablename__ = "native_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    password_hash: Mapped[str] = mapped_column(String(255))
+    authorized: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    password_changed: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    user: Mapped[User | None] = relationship()

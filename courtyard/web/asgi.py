@@ -6,17 +6,21 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from ..api import groups, info, openapi, roles, services, shares, tokens, users
+from ..api import groups, info, openapi, proxy, roles, servers, services, shares, tokens, users
 from ..api.base import error_response
+from ..oauth import routes as oauth
+from . import admin, login, pages, sharing, spawn, user_redirect
+from .csp import SecurityHeaders
 
 if TYPE_CHECKING:
     from ..app import Hub
 
-API_MODULES = [info, users, tokens, groups, services, roles, shares, openapi]
+API_MODULES = [info, users, servers, tokens, groups, services, roles, shares, proxy, oauth, openapi]
 
 
 def api_routes() -> list[Route]:
@@ -28,6 +32,8 @@ def api_routes() -> list[Route]:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if pages.is_page_path(request.app.state.hub, request.url.path):
+        return await pages.http_error_page(request, exc)
     message = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, exc.detail)
     return error_response(exc.status_code, f"{message}: {request.method} {request.url.path}")
 
@@ -35,10 +41,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> Starlette:
     base = hub.options.base_url
     routes = [
-        Mount(f"{base}hub/api", routes=api_routes()),
+        Mount(f"{base}hub/api", routes=login.api_routes(hub) + api_routes()),
         Route(f"{base}hub/health", info.health, methods=["GET", "HEAD"]),
+        *login.routes(hub),
+        *oauth.page_routes(hub),
+        *sharing.routes(hub),
+        *user_redirect.routes(hub),
+        *pages.routes(hub),
+        *spawn.routes(hub),
+        *admin.routes(hub),
         *(extra_routes or []),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, base_url=base)],
+                    exception_handlers={HTTPException: _http_error,
+                                        Exception: pages.server_error_page})
     app.state.hub = hub
     return app

@@ -84,7 +84,8 @@ def test_serve_bad_config_is_one_line(tmp_path):
 def running_hub(tmp_path):
     """`courtyard serve` as a real process with the seed config; yields its API URL."""
     port = free_port()
-    (tmp_path / "courtyard_config.py").write_text(SEED_CONFIG)
+    (tmp_path / "courtyard_config.py").write_text(SEED_CONFIG + "c.JupyterHub.cleanup_proxy = True\n"
+        f"c.BuiltinProxy.api_url = 'http://127.0.0.1:{free_port()}'\n")
     proc = subprocess.Popen([sys.executable, "-m", "courtyard", "--hub-port", str(port),
                              "--port", str(free_port())], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

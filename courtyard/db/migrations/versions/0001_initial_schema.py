@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:23:36.662243
+Create Date: 2026-11-22 01:27:15.732898
 """
 
 import sqlalchemy as sa
@@ -80,6 +80,20 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['role_id'], ['roles.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('group_id', 'role_id')
     )
+    op.create_table('native_accounts',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('username', sa.String(length=255), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('password_hash', sa.String(length=255), nullable=False),
+    sa.Column('authorized', sa.Boolean(), nullable=False),
+    sa.Column('email', sa.String(length=255), nullable=True),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.Column('password_changed', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('user_id'),
+    sa.UniqueConstraint('username')
+    )
     op.create_table('oauth_codes',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('client_id', sa.String(length=255), nullable=False),
@@ -90,6 +104,7 @@ def upgrade() -> None:
     sa.Column('session_id', sa.String(length=255), nullable=True),
     sa.Column('code_challenge', sa.String(length=255), nullable=True),
     sa.Column('code_challenge_method', sa.String(length=16), nullable=True),
+    sa.Column('nonce', sa.String(length=255), nullable=True),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['client_id'], ['oauth_clients.identifier'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
@@ -236,6 +251,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_oauth_codes_client_id'))
 
     op.drop_table('oauth_codes')
+    op.drop_table('native_accounts')
     op.drop_table('group_role_map')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_users_last_activity'))

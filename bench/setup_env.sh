@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create the benchmark's own environment, next to this script, if it is missing:
+#   bench/.venv  - a virtualenv holding JupyterHub 6.x (the hub we compare against)
+#   bench/.node  - configurable-http-proxy from npm, which JupyterHub needs to start
+# Courtyard itself is not installed here: it runs from the interpreter that runs api.py.
+# Re-running is cheap; pass --force to rebuild both.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="$here/.venv"
+node_prefix="$here/.node"
+python="${PYTHON:-python3}"
+
+if [[ "${1:-}" == "--force" ]]; then
+    rm -rf "$venv" "$node_prefix"
+fi
+
+if ! "$venv/bin/python" -c 'import jupyterhub, sys; sys.exit(jupyterhub.version_info[0] != 6)' \
+        2>/dev/null; then
+    echo "setup_env: creating $venv with jupyterhub 6.x" >&2
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    # 6.x may still be a pre-release; --pre lets pip pick 6.0.0bN when no final exists.
+    "$venv/bin/python" -m pip install --quiet --pre 'jupyterhub>=6,<7'
+fi
+
+chp="$node_prefix/node_modules/.bin/configurable-http-proxy"
+if [[ ! -x "$chp" ]]; then
+    echo "setup_env: installing configurable-http-proxy into $node_prefix" >&2
+    npm install --silent --no-audit --no-fund --prefix "$node_prefix" configurable-http-proxy
+fi
+
+"$venv/bin/python" -c 'import jupyterhub; print("jupyterhub", jupyterhub.__version__)'
+"$chp" --version | sed 's/^/configurable-http-proxy /'

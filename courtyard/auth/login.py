@@ -1,0 +1,211 @@
+"""What happens around a successful or failed authentication, for every way of signing in.
+
+:func:`attempt` runs an authenticator under the login throttle; :func:`login_user` turns the
+model it returns into a hub user (created on first login, admin flag, managed groups,
+encrypted auth state). Pages, the token API and OAuth callbacks all go through these two.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from ..db import queries as q
+from ..db.models import Group, User, utcnow
+from ..errors import BadRequest, HTTPError
+from ..names import check_group_name
+from .base import Authenticator, LoginRefused
+from .crypto import Crypt, DecryptError
+from .identity import Identity
+from .session import cookie_identity
+
+if TYPE_CHECKING:
+    from ..app import Hub
+
+log = logging.getLogger("courtyard.auth")
+
+LOGIN_FAILED = "Invalid username or password."
+
+
+class TooManyAttempts(HTTPError):
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed login attempts; try again in {retry_after} seconds.",
+                         headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+@dataclass
+class LoginContext:
+    """What an authenticator gets as ``handler``: the hub, the request and a DB session."""
+
+    hub: Hub
+    request: Request
+    db: Session
+
+    @property
+    def client_ip(self) -> str | None:
+        return client_address(self.request)
+
+
+def client_address(request: Request) -> str | None:
+    """The client's address; behind a proxy on this machine, the one it forwarded."""
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if peer and forwarded:
+        try:
+            local = ipaddress.ip_address(peer).is_loopback
+        except ValueError:
+            local = False
+        if local:
+            return forwarded.split(",")[-1].strip() or peer
+    return peer
+
+
+async def attempt(ctx: LoginContext, data: dict[str, Any],
+                  authenticator: Authenticator | None = None) -> dict[str, Any] | None:
+    """Authenticate ``data`` (username, password, ...) under the throttle.
+
+    Returns the model, or None for a refusal that must read as "invalid username or
+    password". Raises TooManyAttempts (429) or LoginRefused (a message to show).
+    """
+    auth = authenticator or ctx.hub.authenticator
+    throttle = ctx.hub.authenticator.throttle
+    username = str(data.get("username") or "")
+    address = ctx.client_ip
+    wait = throttle.retry_after(username, address)
+    if wait:
+        log.warning("Login for %r from %s throttled for %d s", username, address, wait)
+        raise TooManyAttempts(wait)
+    try:
+        model = await auth.get_authenticated_user(ctx, data)
+    except LoginRefused:
+        throttle.success(username, address)
+        raise
+    if model is None:
+        throttle.failure(username, address)
+        log.warning("Failed login for %r from %s", username, address)
+        return None
+    throttle.success(username, address)
+    return model
+
+
+def login_user(hub: Hub, db: Session, model: dict[str, Any]) -> User:
+    """The hub user for an authenticated model, created or updated to match it."""
+    auth = hub.authenticator
+    user = q.get_user(db, model["name"])
+    changed = user is None
+    if user is None:
+        user = q.create_user(db, model["name"])
+        log.info("New user %s signed in", user.name)
+    admin = model.get("admin")
+    if admin is not None and bool(admin) != user.admin:
+        q.set_admin(db, user, bool(admin))
+        changed = True
+    if auth.manage_groups and isinstance(model.get("groups"), list | tuple | set):
+        changed = sync_groups(db, user, model["groups"]) or changed
+    if "auth_state" in model and auth.enable_auth_state:
+        write_auth_state(hub, user, model["auth_state"])
+    user.last_activity = utcnow()
+    db.flush()
+    if changed:
+        hub.scope_cache.invalidate()
+    return user
+
+
+def sync_groups(db: Session, user: User, names: Any) -> bool:
+    """Make the user's groups exactly ``names``, creating missing groups; True if changed."""
+    wanted = set()
+    for name in names:
+        if check_group_name(name) is None:
+            wanted.add(name)
+        else:
+            log.warning("Ignoring group %r for %s: not a valid group name", name, user.name)
+    if wanted == {g.name for g in user.groups}:
+        return False
+    groups = []
+    for name in sorted(wanted):
+        group = q.get_group(db, name)
+        if group is None:
+            group = Group(name=name, properties={})
+            db.add(group)
+        groups.append(group)
+    user.groups = groups
+    return True
+
+
+# -- auth state -----------------------------------------------------------------------------
+def _crypt(hub: Hub) -> Crypt:
+    crypt = getattr(hub.authenticator, "crypt", None)
+    if crypt is None:
+        crypt = hub.authenticator.crypt = Crypt.from_env()
+    return crypt
+
+
+def read_auth_state(hub: Hub, user: User) -> dict[str, Any] | None:
+    if not hub.authenticator.enable_auth_state or user.encrypted_auth_state is None:
+        return None
+    try:
+        return _crypt(hub).decrypt(user.encrypted_auth_state)
+    except DecryptError as e:
+        log.error("Auth state of %s: %s", user.name, e)
+        return None
+
+
+def write_auth_state(hub: Hub, user: User, state: dict[str, Any] | None) -> None:
+    if not hub.authenticator.enable_auth_state:
+        raise BadRequest("auth_state is not enabled (c.Authenticator.enable_auth_state)")
+    user.encrypted_auth_state = None if state is None else _crypt(hub).encrypt(state)
+
+
+async def refresh_user(hub: Hub, db: Session, user: User, handler: Any = None,
+                       force: bool = False) -> bool:
+    """Ask the authenticator whether ``user``'s login is still good, storing any update.
+
+    Runs at most every ``auth_refresh_age`` seconds unless ``force``; False means the user
+    must sign in again (the caller logs them out). Spawners call it with ``force`` when
+    ``refresh_pre_spawn`` is on.
+    """
+    auth = hub.authenticator
+    now = time.time()
+    if not force and now - auth.last_refresh.get(user.id, 0) < auth.auth_refresh_age:
+        return True
+    result = await auth.refresh_user(user, handler)
+    auth.last_refresh[user.id] = now
+    if result is False:
+        return False
+    if isinstance(result, dict):
+        result.setdefault("name", user.name)
+        login_user(hub, db, result)
+    return True
+
+
+# -- the token API's "auth" body (POST /users/{name}/tokens without a token) ---------------
+async def identify_body(hub: Hub, request: Request, db: Session) -> Identity | None:
+    """Authenticate ``{"auth": {"username", "password"}}`` in a JSON body, as JupyterHub does."""
+    try:
+        import orjson
+
+        body = orjson.loads(await request.body() or b"{}")
+    except ValueError:
+        return None
+    data = body.get("auth") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        return None
+    ctx = LoginContext(hub, request, db)
+    try:
+        model = await attempt(ctx, data)
+    except LoginRefused:
+        return None
+    if model is None:
+        return None
+    user = login_user(hub, db, model)
+    db.commit()
+    return cookie_identity(hub, db, user, None)

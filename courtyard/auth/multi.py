@@ -1,0 +1,124 @@
+"""Several sign-in methods at once: ``c.JupyterHub.authenticator_class = ['native', 'oidc']``.
+
+The login page shows one password form for all password-based methods (tried in the order
+given) and a "Sign in with ..." button for each external one. Each method keeps its own
+options (``c.NativeAuthenticator.*``, ``c.OIDCAuthenticator.*``; ``c.Authenticator.*``
+applies to all) and its own allow lists. A username is one account whichever method signed
+it in, so only combine methods whose usernames name the same people.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from traitlets.config import Config
+
+from .. import config as cfg
+from ..errors import ConfigError
+from .base import Authenticator, AuthResult, Handler, LoginRefused
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+    from starlette.routing import BaseRoute
+
+
+def build_multi(names: list[Any] | tuple[Any, ...], config: Config) -> MultiAuthenticator:
+    """A MultiAuthenticator of the authenticators named (short names, paths or classes)."""
+    if not names:
+        raise ConfigError("c.JupyterHub.authenticator_class is an empty list")
+    children: list[Authenticator] = []
+    seen: set[str] = set()
+    for value in names:
+        cls = cfg.resolve_class("authenticator", value, Authenticator)
+        child = cfg.build(cls, config)
+        key = re.sub(r"[^a-z0-9-]", "", value.lower()) if isinstance(value, str) and \
+            "." not in value else cls.__name__.lower().replace("authenticator", "")
+        key = key or "auth"
+        while key in seen:
+            key += "x"
+        seen.add(key)
+        if child.login_service:
+            child.url_prefix = f"{key}/"
+        children.append(child)
+    return MultiAuthenticator(children, config=config)
+
+
+class MultiAuthenticator(Authenticator):
+    """Offers each of ``authenticators``; the first to accept a login wins."""
+
+    def __init__(self, authenticators: list[Authenticator], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.authenticators = authenticators
+
+    @property
+    def password_methods(self) -> list[Authenticator]:
+        return [a for a in self.authenticators if not a.login_service]
+
+    async def get_authenticated_user(self, handler: Any, data: dict[str, Any]) -> dict | None:
+        refused: LoginRefused | None = None
+        for child in self.password_methods:
+            try:
+                model = await child.get_authenticated_user(handler, data)
+            except LoginRefused as e:
+                refused = refused or e
+                continue
+            if model is not None:
+                return model
+        if refused is not None:
+            raise refused
+        return None
+
+    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+        model = await self.get_authenticated_user(handler, data)
+        return model
+
+    def normalize_username(self, username: str) -> str:
+        return self.authenticators[0].normalize_username(username)
+
+    def validate_username(self, username: str) -> bool:
+        return self.authenticators[0].validate_username(username)
+
+    async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
+        for child in self.authenticators:
+            result = await child.refresh_user(user, handler)
+            if result is not True:
+                return result
+        return True
+
+    async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
+        for child in self.authenticators:
+            await child.pre_spawn_start(user, spawner)
+
+    def check_config(self, hub: Any) -> None:
+        for child in self.authenticators:
+            child.check_config(hub)
+
+    def startup(self, hub: Any, db: Session) -> None:
+        for child in self.authenticators:
+            child.startup(hub, db)
+        # what the hub does with a model (store auth state, sync groups) follows the children
+        self.enable_auth_state = any(c.enable_auth_state for c in self.authenticators)
+        self.manage_groups = any(c.manage_groups for c in self.authenticators)
+        super().startup(hub, db)
+        if self.enable_auth_state:
+            for child in self.authenticators:
+                child.crypt = self.crypt
+
+    def on_serve(self, hub: Any) -> None:
+        for child in self.authenticators:
+            child.on_serve(hub)
+
+    def get_handlers(self, hub: Any) -> list[Handler]:
+        return [h for child in self.authenticators for h in child.get_handlers(hub)]
+
+    def api_routes(self) -> list[BaseRoute]:
+        return [r for child in self.authenticators for r in child.api_routes()]
+
+    def component_classes(self) -> list[type]:
+        return [type(self), *(c for child in self.authenticators
+                              for c in child.component_classes())]
+
+    @property
+    def logout_redirect_url(self) -> str:
+        return ""

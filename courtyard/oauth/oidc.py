@@ -1,0 +1,65 @@
+"""OpenID Connect on top of the OAuth provider: discovery document, ID tokens, userinfo.
+
+The issuer is ``{public origin}{base_url}hub``; its discovery document is served at
+``{issuer}/.well-known/openid-configuration`` (and at the site root). ID tokens are RS256
+JWTs signed with :mod:`.keys`, so a service can verify who signed in without asking the hub.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..db.models import User
+from .keys import ALGORITHM, signer
+
+if TYPE_CHECKING:
+    from ..app import Hub
+
+ID_TOKEN_LIFETIME = 3600
+SCOPES_SUPPORTED = ["openid", "profile", "groups"]
+
+
+def issuer(hub: Hub) -> str:
+    parts = urlsplit(hub.public_url)
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+    return f"{origin}{hub.options.base_url}hub"
+
+
+def discovery(hub: Hub) -> dict[str, Any]:
+    iss = issuer(hub)
+    api = f"{iss}/api/oauth2"
+    return {
+        "issuer": iss,
+        "authorization_endpoint": f"{api}/authorize",
+        "token_endpoint": f"{api}/token",
+        "userinfo_endpoint": f"{api}/userinfo",
+        "jwks_uri": f"{api}/jwks",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [ALGORITHM],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic",
+                                                  "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": SCOPES_SUPPORTED,
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "name",
+                             "preferred_username", "groups"],
+    }
+
+
+def user_claims(user: User) -> dict[str, Any]:
+    return {"sub": user.name, "name": user.name, "preferred_username": user.name,
+            "groups": [g.name for g in user.groups]}
+
+
+def id_token(hub: Hub, user: User, client_id: str, nonce: str | None,
+             lifetime: int = ID_TOKEN_LIFETIME) -> str:
+    now = int(time.time())
+    claims = {"iss": issuer(hub), "aud": client_id, "iat": now, "exp": now + lifetime,
+              **user_claims(user)}
+    if nonce:
+        claims["nonce"] = nonce
+    return signer(hub).sign(claims)

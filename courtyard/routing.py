@@ -1,0 +1,173 @@
+"""Keeping the proxy's table in step with the database, and activity flowing back from it.
+
+The database says what should be routed: the hub at the base URL, every ready server, every
+service with a URL. :func:`sync_routes` makes the proxy agree (adding what is missing,
+removing what is stale, leaving servers that are still starting alone); the hub runs it at
+start-up, every ``last_activity_interval``, and on ``POST /hub/api/proxy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .db.models import Server, Service, User
+from .errors import ProxyError
+
+if TYPE_CHECKING:
+    from .app import Hub
+
+log = logging.getLogger("courtyard.routing")
+
+
+def desired_routes(hub: Hub, db: Session) -> tuple[dict[str, tuple[str, dict[str, Any]]], set[str]]:
+    """``({routespec: (target, data)}, routespecs to keep)`` as the database has it."""
+    base = hub.options.base_url
+    routes: dict[str, tuple[str, dict[str, Any]]] = {base: (hub.hub_url, {"hub": True})}
+    keep: set[str] = set()
+    rows = db.execute(select(User.name, Server.name, Server.url).join(
+        Server, Server.user_id == User.id).where(Server.url.is_not(None)))
+    for username, server_name, url in rows:
+        spec = hub.server_routespec(username, server_name)
+        if hub.lifecycle.pending(username, server_name) is not None:
+            keep.add(spec)
+            continue
+        routes[spec] = (url, {"user": username, "server_name": server_name})
+    for (username, server_name), _state in list(hub.lifecycle._pending.items()):
+        keep.add(hub.server_routespec(username, server_name))
+    for name, url in db.execute(select(Service.name, Service.url).where(Service.url.is_not(None))):
+        routes[f"{base}services/{name}/"] = (url, {"service": name})
+    for spec, target in getattr(hub.proxy, "extra_routes", {}).items():
+        routes[spec] = (target, {"extra": True})
+    return routes, keep
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt
+
+
+def record_activity(hub: Hub, db: Session, routes: dict[str, dict[str, Any]]) -> int:
+    """Move users' and servers' ``last_activity`` forward from the proxy's route data."""
+    updated = 0
+    for info in routes.values():
+        data = info.get("data", {})
+        when = _parse_time(data.get("last_activity"))
+        if when is None or "user" not in data:
+            continue
+        user = db.scalar(select(User).where(User.name == data["user"]))
+        if user is None:
+            continue
+        if user.last_activity is None or when > user.last_activity:
+            user.last_activity = when
+            updated += 1
+        server = next((s for s in user.servers if s.name == data.get("server_name", "")), None)
+        if server is not None and (server.last_activity is None or when > server.last_activity):
+            server.last_activity = when
+    return updated
+
+
+async def sync_routes(hub: Hub) -> tuple[list[str], list[str]]:
+    """Reconcile the proxy with the database; one at a time."""
+    from .proxy.base import reconcile
+
+    async with hub.route_lock:
+        routes = await hub.proxy.get_all_routes()
+        with hub.session() as db:
+            record_activity(hub, db, routes)
+            desired, keep = desired_routes(hub, db)
+            db.commit()
+        added, removed = await reconcile(hub.proxy, desired, keep)
+    if added or removed:
+        log.info("Proxy routes: added %s, removed %s", added or "none", removed or "none")
+    return added, removed
+
+
+async def check_proxy(hub: Hub) -> bool:
+    """Restart a proxy the hub manages if it stopped answering; True when it was restarted."""
+    proxy = hub.proxy
+    state = getattr(proxy, "api_state", None)
+    if proxy is None or state is None or await state() != "down":
+        return False
+    if not proxy.should_start:
+        log.warning("The proxy at %s does not answer", getattr(proxy, "api_url", "?"))
+        return False
+    log.warning("The proxy stopped answering; starting it again")
+    await proxy.start()
+    return True
+
+
+async def keep_routes_in_sync(hub: Hub, check_interval: float = 5) -> None:
+    """Check the proxy every few seconds (restarting it and restoring routes if it died), and
+    every ``last_activity_interval`` pull activity and repair the table. Errors are logged,
+    never fatal: the next round tries again."""
+    loop = asyncio.get_running_loop()
+    interval = max(1, hub.options.last_activity_interval)
+    check_interval = min(check_interval, interval)
+    next_sync = loop.time() + interval
+    while True:
+        await asyncio.sleep(check_interval)
+        try:
+            restarted = await check_proxy(hub)
+            if restarted or loop.time() >= next_sync:
+                await sync_routes(hub)
+                next_sync = loop.time() + interval
+        except ProxyError as e:
+            log.warning("Could not sync routes with the proxy: %s", e)
+
+
+def proxy_class(hub: Hub) -> type:
+    from . import config as cfg
+    from .proxy.base import Proxy
+
+    return cfg.resolve_class("proxy", hub.options.proxy_class, Proxy)
+
+
+async def start_proxy(hub: Hub) -> Any:
+    """Create, configure and start (or adopt a running) proxy; returns it."""
+    from . import config as cfg
+
+    opts = hub.options
+    proxy = cfg.build(proxy_class(hub), hub.config)
+    proxy.public_bind_url = hub.public_bind_url
+    proxy.default_target = hub.hub_url
+    proxy.error_target = f"{hub.hub_url}{opts.base_url}hub/error"
+    if opts.ssl_cert and not proxy.ssl_cert:
+        proxy.ssl_cert, proxy.ssl_key = opts.ssl_cert, opts.ssl_key
+    proxy.host_routing = bool(opts.subdomain_host)
+    if hasattr(proxy, "data_dir") and not proxy.data_dir:
+        proxy.data_dir = opts.data_files_path
+    await proxy.start()
+    hub.proxy = proxy
+    log.info("Proxy %s serving %s", type(proxy).__name__, hub.public_bind_url)
+    return proxy
+
+
+async def stop_proxy(hub: Hub) -> None:
+    """At hub exit: stop the proxy if ``cleanup_proxy``, else let it decide (the built-in
+    proxy keeps serving users' traffic while the hub restarts)."""
+    proxy, hub.proxy = hub.proxy, None
+    if proxy is None:
+        return
+    try:
+        if hub.options.cleanup_proxy:
+            await proxy.stop()
+        else:
+            await proxy.shutdown()
+    except ProxyError as e:
+        log.warning("Stopping the proxy: %s", e)
+    closer = getattr(proxy, "aclose", None)
+    if closer is not None:
+        await closer()

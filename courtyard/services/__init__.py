@@ -1,0 +1,1 @@
+"""Services: external ones registered through config or the API, and hub-managed processes."""

@@ -1,0 +1,68 @@
+"""A server's credentials: its API token and its OAuth client, made per launch.
+
+The token belongs to the user (note ``Server at /user/NAME/SERVER/``) with the scopes a
+server needs, resolved to this server when it is made. The same secret is the client secret
+of the OAuth client ``jupyterhub-user-NAME[-SERVER]`` (stored hashed). Both go when the
+server stops; deleting the client also deletes the OAuth tokens issued through it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ..auth import tokens
+from ..db import queries as q
+from ..db.models import APIToken, OAuthClient, Server, User
+from .env import access_scopes
+
+DEFAULT_SCOPES = ("users:activity!user", "access:servers!server")
+
+
+def client_id(username: str, server: str) -> str:
+    cid = f"jupyterhub-user-{quote(username, safe='')}"
+    return f"{cid}-{quote(server, safe='')}" if server else cid
+
+
+def token_scopes(configured: list[str], username: str, server: str) -> list[str]:
+    """Owner-relative filters resolved to this user and server; activity is always allowed."""
+    resolved = set()
+    for scope in configured or DEFAULT_SCOPES:
+        base, _, filt = scope.partition("!")
+        if filt == "user":
+            scope = f"{base}!user={username}"
+        elif filt == "server":
+            scope = f"{base}!server={username}/{server}"
+        resolved.add(scope)
+    resolved.add(f"users:activity!user={username}")
+    return sorted(resolved)
+
+
+def issue(db: Session, user: User, server: Server, prefix: str, scopes: list[str],
+          allowed_scopes: list[str]) -> tuple[str, str]:
+    """Make the token and the OAuth client of a launch; returns (secret, client id)."""
+    revoke(db, user.name, server)  # whatever a crashed hub left behind
+    row, secret = q.issue_token(db, user, note=f"Server at {prefix}", scopes=scopes)
+    row.server_id = server.id
+    cid = client_id(user.name, server.name)
+    client = OAuthClient(identifier=cid, description=f"Server at {prefix}",
+                         hashed_secret=tokens.fast_hash(secret),
+                         redirect_uri=f"{prefix}oauth_callback",
+                         allowed_scopes=[*access_scopes(user.name, server.name)[:1],
+                                         *allowed_scopes])
+    db.add(client)
+    return secret, cid
+
+
+def revoke(db: Session, username: str, server: Server) -> None:
+    """Delete the server's token and OAuth client (and so the client's OAuth tokens)."""
+    db.execute(delete(APIToken).where(APIToken.server_id == server.id,
+                                      APIToken.note.startswith("Server at ")))
+    cid = client_id(username, server.name)
+    client = db.scalar(select(OAuthClient).where(OAuthClient.identifier == cid))
+    if client is not None:
+        db.execute(delete(APIToken).where(APIToken.oauth_client_id == cid))
+        db.delete(client)
+    db.flush()

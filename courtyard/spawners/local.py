@@ -1,0 +1,268 @@
+"""LocalProcessSpawner: each server is a process on the hub's machine.
+
+As root, a server runs as the system user with the hub user's name (setuid/setgid, the
+user's supplementary groups, home directory, HOME/USER/SHELL); missing users can be made
+with ``useradd`` the way The Littlest JupyterHub does. Not as root, every server runs as
+the hub's own user in ``<data>/users/<name>``, and users are not isolated from each other.
+
+Each server gets its own session and process group, so stopping it signals everything it
+started. Its output goes to ``<data>/logs/<user>/<server>.log`` (``_default.log`` for
+the default server), mode 0600. The pid, process group and start time are the state kept in
+the database; the start time guards against a recycled pid after a hub restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Dict, Float
+
+from ..errors import SpawnError
+from .base import ProgressEvent, Spawner
+
+_useradd_lock = threading.Lock()  # two named servers of a new user may start at once
+
+
+def random_port(ip: str = "127.0.0.1") -> int:
+    """A port free right now (the server binds it moments later)."""
+    with socket.socket() as s:
+        s.bind((ip if ip not in ("", "0.0.0.0") else "127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def safe_filename(name: str) -> str:
+    """A user or server name as one path component: no '/', no leading dot, no surprises."""
+    return "".join(c if c.isalnum() or c in "@+-_" else f"%{ord(c):02X}" for c in name)
+
+
+def process_status(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a process from /proc, None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return ("?", 0)
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[19])
+
+
+class LocalProcessSpawner(Spawner):
+    """Run servers as local processes (as their system user when the hub is root)."""
+
+    interrupt_timeout = Float(0, help="Seconds to wait after SIGINT before SIGTERM (0: do "
+                              "not send SIGINT; Jupyter servers ignore it without a tty)."
+                              ).tag(config=True)
+    term_timeout = Float(5, help="Seconds to wait after SIGTERM before SIGKILL.").tag(
+        config=True)
+    kill_timeout = Float(5, help="Seconds to wait for a process to die after SIGKILL.").tag(
+        config=True)
+    create_system_users = Bool(False, help="As root: create a missing system user with "
+                               "'useradd --create-home NAME' before the first start.").tag(
+        config=True)
+    popen_kwargs = Dict(help="Extra keyword arguments for subprocess.Popen.").tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pid = 0
+        self.pgid = 0
+        self.starttime: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._started = asyncio.Event()
+
+    @classmethod
+    def startup_warnings(cls) -> list[str]:
+        if os.geteuid() == 0:
+            return []
+        return [f"The hub is not running as root: every server runs as {_me()} and users are "
+                "not isolated from each other (LocalProcessSpawner)"]
+
+    # -- contract ------------------------------------------------------------------------------
+    async def start(self) -> str:
+        if not self.port:
+            self.port = random_port(self.ip)
+        run_as, cwd, account_env = await self._account()
+        env = self.get_env()
+        env.update(account_env)
+        cmd = [*self.cmd, *self.get_args()]
+        log_path = self.log_path
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            kwargs = {"env": env, "cwd": cwd, "stdin": subprocess.DEVNULL, "stdout": fd,
+                      "stderr": subprocess.STDOUT, "start_new_session": True, "close_fds": True,
+                      **run_as, **self.popen_kwargs}
+            self.proc = subprocess.Popen(cmd, **kwargs)
+        except OSError as e:
+            raise SpawnError(f"cannot run {cmd[0]!r}: {e.strerror or e}") from None
+        finally:
+            os.close(fd)
+        self.pid = self.pgid = self.proc.pid
+        status = process_status(self.pid)
+        self.starttime = status[1] if status else None
+        self._started.set()
+        self.log.info("Started server %s as pid %d: %s", self.log_name, self.pid, " ".join(cmd))
+        host = self.ip if self.ip not in ("", "0.0.0.0") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    async def stop(self, now: bool = False) -> None:
+        if not self.pid:
+            return
+        if await self.poll() is None:
+            steps = [] if now else [(signal.SIGINT, self.interrupt_timeout),
+                                    (signal.SIGTERM, self.term_timeout)]
+            steps.append((signal.SIGKILL, self.kill_timeout))
+            for sig, timeout in steps:
+                if timeout <= 0 and sig != signal.SIGKILL:
+                    continue
+                self._signal(sig, alive=True)
+                if await self._wait_for_death(timeout):
+                    break
+            else:
+                self.log.warning("Server %s (pid %d) is still alive after SIGKILL",
+                                 self.log_name, self.pid)
+        self._signal(signal.SIGKILL)  # whatever else the server left in its process group
+
+    async def poll(self) -> int | None:
+        if self.proc is not None:
+            return self.proc.poll()
+        if not self.pid:
+            return 0
+        status = process_status(self.pid)
+        if status is None or (self.starttime and status[1] != self.starttime):
+            return 0  # gone, or the pid now belongs to another process
+        if status[0] == "Z":
+            try:  # a child of this very process (a test's earlier hub): reap it
+                _, code = os.waitpid(self.pid, os.WNOHANG)
+                return os.waitstatus_to_exitcode(code) if code else 0
+            except ChildProcessError:
+                return 0
+        return None
+
+    def get_state(self) -> dict[str, Any]:
+        if not self.pid:
+            return {}
+        return {"pid": self.pid, "pgid": self.pgid, "starttime": self.starttime,
+                "log_path": str(self.log_path)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.pid = int(state.get("pid") or 0)
+        self.pgid = int(state.get("pgid") or self.pid)
+        self.starttime = state.get("starttime")
+
+    def clear_state(self) -> None:
+        self.pid = self.pgid = 0
+        self.starttime = None
+        self.proc = None
+        self._started.clear()
+
+    async def progress(self) -> AsyncIterator[ProgressEvent]:
+        yield {"progress": 10, "message": f"Starting the server process for {self.log_name}"}
+        await self._started.wait()
+        yield {"progress": 50, "message": f"Server process {self.pid} started; waiting for "
+                                          "it to answer"}
+
+    async def read_log(self, tail: int | None = None) -> str | None:
+        return await asyncio.to_thread(_read_tail, self.log_path, tail)
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        server = safe_filename(self.name) if self.name else "_default"
+        return Path(self.hub.data_dir) / "logs" / safe_filename(self.user.name) / f"{server}.log"
+
+    async def _account(self) -> tuple[dict[str, Any], str, dict[str, str]]:
+        """Popen arguments that switch user, the working directory, and account variables."""
+        name = self.user.name
+        if os.geteuid() != 0:
+            home = Path(self.hub.data_dir) / "users" / safe_filename(name)
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return {}, str(home), {"HOME": str(home)}
+        pw = await self._system_user(name)
+        groups = os.getgrouplist(name, pw.pw_gid)
+        cwd = pw.pw_dir if os.path.isdir(pw.pw_dir) else "/"
+        env = {"HOME": pw.pw_dir, "USER": name, "LOGNAME": name, "SHELL": pw.pw_shell}
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}, cwd, env
+
+    async def _system_user(self, name: str) -> pwd.struct_passwd:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            if not self.create_system_users:
+                raise SpawnError(f"there is no system user {name!r}; create it, or set "
+                                 "c.LocalProcessSpawner.create_system_users = True") from None
+        self.log.info("Creating system user %s", name)
+        return await asyncio.to_thread(_add_system_user, name)
+
+    def _signal(self, sig: int, alive: bool = False) -> None:
+        """Signal the server's process group; the process alone if it has none (and lives)."""
+        try:
+            try:
+                os.killpg(self.pgid or self.pid, sig)
+            except ProcessLookupError:
+                if alive:  # state from elsewhere, where the server did not lead a group
+                    os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError as e:
+            raise SpawnError(f"cannot signal server {self.log_name} (pid {self.pid}): {e}"
+                             ) from None
+
+    async def _wait_for_death(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.01
+        while await self.poll() is None:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        return True
+
+
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _add_system_user(name: str) -> pwd.struct_passwd:
+    """``useradd --create-home NAME`` unless it exists by now (as TLJH does)."""
+    with _useradd_lock:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+        done = subprocess.run(["useradd", "--create-home", name], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise SpawnError(f"useradd {name} failed: {done.stderr.strip()}")
+        return pwd.getpwnam(name)
+
+
+def _read_tail(path: Path, tail: int | None) -> str | None:
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            chunk = size if tail is None else min(size, max(65536, tail * 1024))
+            f.seek(size - chunk)
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    if tail is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    if chunk < size:
+        lines = lines[1:]  # the first line is probably cut
+    return "".join(lines[-tail:] if tail > 0 else [])

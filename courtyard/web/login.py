@@ -1,0 +1,145 @@
+"""Sign-in pages: ``/hub/login`` and ``/hub/logout`` (``/hub/`` and home: :mod:`.pages`).
+
+:func:`routes` is the route list the app mounts: these pages, ``/hub/static``, and the pages
+and API endpoints the authenticator brings (OAuth callbacks, sign-up, password changes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..auth import login as auth_login, session as sess
+from ..auth.base import LoginRefused
+from ..db.models import APIToken
+from .render import STATIC_DIR, Page
+
+if TYPE_CHECKING:
+    from ..app import Hub
+
+log = logging.getLogger("courtyard.web")
+
+
+def login_methods(page: Page, next_url: str) -> dict[str, Any]:
+    """What the login page offers: a password form, and a button per external service."""
+    from urllib.parse import urlencode
+
+    auth = page.hub.authenticator
+    children = getattr(auth, "authenticators", None) or [auth]
+    buttons = []
+    for child in children:
+        if child.login_service:
+            url = child.login_url(page.base_url) + "?" + urlencode({"next": next_url})
+            buttons.append({"name": child.login_service, "url": url})
+    return {
+        "password_form": any(not c.login_service and c.login_url(page.base_url)
+                             for c in children),
+        "buttons": buttons,
+        "signup_url": next((page.url("signup") for c in children
+                            if getattr(c, "enable_signup", False)), None),
+    }
+
+
+def _render_login(page: Page, next_url: str, status: int = 200, error: str = "",
+                  username: str = "", headers: dict[str, str] | None = None) -> Response:
+    return page.render("login.html", status=status, headers=headers, next=next_url,
+                       error=error, username=username, **login_methods(page, next_url))
+
+
+async def login(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    with hub.session() as db:
+        page = Page(request, db)
+        if request.method == "GET":
+            return await _login_get(page)
+        return await _login_post(page)
+
+
+async def _login_get(page: Page) -> Response:
+    next_url = page.next_url()
+    if page.user is not None:
+        return page.redirect(next_url, status=302)
+    auth = page.hub.authenticator
+    if auth.auto_login:
+        methods = login_methods(page, next_url)
+        if not methods["password_form"] and len(methods["buttons"]) == 1:
+            return page.redirect(methods["buttons"][0]["url"], status=302)
+    return _render_login(page, next_url)
+
+
+async def _login_post(page: Page) -> Response:
+    next_url = page.next_url(await page.field("next") or page.request.query_params.get("next"))
+    username = await page.field("username")
+    if not await page.xsrf_ok():
+        return _render_login(page, next_url, 403, "Your session expired or the form was sent "
+                             "from another site; please try again.", username)
+    data = {"username": username, "password": await page.field("password")}
+    if await page.field("otp"):
+        data["otp"] = await page.field("otp")
+    ctx = auth_login.LoginContext(page.hub, page.request, page.db)
+    try:
+        model = await auth_login.attempt(ctx, data)
+    except auth_login.TooManyAttempts as e:
+        return _render_login(page, next_url, 429, e.message, username, e.headers)
+    except LoginRefused as e:
+        return _render_login(page, next_url, 403, e.message, username)
+    if model is None:
+        return _render_login(page, next_url, 403, auth_login.LOGIN_FAILED, username)
+    user = auth_login.login_user(page.hub, page.db, model)
+    page.db.commit()
+    log.info("User %s signed in from %s", user.name, ctx.client_ip)
+    return page.sign_in(user, next_url)
+
+
+async def logout(request: Request) -> Response:
+    """Sign out: end every session of the user on the server, clear the cookies.
+
+    A GET from another site (a link or image) only shows a button, so a third party
+    cannot sign anyone out or stop their servers (``shutdown_on_logout``).
+    """
+    hub: Hub = request.app.state.hub
+    with hub.session() as db:
+        page = Page(request, db)
+        cross_site = request.headers.get("sec-fetch-site") == "cross-site"
+        if page.user is not None and request.method == "GET" and cross_site:
+            return page.render("logout.html")
+        if request.method == "POST" and page.user is not None and not await page.xsrf_ok():
+            return page.error(403, "Your session expired; sign out again.")
+        user = page.user
+        if user is not None:
+            if hub.options.shutdown_on_logout and hasattr(hub, "stop_user_servers"):
+                await hub.stop_user_servers(user)
+            # tokens handed out in this session (OAuth logins to servers) end with it
+            db.execute(delete(APIToken).where(APIToken.session_id == page.sid,
+                                              APIToken.user_id == user.id))
+            sess.end_sessions(db, user)
+            db.commit()
+            hub.scope_cache.invalidate()
+            log.info("User %s signed out", user.name)
+        target = getattr(hub.authenticator, "logout_redirect_url", "") or page.url("login")
+        return page.sign_out(RedirectResponse(target, status_code=302))
+
+
+def routes(hub: Hub) -> list[BaseRoute]:
+    """The pages below ``{base_url}hub/``, static files, and the authenticator's handlers."""
+    prefix = f"{hub.options.base_url}hub/"
+    both = ["GET", "POST"]
+    result: list[BaseRoute] = [
+        Route(f"{prefix}login", login, methods=both),
+        Route(f"{prefix}logout", logout, methods=both),
+        Mount(f"{prefix}static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    for path, endpoint in hub.authenticator.get_handlers(hub):
+        result.append(Route(prefix + path.lstrip("/"), endpoint, methods=both))
+    return result
+
+
+def api_routes(hub: Hub) -> list[BaseRoute]:
+    """The authenticator's REST endpoints, mounted below ``{base_url}hub/api``."""
+    return list(hub.authenticator.api_routes())

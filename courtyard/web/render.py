@@ -1,0 +1,168 @@
+"""Shared machinery of the HTML pages: templates, the signed-in user, XSRF, redirects.
+
+A page endpoint opens a :class:`Page` for its request, which knows the user (from the
+login cookie), the browser session, and the XSRF token every form must carry; ``render``
+fills ``page.html``-based templates and sets the session and ``_xsrf`` cookies.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from .. import __version__
+from ..auth import session as sess
+from ..db.models import User
+
+if TYPE_CHECKING:
+    from ..app import Hub
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+_environments: weakref.WeakKeyDictionary[Any, Environment] = weakref.WeakKeyDictionary()
+
+
+def environment(hub: Hub) -> Environment:
+    """The hub's Jinja environment: ``template_paths`` first, then the built-in templates."""
+    env = _environments.get(hub)
+    if env is None:
+        loaders = [FileSystemLoader(p) for p in hub.options.template_paths]
+        loaders.append(FileSystemLoader(TEMPLATES_DIR))
+        env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(default=True),
+                          trim_blocks=True, lstrip_blocks=True)
+        _environments[hub] = env
+    return env
+
+
+def safe_next(hub: Hub, value: str | None, default: str | None = None) -> str:
+    """``value`` if it is a path on this site, else the home page: no open redirects."""
+    base = hub.options.base_url
+    fallback = default or f"{base}hub/home"
+    if not value or not value.isprintable() or "\\" in value:
+        return fallback
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
+        return fallback
+    return value if parts.path.startswith(base) else fallback
+
+
+def login_redirect(hub: Hub, request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    url = f"{hub.options.base_url}hub/login?next={quote(target, safe='/')}"
+    return RedirectResponse(url, status_code=302, headers=SECURITY_HEADERS)
+
+
+class Page:
+    """One HTML request: the hub, the DB session, the user if signed in, the session id."""
+
+    def __init__(self, request: Request, db: Session) -> None:
+        self.request = request
+        self.db = db
+        self.hub: Hub = request.app.state.hub
+        found = sess.user_from_cookie(self.hub, request, db)
+        self.user: User | None = found[0] if found else None
+        sid = found[1] if found else sess.session_id(request)
+        self.new_session = sid is None
+        self.sid: str = sid or sess.new_session_id()
+        self._form: FormData | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.hub.options.base_url
+
+    def url(self, path: str) -> str:
+        """An absolute path below ``{base_url}hub/``."""
+        return f"{self.base_url}hub/{path}"
+
+    @property
+    def xsrf(self) -> str:
+        return sess.xsrf_token(self.hub, self.sid, self.user.cookie_id if self.user else "")
+
+    async def form(self) -> FormData:
+        if self._form is None:
+            self._form = await self.request.form(max_files=0, max_fields=50)
+        return self._form
+
+    async def field(self, name: str) -> str:
+        value = (await self.form()).get(name)
+        return value if isinstance(value, str) else ""
+
+    async def xsrf_ok(self) -> bool:
+        """Whether a form post carries this session's XSRF token."""
+        if self.new_session:
+            return False
+        cookie_id = self.user.cookie_id if self.user else ""
+        return sess.check_xsrf(self.hub, self.request, self.sid, cookie_id,
+                               await self.field("_xsrf"))
+
+    def next_url(self, value: str | None = None) -> str:
+        return safe_next(self.hub, value if value is not None
+                         else self.request.query_params.get("next"))
+
+    def context(self, **ns: Any) -> dict[str, Any]:
+        hub = self.hub
+        auth = hub.authenticator
+        return {
+            "base_url": self.base_url,
+            "hub_prefix": self.url(""),
+            "static_url": lambda path: self.url(f"static/{path}"),
+            "user": self.user,
+            "xsrf": self.xsrf,
+            "login_url": self.url("login"),
+            "logout_url": self.url("logout"),
+            "version": __version__,
+            "can_change_password": bool(getattr(auth, "allow_password_change", False)),
+            **hub.options.template_vars,
+            **ns,
+        }
+
+    def _finish(self, response: Response) -> Response:
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if self.new_session:
+            sess.set_session_cookie(response, self.hub, self.sid)
+            self.new_session = False
+        sess.set_xsrf_cookie(response, self.hub, self.xsrf)
+        return response
+
+    def render(self, template: str, status: int = 200, headers: dict[str, str] | None = None,
+               **ns: Any) -> Response:
+        html = environment(self.hub).get_template(template).render(self.context(**ns))
+        return self._finish(HTMLResponse(html, status_code=status, headers=headers))
+
+    def redirect(self, url: str, status: int = 303) -> Response:
+        return self._finish(RedirectResponse(url, status_code=status))
+
+    def sign_in(self, user: User, url: str) -> Response:
+        """Redirect to ``url`` signed in as ``user``, in a new session (no fixation)."""
+        self.user, self.sid, self.new_session = user, sess.new_session_id(), False
+        response = RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
+        sess.set_login_cookie(response, self.hub, user, self.sid)
+        return response
+
+    def sign_out(self, response: Response) -> Response:
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        sess.clear_login_cookies(response, self.hub)
+        return response
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return self.render("error.html", status=status, headers=headers, status_code=status,
+                           message=message)

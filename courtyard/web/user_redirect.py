@@ -1,0 +1,117 @@
+"""``/hub/user-redirect/PATH``: the same PATH on the signed-in user's own server.
+
+Links that must work for whoever opens them (JupyterLab's "share" links, course material)
+point here. The server is the default one, or ``default_server_name`` when named servers
+are on; a stopped server is started first. The request waits for the spawn up to
+``slow_spawn_timeout`` seconds and then redirects, so a quick start costs no extra round
+trip; a slower one gets a page that reloads until the server is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..auth import scopes as sc
+from ..auth.identity import groups_of
+from ..auth.session import cookie_identity
+from ..db.models import Server, User
+from ..errors import HTTPError
+from ..spawners.base import UserInfo
+from .render import Page, login_redirect
+
+if TYPE_CHECKING:
+    from ..app import Hub
+
+log = logging.getLogger("courtyard.web")
+
+START_SCOPES = ("servers", "start:servers")
+
+
+def target_url(hub: Hub, user: str, server: str, path: str, query: str) -> str:
+    url = hub.server_routespec(user, server) + quote(path.lstrip("/"), safe="/@~:+,;=!$&'()*")
+    return f"{url}?{query}" if query else url
+
+
+async def user_redirect(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    with hub.session() as db:
+        page = Page(request, db)
+        user = page.user
+        if user is None:
+            return login_redirect(hub, request)
+        opts = hub.options
+        name = opts.default_server_name if opts.allow_named_servers else ""
+        url = target_url(hub, user.name, name, request.path_params["path"], request.url.query)
+        server = next((s for s in user.servers if s.name == name), None)
+        pending = hub.lifecycle.pending(user.name, name)
+        if server is not None and server.url is not None and pending is None:
+            return page.redirect(url, status=302)
+        if pending is None:
+            try:
+                _start(page, user, server, name)
+            except HTTPError as e:
+                return page.error(e.status, e.message, e.headers)
+        elif pending != "spawn":
+            return _wait_page(page, url, f"it is pending {pending}")
+        db.commit()  # no transaction held while waiting for the spawn
+    event = await _wait_for_spawn(hub, user.name, name, opts.slow_spawn_timeout)
+    with hub.session() as db:
+        page = Page(request, db)
+        if event is None:
+            return _wait_page(page, url)
+        if event.get("failed"):
+            return page.error(500, f"Your server could not start. {event.get('message', '')}")
+        return page.redirect(url, status=302)
+
+
+def _start(page: Page, user: User, server: Server | None, name: str) -> None:
+    hub, db = page.hub, page.db
+    ident = cookie_identity(hub, db, user, page.sid)
+    target = sc.Target(user=user.name, server=f"{user.name}/{name}")
+    if not any(sc.allows(ident.parsed.get(s), target, lambda u: groups_of(db, u))
+               for s in START_SCOPES):
+        raise HTTPError(f"{user.name} may not start their server", 403)
+    hub.lifecycle.check_limits()
+    if server is None:
+        server = Server(name=name, state={}, user_options={})
+        user.servers.append(server)
+    db.commit()
+    log.info("Starting %s's server %r for /hub/user-redirect", user.name, name)
+    hub.lifecycle.spawn(UserInfo(user.name, bool(user.admin), [g.name for g in user.groups]),
+                        server)
+
+
+async def _wait_for_spawn(hub: Hub, user: str, server: str, timeout: float
+                          ) -> dict[str, Any] | None:
+    """The spawn's last event (ready or failed), or None if it is still going."""
+    events = hub.lifecycle.progress_events(user, server, ready=False)
+    if events is None:
+        return {"ready": True}
+
+    async def last() -> dict[str, Any]:
+        event: dict[str, Any] = {}
+        async for event in events:
+            if event.get("ready") or event.get("failed"):
+                break
+        return event
+
+    try:
+        return await asyncio.wait_for(last(), timeout)
+    except TimeoutError:
+        return None
+
+
+def _wait_page(page: Page, url: str, message: str = "") -> Response:
+    return page.render("spawn_wait.html", url=url, message=message)
+
+
+def routes(hub: Hub) -> list[BaseRoute]:
+    return [Route(f"{hub.options.base_url}hub/user-redirect/{{path:path}}", user_redirect,
+                  methods=["GET"])]
