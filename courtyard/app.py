@@ -75,6 +75,7 @@ class Hub:
         self.warn_unknown_options()
         self.session = init_db(self.options.db_url, self.upgrade_command())
         self.records = RecordCache(self.session)
+        self.scope_cache.watch(self.session)
         with self.session() as db:
             bootstrap.init_roles(self, db)
             bootstrap.init_users(self, db)

@@ -122,8 +122,6 @@ async def create_users(ctx: Ctx) -> Any:
     if not new:
         raise Conflict(f"All {len(names)} users already exist")
     users = [q.create_user(ctx.db, n, admin) for n in new]
-    ctx.db.flush()
-    ctx.invalidate_permissions()
     return [user_model(ctx, u) for u in users]
 
 
@@ -149,8 +147,6 @@ async def create_user(ctx: Ctx) -> Any:
     if q.get_user(ctx.db, name) is not None:
         raise Conflict(f"User {name} already exists")
     user = q.create_user(ctx.db, name, admin)
-    ctx.db.flush()
-    ctx.invalidate_permissions()
     return user_model(ctx, user)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, inspect, or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.models import APIToken, Group, Role, Service, Share, User, user_group_map, utcnow
 from . import scopes as sc, tokens
@@ -49,17 +50,56 @@ class _CachedToken:
 
 
 class ScopeCache:
-    """Memory of resolved tokens and scope sets, dropped whole on any permission change."""
+    """Memory of resolved tokens and of scope sets.
+
+    Scope sets are dropped whole on any database write (a permission may have changed, a
+    token may have been revoked); the map from a token's hash to its row survives, so a
+    slow-hashed config token is verified once per run. A revoked token's row is gone, so
+    rebuilding its identity fails and the mapping is dropped then.
+    """
 
     def __init__(self) -> None:
         self.version = 0
         self.tokens: dict[str, _CachedToken] = {}
-        self.identities: dict[tuple[str, int, int | None], Identity] = {}
+        self.identities: dict[Any, Identity] = {}
+
+    def watch(self, factory: sessionmaker[Session]) -> None:
+        """Invalidate on writes that can change permissions, made through ``factory``."""
+        event.listen(factory, "after_flush", self._flushed)
+        event.listen(factory, "do_orm_execute",
+                     lambda state: self.invalidate() if state.is_update or state.is_delete
+                     else None)
+
+    def _flushed(self, session: Session, _context: Any) -> None:
+        changes = (("dirty", session.dirty), ("deleted", session.deleted), ("new", session.new))
+        if any(_affects_permissions(obj, change) for change, objs in changes for obj in objs):
+            self.invalidate()
 
     def invalidate(self) -> None:
         self.version += 1
-        self.tokens.clear()
         self.identities.clear()
+
+    def forget_tokens(self) -> None:
+        self.invalidate()
+        self.tokens.clear()
+
+
+# A new user or server, or a user's activity moving, changes nobody's permissions.
+_USER_PERMISSION_ATTRS = ("name", "admin", "roles", "groups")
+
+
+def _affects_permissions(obj: Any, change: str) -> bool:
+    """Whether a row being ``change``d ("new", "dirty", "deleted") can alter anyone's scopes."""
+    if isinstance(obj, APIToken):
+        return change != "new"  # a new token is in no cache yet
+    if isinstance(obj, Group | Role | Service | Share):
+        return True
+    if isinstance(obj, User):
+        if change == "dirty":
+            state = inspect(obj)
+            return any(state.attrs[a].history.has_changes() for a in _USER_PERMISSION_ATTRS)
+        return change == "deleted"
+    return False
 
 
 def groups_of(db: Session, username: str) -> list[str]:

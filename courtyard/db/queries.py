@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ..auth import tokens
-from .models import APIToken, Group, Role, Service, User
+from .models import APIToken, Group, Role, Service, User, user_role_map
 
 
 def get_user(db: Session, name: str) -> User | None:
@@ -28,14 +28,31 @@ def get_service(db: Session, name: str) -> Service | None:
     return db.scalar(select(Service).where(Service.name == name))
 
 
+_default_role_ids: dict[tuple[str, str], int] = {}
+
+
+def default_role_id(db: Session, name: str) -> int | None:
+    """The id of a built-in role (never deleted, so safe to remember per database)."""
+    key = (str(db.get_bind().url), name)
+    rid = _default_role_ids.get(key)
+    if rid is None:
+        rid = db.scalar(select(Role.id).where(Role.name == name))
+        if rid is not None:
+            _default_role_ids[key] = rid
+    return rid
+
+
 def create_user(db: Session, name: str, admin: bool = False) -> User:
-    """A new user with the ``user`` role (and ``admin`` when asked)."""
-    user = User(name=name, admin=False, cookie_id=secrets.token_hex(16))
+    """A new user with the ``user`` role (and ``admin`` when asked), in few statements."""
+    user = User(name=name, admin=admin, cookie_id=secrets.token_hex(16), groups=[], servers=[])
     db.add(user)
-    role = get_role(db, "user")
-    if role is not None:
-        user.roles.append(role)
-    set_admin(db, user, admin)
+    db.flush()
+    rows = [{"user_id": user.id, "role_id": rid}
+            for role in (("admin", "user") if admin else ("user",))
+            if (rid := default_role_id(db, role)) is not None]
+    if rows:
+        db.execute(insert(user_role_map), rows)
+    db.expire(user, ["roles"])
     return user
 
 
