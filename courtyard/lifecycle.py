@@ -244,7 +244,7 @@ class Lifecycle:
                     raise SpawnTimeout(f"the server did not answer at {check} within "
                                        f"{timeout:g} seconds ({last})")
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 1.5, 0.1)  # a ready server is seen within 0.1 s
 
     async def _last_words(self, spawner: Spawner) -> str:
         try:

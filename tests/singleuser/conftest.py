@@ -223,6 +223,7 @@ def stack_config(hub_config: Config, su_env: SingleUserEnv) -> Config:
     c = copy.deepcopy(hub_config)
     c.Courtyard.hub_port = 0
     c.Courtyard.authenticator_class = "dummy"
+    c.Courtyard.cleanup_proxy = True  # the built-in proxy would outlive the test otherwise
     c.Spawner.cmd = su_env.courtyard_cmd
     c.Spawner.start_timeout = 60
     c.Spawner.http_timeout = 90

@@ -93,6 +93,7 @@ async def run(rounds: int) -> None:
     base.Courtyard.port = port
     base.BuiltinProxy.api_url = f"http://127.0.0.1:{free_port()}"
     base.BuiltinProxy.workers = 1
+    base.Courtyard.cleanup_proxy = True
     base.LocalProcessSpawner.create_system_users = os.geteuid() == 0
     results: dict[str, list[dict[str, float]]] = {}
     for label, (cmd, env) in variants.items():
