@@ -114,6 +114,11 @@ async def start_server(ctx: Ctx) -> Any:
     if display_name is not UNSET:
         server.display_name = display_name
     if options is not None:
+        try:  # the spawner checks the options (e.g. an unknown profile) before anything starts
+            lifecycle.make_spawner(user_info(ctx, user), name).user_options = dict(options)
+        except ValueError as e:
+            ctx.db.rollback()
+            raise BadRequest(str(e)) from None
         server.user_options = options
     ctx.db.commit()
     slot = lifecycle.spawn(user_info(ctx, user), server)

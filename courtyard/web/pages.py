@@ -210,7 +210,8 @@ async def user_url(request: Request) -> Response:
         page = Page(request, db)
         if page.user is None:
             if _wants_json(request, rest):
-                return page.error(403, "Missing or invalid credentials.")
+                body = orjson.dumps({"status": 403, "message": "Missing or invalid credentials."})
+                return Response(body, 403, media_type="application/json")
             return login_redirect(hub, request)
         owner = page.user if owner_name == page.user.name else q.get_user(db, owner_name)
         servers = {s.name: s for s in owner.servers} if owner else {}

@@ -4,7 +4,8 @@ Links that must work for whoever opens them (JupyterLab's "share" links, course 
 point here. The server is the default one, or ``default_server_name`` when named servers
 are on; a stopped server is started first. The request waits for the spawn up to
 ``slow_spawn_timeout`` seconds and then redirects, so a quick start costs no extra round
-trip; a slower one gets a page that reloads until the server is ready.
+trip; a slower one goes on to the spawn-pending page, which shows progress and then sends
+the browser on to PATH.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +25,7 @@ from ..auth.session import cookie_identity
 from ..db.models import Server, User
 from ..errors import HTTPError
 from ..spawners.base import UserInfo
+from .pages import pending_url
 from .render import Page, login_redirect
 
 if TYPE_CHECKING:
@@ -59,13 +61,13 @@ async def user_redirect(request: Request) -> Response:
             except HTTPError as e:
                 return page.error(e.status, e.message, e.headers)
         elif pending != "spawn":
-            return _wait_page(page, url, f"it is pending {pending}")
+            return _pending_page(page, user.name, name, url)
         db.commit()  # no transaction held while waiting for the spawn
     event = await _wait_for_spawn(hub, user.name, name, opts.slow_spawn_timeout)
     with hub.session() as db:
         page = Page(request, db)
         if event is None:
-            return _wait_page(page, url)
+            return _pending_page(page, user.name, name, url)
         if event.get("failed"):
             return page.error(500, f"Your server could not start. {event.get('message', '')}")
         return page.redirect(url, status=302)
@@ -108,8 +110,10 @@ async def _wait_for_spawn(hub: Hub, user: str, server: str, timeout: float
         return None
 
 
-def _wait_page(page: Page, url: str, message: str = "") -> Response:
-    return page.render("spawn_wait.html", url=url, message=message)
+def _pending_page(page: Page, user: str, server: str, url: str) -> Response:
+    """The spawn-pending page, which goes on to ``url`` once the server is ready."""
+    return page.redirect(f"{pending_url(page, user, server)}?{urlencode({'next': url})}",
+                         status=302)
 
 
 def routes(hub: Hub) -> list[BaseRoute]:

@@ -30,6 +30,11 @@ import pytest
 
 from tests.conftest import free_port, tool_missing
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the fixtures below skip the tests (or fail them under CI)
+    expect = None
+
 ROOT = os.geteuid() == 0
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent

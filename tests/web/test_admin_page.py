@@ -11,9 +11,7 @@ import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from playwright.sync_api import expect
-
-from .conftest import BULK_USERS, WebHub, screenshot, sign_up
+from .conftest import BULK_USERS, WebHub, expect, screenshot, sign_up
 
 
 def test_first_page_of_50000_users_is_quick(admin_page, web_hub: WebHub) -> None:
@@ -160,7 +158,7 @@ def test_groups_members_and_properties(admin_page, web_hub: WebHub) -> None:
     expect(page.locator("#admin-message")).to_have_text(f"Saved the properties of {group}.")
     row = page.locator(f"#groups-table tr[data-group='{group}']")
     expect(row).to_contain_text("course, gpu")
-    screenshot(page, "admin-groups", full_page=False)
+    screenshot(page, "admin-groups")
     with web_hub.api() as api:
         model = api.get(f"/groups/{group}").json()
     assert model["users"] == ["user000002"]

@@ -210,3 +210,18 @@ async def test_custom_templates_vars_and_logo(site, tmp_path: Path) -> None:
     assert '<span>Physics Hub</span>' in home.text
     r = await client.get("/hub/logo")
     assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+
+
+async def test_a_broken_page_gets_the_500_page(site) -> None:
+    def broken_form(spawner: Any) -> str:
+        raise RuntimeError("the site's options_form is broken")
+
+    hub, client = await site(**{"Spawner.options_form": broken_form})
+    transport = httpx.ASGITransport(app=hub.asgi, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8081",
+                                 cookies=client.cookies) as browser:
+        r = await browser.get("/hub/spawn")
+        assert r.status_code == 500
+        assert r.headers["content-type"].startswith("text/html")
+        assert "Something went wrong" in r.text and "broken" not in r.text  # no details
+        assert "content-security-policy" in r.headers

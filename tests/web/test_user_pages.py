@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 
 import httpx
-from playwright.sync_api import expect
 
-from .conftest import WebHub, screenshot, sign_up
+from .conftest import WebHub, expect, screenshot, sign_up
 
 
 def test_login_page_keyboard_and_csp(page, web_hub: WebHub) -> None:

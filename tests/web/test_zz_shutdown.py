@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
-
-from .conftest import WebHub, screenshot
+from .conftest import WebHub, expect, screenshot
 
 
 def test_admin_shuts_the_hub_down(admin_page, web_hub: WebHub) -> None:
