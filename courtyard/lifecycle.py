@@ -32,7 +32,7 @@ from . import config as cfg
 from .db.models import Server, User, utcnow
 from .errors import HTTPError, SpawnError, SpawnTimeout
 from .spawners import credentials
-from .spawners.base import HubInfo, Spawner, UserInfo
+from .spawners.base import HubInfo, Spawner, UserInfo, uses_system_accounts
 from .spawners.progress import Event, ProgressLog, failed_event, queue_event, ready_event
 from .spawners.queue import SpawnQueue
 
@@ -203,6 +203,7 @@ class Lifecycle:
 
     async def _start(self, slot: Slot) -> str:
         spawner = slot.spawner
+        await spawner.prepare()  # one-time work (an environment build): not under start_timeout
         try:
             url: Any = await asyncio.wait_for(spawner.start(), spawner.start_timeout)
         except TimeoutError:
@@ -504,7 +505,8 @@ class Lifecycle:
         public = urlsplit(opts.public_url) if opts.public_url else None
         host = f"{public.scheme}://{public.netloc}" if public else ""
         return HubInfo(api_url=self.api_url(), base_url=opts.base_url, host=host,
-                       data_dir=opts.data_files_path)
+                       data_dir=opts.data_files_path,
+                       system_accounts=uses_system_accounts(self.hub.authenticator))
 
     def api_url(self) -> str:
         """Where servers reach the hub's API: hub_connect_url, else where the hub listens."""

@@ -53,6 +53,15 @@ class UserInfo:
         return self.auth_state
 
 
+def uses_system_accounts(authenticator: Any) -> bool:
+    """Whether an authenticator's users are the machine's accounts (PAM, LocalAuthenticator;
+    any of a MultiAuthenticator's)."""
+    names = {cls.__name__ for cls in type(authenticator).__mro__}
+    if names & {"LocalAuthenticator", "PAMAuthenticator"}:
+        return True
+    return any(uses_system_accounts(a) for a in getattr(authenticator, "authenticators", []))
+
+
 @dataclass
 class HubInfo:
     """Where the server finds the hub and the hub keeps its files."""
@@ -61,6 +70,7 @@ class HubInfo:
     base_url: str = "/"
     host: str = ""  # scheme://host of the public site; "" unless public_url is set
     data_dir: str = "."
+    system_accounts: bool = False  # the authenticator's users are system accounts (PAM)
 
 
 class Spawner(LoggingConfigurable):
@@ -73,6 +83,10 @@ class Spawner(LoggingConfigurable):
     """
 
     # -- the contract --------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """One-time work before :meth:`start` that ``start_timeout`` does not cover (e.g. the
+        first build of an environment); progress events may report it. Default: nothing."""
+
     async def start(self) -> str:
         """Start the server; return the URL the hub and proxy reach it at (``http://ip:port``).
 

@@ -2,8 +2,12 @@
 
 As root, a server runs as the system user with the hub user's name (setuid/setgid, the
 user's supplementary groups, home directory, HOME/USER/SHELL); missing users can be made
-with ``useradd`` the way The Littlest JupyterHub does. Not as root, every server runs as
-the hub's own user in ``<data>/users/<name>``, and users are not isolated from each other.
+with ``useradd`` the way The Littlest JupyterHub does (by default when the authenticator's
+users are not system accounts, i.e. not PAM). Not as root, every server runs as the hub's
+own user in ``<data>/users/<name>``, and users are not isolated from each other.
+
+With the default command, servers may run from the users' environment, a venv the hub
+builds on the first spawn that needs it (:mod:`courtyard.spawners.userenv`).
 
 Each server gets its own session and process group, so stopping it signals everything it
 started. Its output goes to ``<data>/logs/<user>/<server>.log`` (``_default.log`` for
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -24,12 +29,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Float
+from traitlets import Bool, Dict, Enum, Float, Unicode
 
 from ..errors import SpawnError
+from . import userenv
 from .base import ProgressEvent, Spawner
+from .progress import ProgressLog
 
 _useradd_lock = threading.Lock()  # two named servers of a new user may start at once
+DEFAULT_CMD = ["courtyard-singleuser"]
+# what useradd accepts everywhere (Debian's NAME_REGEX, without its trailing '$' for Samba)
+SYSTEM_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 def random_port(ip: str = "127.0.0.1") -> int:
@@ -66,9 +76,19 @@ class LocalProcessSpawner(Spawner):
         config=True)
     kill_timeout = Float(5, help="Seconds to wait for a process to die after SIGKILL.").tag(
         config=True)
-    create_system_users = Bool(False, help="As root: create a missing system user with "
-                               "'useradd --create-home NAME' before the first start.").tag(
-        config=True)
+    create_system_users = Bool(None, allow_none=True, help="As root: create a missing "
+                               "system user with 'useradd --create-home NAME' before the first "
+                               "start. Default (None): True unless the authenticator's users "
+                               "are system accounts (PAM), as native, dummy, OAuth and LDAP "
+                               "users have no other way to get one.").tag(config=True)
+    user_env = Enum(["auto", "never"], "auto", help="'auto': with the default cmd, when the "
+                    "hub's Python lacks jupyter_server/jupyterlab or (as root) other users "
+                    "cannot run it, build the users' environment (a venv with Courtyard, "
+                    "Jupyter Server, JupyterLab and ipykernel) on the first spawn and run "
+                    "servers from it. 'never': always run cmd as it is.").tag(config=True)
+    user_env_dir = Unicode("", help="Where the users' environment is built (world-readable). "
+                           "Default: /opt/courtyard/user-env as root, else "
+                           "<data_files_path>/user-env.").tag(config=True)
     popen_kwargs = Dict(help="Extra keyword arguments for subprocess.Popen.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -78,6 +98,9 @@ class LocalProcessSpawner(Spawner):
         self.starttime: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._started = asyncio.Event()
+        self._prepared = asyncio.Event()
+        self._build: ProgressLog | None = None
+        self._env: userenv.UserEnv | None = None
 
     @classmethod
     def startup_warnings(cls) -> list[str]:
@@ -87,13 +110,51 @@ class LocalProcessSpawner(Spawner):
                 "not isolated from each other (LocalProcessSpawner)"]
 
     # -- contract ------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Build the users' environment if this server needs it (outside start_timeout)."""
+        running = None
+        try:
+            self._env = self.user_environment()
+            if self._env is not None:
+                running = userenv.ensure_user_env(self._env)
+                self._build = running[1] if running else None
+        finally:
+            self._prepared.set()
+        if running is None:
+            return
+        self.log.info("Building the users' environment in %s for %s", self._env.path,
+                      self.log_name)
+        try:
+            await asyncio.shield(running[0])
+        except userenv.UserEnvError as e:
+            await asyncio.to_thread(self._write_log, f"{e}\n\n{e.output}\n")
+            raise
+
+    def user_environment(self) -> userenv.UserEnv | None:
+        """The users' environment to run the default command from; None to run cmd as is."""
+        if self.user_env == "never" or list(self.cmd) != DEFAULT_CMD:
+            return None
+        root = os.geteuid() == 0
+        reason = userenv.user_env_reason(root, _hub_python_shared(), _hub_has_jupyter())
+        if reason is None:
+            return None
+        path = self.user_env_dir or userenv.default_dir(root, self.hub.data_dir)
+        return userenv.UserEnv(Path(path), userenv.system_python())
+
     async def start(self) -> str:
+        if not self._prepared.is_set():  # prepare() was not called: do it now
+            await self.prepare()
         if not self.port:
             self.port = random_port(self.ip)
         run_as, cwd, account_env = await self._account()
         env = self.get_env()
         env.update(account_env)
-        cmd = [*self.cmd, *self.get_args()]
+        command = list(self.cmd)
+        if self._env is not None:
+            command = self._env.cmd
+            env["VIRTUAL_ENV"] = str(self._env.path)
+            env["PATH"] = os.pathsep.join([str(self._env.path / "bin"), env.get("PATH", "")])
+        cmd = [*command, *self.get_args()]
         log_path = self.log_path
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -164,9 +225,18 @@ class LocalProcessSpawner(Spawner):
         self.starttime = None
         self.proc = None
         self._started.clear()
+        self._prepared.clear()
+        self._build = self._env = None
 
     async def progress(self) -> AsyncIterator[ProgressEvent]:
-        yield {"progress": 10, "message": f"Starting the server process for {self.log_name}"}
+        await self._prepared.wait()
+        if self._build is not None:
+            async for event in self._build.follow():
+                if event.get("ready") or event.get("failed"):
+                    break
+                yield event
+        yield {"progress": 45 if self._build else 10,
+               "message": f"Starting the server process for {self.log_name}"}
         await self._started.wait()
         yield {"progress": 50, "message": f"Server process {self.pid} started; waiting for "
                                           "it to answer"}
@@ -179,6 +249,13 @@ class LocalProcessSpawner(Spawner):
     def log_path(self) -> Path:
         server = safe_filename(self.name) if self.name else "_default"
         return Path(self.hub.data_dir) / "logs" / safe_filename(self.user.name) / f"{server}.log"
+
+    def _write_log(self, text: str) -> None:
+        """Put ``text`` where read_log finds it (a failure before the server ran)."""
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
     async def _account(self) -> tuple[dict[str, Any], str, dict[str, str]]:
         """Popen arguments that switch user, the working directory, and account variables."""
@@ -193,13 +270,26 @@ class LocalProcessSpawner(Spawner):
         env = {"HOME": pw.pw_dir, "USER": name, "LOGNAME": name, "SHELL": pw.pw_shell}
         return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}, cwd, env
 
+    @property
+    def creates_system_users(self) -> bool:
+        """``create_system_users``, or its default: not for system accounts (PAM)."""
+        if self.create_system_users is not None:
+            return bool(self.create_system_users)
+        return not getattr(self.hub, "system_accounts", False)
+
     async def _system_user(self, name: str) -> pwd.struct_passwd:
         try:
             return pwd.getpwnam(name)
         except KeyError:
-            if not self.create_system_users:
+            if not self.creates_system_users:
                 raise SpawnError(f"there is no system user {name!r}; create it, or set "
                                  "c.LocalProcessSpawner.create_system_users = True") from None
+        if not SYSTEM_NAME_RE.fullmatch(name):
+            raise SpawnError(
+                f"{name!r} cannot be a system user name (lowercase letters, digits, '_' and "
+                "'-', starting with a letter or '_', at most 32 characters); restrict hub "
+                "user names with c.Authenticator.username_pattern, or create the accounts "
+                "yourself and set c.LocalProcessSpawner.create_system_users = False")
         self.log.info("Creating system user %s", name)
         return await asyncio.to_thread(_add_system_user, name)
 
@@ -227,6 +317,24 @@ class LocalProcessSpawner(Spawner):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
         return True
+
+
+def _hub_python_shared() -> bool:
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = userenv.hub_python_shared()
+    return _SHARED
+
+
+def _hub_has_jupyter() -> bool:
+    global _JUPYTER
+    if _JUPYTER is None:
+        _JUPYTER = userenv.hub_has_jupyter()
+    return _JUPYTER
+
+
+_SHARED: bool | None = None
+_JUPYTER: bool | None = None
 
 
 def _me() -> str:
