@@ -96,6 +96,8 @@ class Hub:
         logging.basicConfig(level=level, format="[%(levelname).1s %(asctime)s %(name)s] "
                             "%(message)s", datefmt="%H:%M:%S")
         logging.getLogger("courtyard").setLevel(level)
+        # one line per proxy API call or readiness probe is noise, not news
+        logging.getLogger("httpx").setLevel(logging.DEBUG if self.options.debug else logging.WARNING)
 
     def init_components(self) -> None:
         opts = self.options

@@ -140,7 +140,7 @@ async def start_proxy(hub: Hub) -> Any:
     from . import config as cfg
 
     opts = hub.options
-    proxy = cfg.build(proxy_class(hub), hub.config)
+    proxy = cfg.build(proxy_class(hub), hub.config, log=logging.getLogger("courtyard.proxy"))
     proxy.public_bind_url = hub.public_bind_url
     proxy.default_target = hub.hub_url
     proxy.error_target = f"{hub.hub_url}{opts.base_url}hub/error"
