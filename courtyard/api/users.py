@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, false, func, or_, select
-from sqlalchemy.orm import selectinload
 from starlette.routing import Route
 
 from ..auth import scopes as sc
 from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Group, Server, User, user_group_map, utcnow
+from ..db.records import load_records
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from .base import Ctx, endpoint
 from .models import user_model
@@ -88,10 +88,7 @@ async def list_users(ctx: Ctx) -> Any:
         raise BadRequest(f"sort must be one of {', '.join(SORT_KEYS)} (with - for descending)")
     order = column.desc() if sort.startswith("-") else column.asc()
     include_stopped = ctx.query_bool("include_stopped_servers")
-    query = select(User).where(*conditions).order_by(order, User.id).offset(offset).limit(limit)
-    query = query.options(selectinload(User.roles), selectinload(User.groups),
-                          selectinload(User.servers))
-    users = ctx.db.scalars(query).all()
+    users = load_records(ctx.db, conditions, [order, User.id], offset, limit)
     items = [m for u in users if (m := user_model(ctx, u, include_stopped))]
     total = ctx.db.scalar(select(func.count(User.id)).where(*conditions)) if envelope else \
         offset + len(users) + (1 if len(users) == limit else 0)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Server, User
+from .models import Group, Role, Server, User, user_group_map, user_role_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,94 @@ def user_record(user: User) -> UserRecord:
     )
 
 
-EAGER = (selectinload(User.roles), selectinload(User.groups), selectinload(User.servers))
+_USER_COLUMNS = (User.id, User.name, User.admin, User.created, User.last_activity,
+                 User.encrypted_auth_state.is_not(None))
+# Built once: constructing statements costs more than running them on the hot paths.
+_USER_BY_NAME = select(*_USER_COLUMNS).where(User.name == bindparam("name"))
+_IDS = bindparam("ids", expanding=True)
+_ROLES = (select(user_role_map.c.user_id, Role.name)
+          .join(Role, Role.id == user_role_map.c.role_id)
+          .where(user_role_map.c.user_id.in_(_IDS)).order_by(Role.name))
+_GROUPS = (select(user_group_map.c.user_id, Group.name)
+           .join(Group, Group.id == user_group_map.c.group_id)
+           .where(user_group_map.c.user_id.in_(_IDS)).order_by(Group.name))
+_SERVERS = (select(Server.user_id, Server.id, Server.name, Server.display_name, Server.url,
+                   Server.state, Server.user_options, Server.created, Server.started,
+                   Server.last_activity)
+            .where(Server.user_id.in_(_IDS)).order_by(Server.name))
+
+
+def _records(db: Session, rows: list[Any]) -> list[UserRecord]:
+    if not rows:
+        return []
+    conn = db.connection()
+    user_ids = [r[0] for r in rows]
+    roles: dict[int, list[str]] = {i: [] for i in user_ids}
+    groups: dict[int, list[str]] = {i: [] for i in user_ids}
+    servers: dict[int, list[ServerRecord]] = {i: [] for i in user_ids}
+    for uid, name in conn.execute(_ROLES, {"ids": user_ids}):
+        roles[uid].append(name)
+    for uid, name in conn.execute(_GROUPS, {"ids": user_ids}):
+        groups[uid].append(name)
+    for row in conn.execute(_SERVERS, {"ids": user_ids}):
+        servers[row[0]].append(ServerRecord(row[1], row[2], row[3], row[4], dict(row[5] or {}),
+                                            dict(row[6] or {}), row[7], row[8], row[9]))
+    return [UserRecord(uid, name, admin, created, last, tuple(roles[uid]), tuple(groups[uid]),
+                       tuple(servers[uid]), bool(has_state))
+            for uid, name, admin, created, last, has_state in rows]
+
+
+_ONE_USER = (
+    select(*_USER_COLUMNS, Role.name, Group.name, Server.id, Server.name, Server.display_name,
+           Server.url, Server.state, Server.user_options, Server.created, Server.started,
+           Server.last_activity)
+    .select_from(User)
+    .outerjoin(user_role_map, user_role_map.c.user_id == User.id)
+    .outerjoin(Role, Role.id == user_role_map.c.role_id)
+    .outerjoin(user_group_map, user_group_map.c.user_id == User.id)
+    .outerjoin(Group, Group.id == user_group_map.c.group_id)
+    .outerjoin(Server, Server.user_id == User.id)
+    .where(User.name == bindparam("name"))
+)
+
+
+def load_record(db: Session, name: str) -> UserRecord | None:
+    """One user's snapshot in a single query (roles x groups x servers rows, deduplicated)."""
+    rows = list(db.connection().execute(_ONE_USER, {"name": name}))
+    if not rows:
+        return None
+    roles: dict[str, None] = {}
+    groups: dict[str, None] = {}
+    servers: dict[int, ServerRecord] = {}
+    for row in rows:
+        if row[6] is not None:
+            roles[row[6]] = None
+        if row[7] is not None:
+            groups[row[7]] = None
+        if row[8] is not None and row[8] not in servers:
+            servers[row[8]] = ServerRecord(row[8], row[9], row[10], row[11], dict(row[12] or {}),
+                                           dict(row[13] or {}), row[14], row[15], row[16])
+    uid, uname, admin, created, last, has_state = rows[0][:6]
+    return UserRecord(uid, uname, admin, created, last, tuple(sorted(roles)),
+                      tuple(sorted(groups)),
+                      tuple(sorted(servers.values(), key=lambda sv: sv.name)), bool(has_state))
+
+
+def load_records(db: Session, where: Any = None, order_by: Any = None, offset: int = 0,
+                 limit: int | None = None) -> list[UserRecord]:
+    """User snapshots straight from SQL: one query for the users, one each for their roles,
+    groups and servers. Much cheaper than hydrating ORM objects on the hot read paths."""
+    query = select(*_USER_COLUMNS)
+    if where is not None:
+        query = query.where(*where) if isinstance(where, list | tuple) else query.where(where)
+    if order_by is not None:
+        query = query.order_by(*order_by) if isinstance(order_by, list | tuple) else \
+            query.order_by(order_by)
+    if offset:
+        query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return _records(db, list(db.connection().execute(query)))
 
 
 class RecordCache:
@@ -84,8 +171,7 @@ class RecordCache:
             return self._users[name]
         except KeyError:
             pass
-        row = db.scalar(select(User).where(User.name == name).options(*EAGER))
-        record = user_record(row) if row is not None else None
+        record = load_record(db, name)
         if len(self._users) >= self._size:
             self._users.clear()
         self._users[name] = record
