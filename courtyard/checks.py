@@ -21,9 +21,16 @@ def check_config(path: str | None, overrides: dict[str, Any]) -> tuple[list[str]
         return [str(e)], []
     try:
         hub.init_components()
+        hub.authenticator.check_config(hub)
     except CourtyardError as e:
         problems.append(str(e))
     warnings = cfg.unknown_options(hub.config, hub.component_classes()) if not problems else []
+    try:
+        from .routing import proxy_class
+
+        proxy_class(hub)
+    except CourtyardError as e:
+        problems.append(str(e))
     opts = hub.options
     for name in ("ssl_cert", "ssl_key"):
         value = getattr(opts, name)
