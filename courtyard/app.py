@@ -117,6 +117,11 @@ class Hub:
         classes: list[type] = [Courtyard, *self.authenticator.component_classes()]
         if self.spawner_class is not None:
             classes.append(self.spawner_class)
+        # every proxy class: a jupyterhub_config.py often sets c.ConfigurableHTTPProxy.* even
+        # when it is not the proxy in use, and that is not a mistake worth a warning
+        from .proxy.rest import BuiltinProxy, ConfigurableHTTPProxy
+
+        classes += [BuiltinProxy, ConfigurableHTTPProxy]
         if self.proxy is not None:
             classes.append(type(self.proxy))
         return classes
