@@ -4,7 +4,8 @@
 A user signs in, opens ``/hub/user-redirect/lab`` (which starts their server), lands in
 JupyterLab, creates a notebook and runs ``print(6*7)`` over the kernel's WebSocket through
 the proxy. A second user is refused that server until it is shared with them through a
-share code, then gets in.
+share code, then gets in, and is shut out again when the share is revoked. The same test
+runs with JupyterHub's own ``jupyterhub-singleuser`` as the server command.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ UI_TIMEOUT = 120_000  # ms; JupyterLab's first load on a busy 2-core machine is 
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def served_hub(tmp_path: Path, su_env: SingleUserEnv) -> Iterator[str]:
-    """``courtyard serve`` in a subprocess on free ports; yields the public URL."""
+@pytest.fixture(params=["courtyard-singleuser", "jupyterhub-singleuser"])
+def served_hub(request: pytest.FixtureRequest, tmp_path: Path, su_env: SingleUserEnv
+               ) -> Iterator[str]:
+    """``courtyard serve`` in a subprocess on free ports, its servers run by our own
+    single-user command or by JupyterHub's unchanged; yields the public URL."""
     port, hub_port, api_port = free_port(), free_port(), free_port()
+    if request.param == "courtyard-singleuser":
+        cmd = su_env.courtyard_cmd
+    else:  # a short identity cache, so that revoking a share bites within the test
+        cmd = [*su_env.jupyterhub_cmd, "--HubOAuth.cache_max_age=1"]
     config = tmp_path / "courtyard_config.py"
     config.write_text(f"""
 c.Courtyard.port = {port}
@@ -51,7 +58,8 @@ c.Authenticator.admin_users = {{"admin"}}
 c.BuiltinProxy.api_url = "http://127.0.0.1:{api_port}"
 c.BuiltinProxy.workers = 1
 c.Courtyard.cleanup_proxy = True
-c.Spawner.cmd = {su_env.courtyard_cmd!r}
+c.Spawner.cmd = {cmd!r}
+c.Spawner.environment = {{"COURTYARD_SINGLEUSER_CACHE_MAX_AGE": "1"}}
 c.Spawner.http_timeout = 90
 c.LocalProcessSpawner.create_system_users = {ROOT}
 """)
@@ -161,7 +169,6 @@ def test_lab_kernel_and_sharing_in_a_browser(served_hub: str, chromium: object,
         sign_in(page, public, bob)
         response = page.goto(f"{public}/user/{alice}/lab", timeout=UI_TIMEOUT)
         assert response is not None and response.status == 403
-        assert "do not have access" in page.content()
 
         r = admin.post(f"/share-codes/{alice}/", json={})
         assert r.status_code == 201, r.text
@@ -173,6 +180,17 @@ def test_lab_kernel_and_sharing_in_a_browser(served_hub: str, chromium: object,
         page.locator(".jp-DirListing-item:has-text('Untitled')").first.wait_for(
             timeout=UI_TIMEOUT)
         page.screenshot(path=str(tmp_path / "bob-lab.png"))
+
+        # revoking the share shuts bob out again, once the server's identity cache expires
+        assert admin.delete(f"/shares/{alice}/").status_code == 204
+        deadline = time.monotonic() + 60
+        while True:
+            response = page.goto(f"{public}/user/{alice}/api/contents", timeout=UI_TIMEOUT)
+            assert response is not None
+            if response.status == 403:
+                break
+            assert time.monotonic() < deadline, f"still {response.status} after revoking"
+            time.sleep(1)
     except BaseException:
         page.screenshot(path=str(tmp_path / "bob-failure.png"))
         shutil.copy(tmp_path / "bob-failure.png", "/tmp/courtyard-e2e-bob-failure.png")
