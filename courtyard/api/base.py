@@ -58,6 +58,7 @@ class Ctx:
         self._body: Any = None
         self._groups: dict[str, list[str]] = {}
         self.permissions_changed = False
+        self.memo: dict[Any, Any] = {}  # per-request results that do not depend on the target
 
     # -- input -----------------------------------------------------------------------------
     def arg(self, name: str) -> str:

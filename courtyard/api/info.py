@@ -80,8 +80,10 @@ async def current_identity(ctx: Ctx) -> dict[str, Any]:
     if owner is None:
         raise BadRequest("the token's owner no longer exists")
     ctx.identity = replace(ident, parsed=ident.identify_parsed)
+    ctx.memo.clear()
     model = service_model(ctx, owner) if isinstance(owner, Service) else user_model(ctx, owner)
     ctx.identity = ident
+    ctx.memo.clear()
     model["scopes"] = sorted(ident.expanded)
     model["session_id"] = ident.session_id
     model["token_id"] = f"a{ident.token_id}" if ident.token_id else None

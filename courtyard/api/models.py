@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from ..auth.scopes import Target
+from ..auth.scopes import ALL, Target
 from ..db.models import APIToken, Group, Server, Service, User
 from ..db.records import ServerRecord, UserRecord, user_record
 from .base import Ctx
@@ -40,10 +40,22 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def _allowed(ctx: Ctx, access: dict[str, set[str]], target: Target) -> set[str]:
+    """The model keys the caller may see on ``target``.
+
+    When none of the scopes involved carries a filter, the answer is the same for every
+    target, so a request listing thousands of users works it out once.
+    """
+    parsed = ctx.identity.parsed if ctx.identity is not None else {}
+    memo_key = id(access)
+    memo = ctx.memo.get(memo_key)
+    if memo is not None:
+        return memo
     keys: set[str] = set()
     for scope, fields in access.items():
         if ctx.can(scope, target):
             keys |= fields
+    if all(parsed.get(scope) in (None, ALL) for scope in access):
+        ctx.memo[memo_key] = keys
     return keys
 
 
