@@ -13,9 +13,6 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from joserfc import jwt
-from joserfc.jwk import RSAKey
-
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,7 +29,7 @@ _signers: weakref.WeakKeyDictionary[Any, Signer] = weakref.WeakKeyDictionary()
 class Signer:
     """Signs ID tokens with one RSA key and publishes its public half."""
 
-    def __init__(self, key: RSAKey) -> None:
+    def __init__(self, key: Any) -> None:
         self.key = key
         self.kid = key.thumbprint()
 
@@ -44,11 +41,15 @@ class Signer:
                 raise ConfigError(f"OAuth signing key {path} is readable by others; run: "
                                   f"chmod 600 {path}")
             try:
+                from joserfc.jwk import RSAKey  # imported when first needed: it is slow
+
                 return cls(RSAKey.import_key(path.read_bytes()))
             except ValueError as e:
                 raise ConfigError(f"OAuth signing key {path} cannot be read ({e}); delete it "
                                   "to have a new one made (issued ID tokens stop verifying)"
                                   ) from None
+        from joserfc.jwk import RSAKey
+
         key = RSAKey.generate_key(2048, private=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -62,6 +63,8 @@ class Signer:
         return {"keys": [public]}
 
     def sign(self, claims: dict[str, Any]) -> str:
+        from joserfc import jwt
+
         return jwt.encode({"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}, claims, self.key)
 
 
