@@ -7,7 +7,9 @@
               any failure on the way: stop(now), revoke credentials ─► "failed" event
     stop   ─► pending "stop" ─► remove route ─► Spawner.stop() ─► revoke, clear state ─► stopped
     watch  ─► poll() every poll_interval; exited ─► remove route, revoke, clear ─► stopped
-    hub start ─► every recorded server: load_state, poll, HTTP check ─► keep it, or clean up
+    hub start ─► every recorded server: pending "check" at once, then in the background (at
+                 most recovery_concurrency at a time): load_state, poll, HTTP check ─► keep
+                 it (its route stays), or clean up; :attr:`Lifecycle.recovered` is set when done
 
 The API and the models only read :meth:`Lifecycle.pending`; this module changes it. Work
 runs in background tasks that open short database sessions of their own, never held
@@ -74,6 +76,9 @@ class Lifecycle:
         self.consecutive_failures = 0
         self._closing = False
         self._stop_on_close = True
+        self._http: httpx.AsyncClient | None = None
+        #: set once every server a previous hub left has been checked (or at once, if none)
+        self.recovered = asyncio.Event()
 
     # -- what the API and models read ----------------------------------------------------------
     def pending(self, user: str, server: str) -> str | None:
@@ -228,24 +233,32 @@ class Lifecycle:
         check = f"{url}{spawner.server_prefix}api"
         loop = asyncio.get_running_loop()
         deadline, delay, last = loop.time() + timeout, 0.02, "no answer"
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
-            while True:
-                status = await spawner.poll()
-                if status is not None:
-                    raise SpawnError(f"the server exited with status {status} before it "
-                                     f"answered{await self._last_words(spawner)}")
-                try:
-                    r = await client.get(check, timeout=max(0.5, min(5.0, deadline - loop.time())))
-                    if r.status_code < 500:
-                        return
-                    last = f"HTTP {r.status_code}"
-                except httpx.HTTPError as e:
-                    last = type(e).__name__
-                if loop.time() >= deadline:
-                    raise SpawnTimeout(f"the server did not answer at {check} within "
-                                       f"{timeout:g} seconds ({last})")
-                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-                delay = min(delay * 1.5, 0.1)  # a ready server is seen within 0.1 s
+        client = self.http_client()
+        while True:
+            status = await spawner.poll()
+            if status is not None:
+                raise SpawnError(f"the server exited with status {status} before it "
+                                 f"answered{await self._last_words(spawner)}")
+            try:
+                r = await client.get(check, timeout=max(0.5, min(5.0, deadline - loop.time())))
+                if r.status_code < 500:
+                    return
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as e:
+                last = type(e).__name__
+            if loop.time() >= deadline:
+                raise SpawnTimeout(f"the server did not answer at {check} within "
+                                   f"{timeout:g} seconds ({last})")
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 1.5, 0.1)  # a ready server is seen within 0.1 s
+
+    def http_client(self) -> httpx.AsyncClient:
+        """One client for every readiness check (building one per check is costly)."""
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient(
+                trust_env=False, follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
+        return self._http
 
     async def _last_words(self, spawner: Spawner) -> str:
         try:
@@ -414,10 +427,18 @@ class Lifecycle:
 
     # -- hub start and shutdown ----------------------------------------------------------------
     async def start(self) -> None:
-        """Find the servers a previous hub left running; keep live ones, clean up the rest."""
+        """Find the servers a previous hub left running and check them in the background.
+
+        Every recorded server is pending ``"check"`` when this returns (the API answers
+        meanwhile and the proxy keeps its route); at most ``recovery_concurrency`` checks run
+        at once; live servers become ready again, dead ones are cleaned up as each check ends.
+        :attr:`recovered` is set when all are done. ``init_spawners_timeout`` (default 0) is
+        how long this waits for them before the hub serves anyway.
+        """
         cls = self.hub.spawner_class
         for warning in cls.startup_warnings() if cls else []:
             log.warning("%s", warning)
+        self.recovered.clear()
         with self.hub.session() as db:
             rows = db.execute(select(Server, User).join(User, Server.user_id == User.id)).all()
             found = [(UserInfo(u.name, bool(u.admin), [g.name for g in u.groups]), s.name, s.id,
@@ -430,26 +451,35 @@ class Lifecycle:
             spawner.load_state(state)
             slot = Slot(user.name, name, server_id, spawner, pending="check")
             self._slots[slot.key] = slot
-            slot.task = self._background(self._recover(slot, url))
-            slots.append(slot)
-        if slots:
-            log.info("Checking %d server(s) recorded as running", len(slots))
-            await asyncio.wait({s.task for s in slots if s.task},
-                               timeout=self.hub.options.init_spawners_timeout)
+            slots.append((slot, url))
+        if not slots:
+            self.recovered.set()
+            return
+        log.info("Checking %d server(s) recorded as running, in the background", len(slots))
+        limit = asyncio.Semaphore(max(1, self.hub.options.recovery_concurrency))
+        for slot, url in slots:
+            slot.task = self._background(self._recover(slot, url, limit))
+        self._background(self._all_recovered([s for s, _ in slots]))
+        timeout = self.hub.options.init_spawners_timeout
+        if timeout > 0:
+            await asyncio.wait({s.task for s, _ in slots if s.task}, timeout=timeout)
 
-    async def _recover(self, slot: Slot, url: str | None) -> None:
+    async def _all_recovered(self, slots: list[Slot]) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            await asyncio.wait({s.task for s in slots if s.task})
+        finally:
+            self.recovered.set()
+        alive = sum(1 for s in slots if self._slots.get(s.key) is s and s.pending is None)
+        log.info("Checked %d server(s) in %.1f s: %d still running, %d cleaned up",
+                 len(slots), loop.time() - began, alive, len(slots) - alive)
+
+    async def _recover(self, slot: Slot, url: str | None, limit: asyncio.Semaphore) -> None:
         spawner = slot.spawner
         try:
-            if url is None:
-                raise SpawnError("its spawn was interrupted by a hub restart")
-            status = await spawner.poll()
-            if status is not None:
-                raise SpawnError(f"it exited (status {status}) while the hub was down")
-            await self._wait_http(slot, url, spawner.http_timeout)
-            try:
-                await self.hub.add_server_route(slot.user, slot.server, url)
-            except Exception as e:  # the proxy's own check of routes will add it later
-                log.warning("Could not restore the route of %s: %s", spawner.log_name, e)
+            async with limit:
+                await self._check(slot, url)
         except asyncio.CancelledError:
             if self._closing and not self._stop_on_close:
                 return  # left running for the next hub
@@ -463,8 +493,22 @@ class Lifecycle:
             self._failures.pop(slot.key, None)
             return
         slot.url, slot.pending = url, None
-        log.info("Server %s is still running at %s", spawner.log_name, url)
+        log.debug("Server %s is still running at %s", spawner.log_name, url)
         slot.watcher = self._background(self._watch(slot))
+
+    async def _check(self, slot: Slot, url: str | None) -> None:
+        """Raise unless the recorded server still runs and answers; then restore its route."""
+        spawner = slot.spawner
+        if url is None:
+            raise SpawnError("its spawn was interrupted by a hub restart")
+        status = await spawner.poll()
+        if status is not None:
+            raise SpawnError(f"it exited (status {status}) while the hub was down")
+        await self._wait_http(slot, url, spawner.http_timeout)
+        try:
+            await self.hub.add_server_route(slot.user, slot.server, url)
+        except Exception as e:  # the proxy's own check of routes will add it later
+            log.warning("Could not restore the route of %s: %s", spawner.log_name, e)
 
     async def shutdown(self, stop_servers: bool) -> None:
         """Cancel pending spawns; stop running servers too when ``stop_servers``."""
@@ -489,6 +533,9 @@ class Lifecycle:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     # -- building spawners ---------------------------------------------------------------------
     def make_spawner(self, user: UserInfo, server: str) -> Spawner:

@@ -107,9 +107,13 @@ class Courtyard(Configurable):
     slow_spawn_timeout = Float(10, help="Seconds a start request waits for the server to be "
                                "ready before answering 202 (pending) instead of 201.").tag(
         config=True)
-    init_spawners_timeout = Float(10, help="Seconds the hub waits at start-up for recorded "
-                                  "servers to be checked before it serves anyway.").tag(
-        config=True)
+    init_spawners_timeout = Float(0, help="Seconds the hub waits at start-up for recorded "
+                                  "servers to be checked before it serves anyway. 0 (the "
+                                  "default): it serves at once and checks them in the "
+                                  "background, pending 'check' meanwhile (JupyterHub waits "
+                                  "up to 10).").tag(config=True)
+    recovery_concurrency = Integer(50, help="Most servers recorded as running that are checked "
+                                   "at once when the hub starts.").tag(config=True)
     api_page_default_limit = Integer(50, help="Page size for paginated API lists.").tag(
         config=True
     )
@@ -129,9 +133,10 @@ class Courtyard(Configurable):
         "builtin", help="Proxy: 'builtin' (courtyard-proxy) or 'chp' "
         "(configurable-http-proxy), a dotted class path or a class."
     ).tag(config=True)
-    cleanup_servers = Bool(True, help="Stop users' servers when the hub shuts down.").tag(
-        config=True
-    )
+    cleanup_servers = Bool(False, help="Stop users' servers when the hub shuts down. Off by "
+                           "default: servers outlive a hub restart, the next start finds and "
+                           "checks them and the live ones keep their routes (JupyterHub stops "
+                           "them unless this is False).").tag(config=True)
     cleanup_proxy = Bool(False, help="Stop the proxy when the hub shuts down. Off by default, "
                          "so users' traffic keeps flowing while the hub restarts (JupyterHub "
                          "stops it); configurable-http-proxy is stopped either way unless its "

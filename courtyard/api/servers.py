@@ -122,8 +122,11 @@ async def start_server(ctx: Ctx) -> Any:
         server.user_options = options
     ctx.db.commit()
     slot = lifecycle.spawn(user_info(ctx, user), server)
+    # hand the connection back while waiting: hundreds of spawns may be waiting at once
+    server_id = server.id
+    ctx.db.close()
     done = await lifecycle.wait(slot, hub.options.slow_spawn_timeout)
-    ctx.db.refresh(server)
+    server = ctx.db.get(Server, server_id) or server
     if done and (failure := lifecycle.failure(user.name, name)):
         raise HTTPError(failure, 500)
     return json_response(server_model(ctx, user, server), 201 if done else 202)
@@ -146,11 +149,13 @@ async def stop_server(ctx: Ctx) -> Any:
     if server is None:
         return Response(status_code=204)
     task = lifecycle.stop(user.name, name)
+    ctx.db.commit()
+    ctx.db.close()  # no connection held while waiting for the stop
     done = task is None or bool(
         (await asyncio.wait({task}, timeout=ctx.hub.options.slow_spawn_timeout))[0])
     if remove:
         if done:
-            ctx.db.refresh(server)
+            server = ctx.db.get(Server, server.id) or server
             if server.url is None and lifecycle.pending(user.name, name) is None:
                 ctx.db.delete(server)
                 lifecycle.forget(user.name, name)

@@ -39,8 +39,13 @@ def make_engine(db_url: str, **kwargs: object) -> Engine:
         raise DatabaseError(f"db_url {db_url!r} is not a database URL: {e}") from None
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
+    # requests that await (spawns, streams) can hold sessions at once; one process, no threads
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 40)
     if url.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {"check_same_thread": False})
+        if url.database in (None, "", ":memory:"):
+            kwargs.pop("pool_size"), kwargs.pop("max_overflow")
         engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
         event.listen(engine, "connect", _sqlite_pragmas)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -110,6 +111,10 @@ async def test_restart_recovers_live_and_cleans_dead(spawn_hub, uname, mocksu_cm
 
     second = spawn_hub()
     async with serving(second) as api:
+        # the hub serves at once; the checks run behind it, servers pending "check" meanwhile
+        user = (await api.get(f"/users/{alice}")).json()
+        assert user["servers"][""]["pending"] in ("check", None)
+        await asyncio.wait_for(second.lifecycle.recovered.wait(), 30)
         users = {u["name"]: u for u in (await api.get("/users")).json()}
         assert users[alice]["server"] == f"/user/{alice}/", str(users[alice])
         assert users[alice]["servers"][""]["ready"] is True
@@ -136,11 +141,22 @@ async def test_recovered_server_can_be_stopped(spawn_hub, uname):
     first.lifecycle._slots.clear()
     second = spawn_hub()
     async with serving(second) as api:
+        await asyncio.wait_for(second.lifecycle.recovered.wait(), 30)
         assert (await api.delete(f"/users/{alice}/server")).status_code == 204
         assert not alive(pid)
 
 
-async def test_cleanup_servers_at_shutdown(hub, uname):
+async def test_servers_outlive_the_hub_by_default(hub, uname):
+    alice = uname("alice")
+    async with serving(hub) as api:
+        await api.post(f"/users/{alice}")
+        await api.post(f"/users/{alice}/server")
+    pid = server_row(hub, alice)["state"]["pid"]
+    assert alive(pid) and server_row(hub, alice)["url"] is not None
+
+
+async def test_cleanup_servers_at_shutdown(spawn_hub, uname):
+    hub = spawn_hub(cleanup_servers=True)
     alice = uname("alice")
     async with serving(hub) as api:
         await api.post(f"/users/{alice}")
@@ -151,7 +167,8 @@ async def test_cleanup_servers_at_shutdown(hub, uname):
     assert server_row(hub, alice, "one")["url"] is None
 
 
-async def test_shutdown_api_can_keep_servers(hub, uname):
+async def test_shutdown_api_can_keep_servers(spawn_hub, uname):
+    hub = spawn_hub(cleanup_servers=True)
     alice = uname("alice")
     async with serving(hub) as api:
         await api.post(f"/users/{alice}")
@@ -178,3 +195,43 @@ async def test_consecutive_failure_limit(spawn_hub, uname):
         assert (await api.post(f"/users/{alice}/servers/d", json={"mode": "crash"})).status_code \
             == 500
         assert hub.shutdown_event.is_set()
+
+
+async def test_hub_serves_while_servers_are_checked(spawn_hub, uname, mocksu_cmd, open_dir):
+    """A recorded server that is alive but slow to answer does not hold the hub's API back."""
+    from tests.conftest import free_port
+
+    alice = uname("alice")
+    first = spawn_hub()
+    async with client_for(first, ADMIN_TOKEN) as api:
+        await api.post(f"/users/{alice}")
+        assert (await api.put(f"/users/{alice}/servers/lab")).status_code == 201
+    gate = open_dir / f"gate-{alice}"
+    port = free_port()
+    slow = subprocess.Popen([*mocksu_cmd], start_new_session=True, env={
+        **os.environ, "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/user/{alice}/lab/",
+        "MOCKSU_GATE": str(gate)}, stdout=subprocess.DEVNULL)
+    try:
+        with first.session() as db:
+            from courtyard.db import queries as q
+
+            lab = next(s for s in q.get_user(db, alice).servers if s.name == "lab")
+            lab.url = f"http://127.0.0.1:{port}"
+            lab.state = {"pid": slow.pid, "pgid": slow.pid}
+            db.commit()
+        second = spawn_hub()
+        async with serving(second) as api:
+            model = (await api.get(f"/users/{alice}")).json()["servers"]["lab"]
+            assert model["pending"] == "check" and model["ready"] is False
+            assert not second.lifecycle.recovered.is_set()
+            ready = (await api.get("/users", params={"state": "ready"})).json()
+            assert alice not in [u["name"] for u in ready]
+            gate.touch()  # now it answers: the check succeeds
+            await asyncio.wait_for(second.lifecycle.recovered.wait(), 30)
+            model = (await api.get(f"/users/{alice}")).json()["servers"]["lab"]
+            assert model["pending"] is None and model["ready"] is True
+            assert (await api.delete(f"/users/{alice}/servers/lab")).status_code == 204
+        assert slow.wait(10) is not None
+    finally:
+        if slow.poll() is None:
+            slow.kill()

@@ -1,0 +1,289 @@
+"""Spawning servers: Courtyard against JupyterHub 6, side by side, with a tiny real server.
+
+Both hubs run ``tests/spawners/mocksu.py`` (stdlib only) with bench/.venv's Python: JupyterHub
+through its ``SimpleLocalProcessSpawner``, Courtyard through its LocalProcessSpawner run as the
+hub's own user (as JupyterHub's simple spawner does; as root it would otherwise create a system
+user per server). Phases, per hub, on a fresh temp dir:
+
+- ``start_N``: N users each POST their server at once; until ``state=ready`` counts N;
+- ``stop_N``: every server DELETEd at once; until ``state=active`` counts 0;
+- ``restart_R``: R servers running, the hub stopped (servers left running) and started again:
+  seconds until the API answers, and until ``state=ready`` counts R again (every server checked).
+
+    python bench/spawn.py [--servers 50 500] [--restart-servers 1000] [--only HUB] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api import (
+    HUBS,
+    PAGINATION_ACCEPT,
+    RESULTS_DIR,
+    TOKEN,
+    HubRun,
+    ensure_environment,
+)
+
+VENV_PYTHON = Path(__file__).resolve().parent / ".venv" / "bin" / "python"
+MOCKSU = Path(__file__).resolve().parent.parent / "tests" / "spawners" / "mocksu.py"
+TARGET_RATIO = 5.0
+
+SPAWNER_MODULE = '''\
+"""Courtyard's local spawner run as the hub's own user (as JupyterHub's simple spawner)."""
+import os
+from pathlib import Path
+
+from courtyard.spawners.local import LocalProcessSpawner
+
+
+class HubUserSpawner(LocalProcessSpawner):
+    async def _account(self):
+        home = Path(self.hub.data_dir) / "users" / self.user.name
+        home.mkdir(parents=True, exist_ok=True)
+        return {}, str(home), {"HOME": str(home)}
+'''
+
+EXTRA_CONFIG = """
+# bench/spawn.py: servers are mocksu, run by bench/.venv's Python
+import sys
+sys.path.insert(0, {tmp!r})
+c.Spawner.cmd = [{python!r}, {mocksu!r}]
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 300
+c.Spawner.poll_interval = 30
+c.JupyterHub.concurrent_spawn_limit = 100000
+c.JupyterHub.active_server_limit = 0
+c.JupyterHub.cleanup_servers = False
+c.JupyterHub.spawner_class = {spawner!r}
+c.LocalProcessSpawner.term_timeout = 5
+"""
+
+
+class SpawnRun(HubRun):
+    def write_config(self) -> None:
+        super().write_config()
+        shutil.copy(MOCKSU, self.tmp / "mocksu.py")
+        if self.hub == "courtyard":
+            (self.tmp / "bench_spawner.py").write_text(SPAWNER_MODULE)
+            spawner = "bench_spawner.HubUserSpawner"
+        else:
+            spawner = "simple"
+        with self.config.open("a") as f:
+            f.write(
+                EXTRA_CONFIG.format(
+                    tmp=str(self.tmp),
+                    python=str(VENV_PYTHON),
+                    mocksu=str(self.tmp / "mocksu.py"),
+                    spawner=spawner,
+                )
+            )
+
+    def leftover_servers(self) -> list[int]:
+        """PIDs of this run's mocksu processes (their command names this run's copy)."""
+        marker = str(self.tmp / "mocksu.py").encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if marker in (entry / "cmdline").read_bytes():
+                        pids.append(int(entry.name))
+                except OSError:
+                    pass
+        return pids
+
+
+def client(run: HubRun) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{run.hub_port}/hub/api",
+        trust_env=False,
+        timeout=600,
+        headers={"Authorization": f"token {TOKEN}"},
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+    )
+
+
+async def count(api: httpx.AsyncClient, state: str) -> int:
+    r = await api.get("/users", params={"state": state, "limit": 1}, headers={"Accept": PAGINATION_ACCEPT})
+    r.raise_for_status()
+    return int(r.json()["_pagination"]["total"])
+
+
+async def until(api: httpx.AsyncClient, state: str, target: int, timeout: float) -> float:
+    began = time.perf_counter()
+    while True:
+        n = await count(api, state)
+        if n == target:
+            return time.perf_counter() - began
+        if time.perf_counter() - began > timeout:
+            raise TimeoutError(f"state={state}: {n}, not {target}, after {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+async def start_all(api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
+    r = await api.post("/users", json={"usernames": names})
+    assert r.status_code in (201, 409), r.text
+    began = time.perf_counter()
+    statuses = await asyncio.gather(*(api.post(f"/users/{n}/server") for n in names))
+    bad = [s.status_code for s in statuses if s.status_code not in (201, 202)]
+    posted = time.perf_counter() - began
+    await until(api, "ready", len(names), 60 + len(names))
+    took = time.perf_counter() - began
+    return {
+        "servers": len(names),
+        "seconds": round(took, 3),
+        "posts_s": round(posted, 3),
+        "per_s": round(len(names) / took, 1),
+        "errors": len(bad),
+    }
+
+
+async def stop_all(api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
+    began = time.perf_counter()
+    statuses = await asyncio.gather(*(api.delete(f"/users/{n}/server") for n in names))
+    bad = [s.status_code for s in statuses if s.status_code not in (202, 204)]
+    await until(api, "active", 0, 60 + len(names))
+    took = time.perf_counter() - began
+    return {
+        "servers": len(names),
+        "seconds": round(took, 3),
+        "per_s": round(len(names) / took, 1),
+        "errors": len(bad),
+    }
+
+
+async def measure(hub: str, sizes: list[int], restart: int) -> dict[str, Any]:
+    run = SpawnRun(hub, Path(tempfile.mkdtemp(prefix=f"bench-spawn-{hub}-")), users=0)
+    run.write_config()
+    result: dict[str, Any] = {}
+    try:
+        run.start(120)
+        run.settle()
+        async with client(run) as api:
+            for n in sizes:
+                names = [f"s{n}-{i:05d}" for i in range(n)]
+                result[f"start_{n}"] = await start_all(api, names)
+                print(f"  {hub}: started {n} in {result[f'start_{n}']['seconds']:.2f} s")
+                result[f"stop_{n}"] = await stop_all(api, names)
+                print(f"  {hub}: stopped {n} in {result[f'stop_{n}']['seconds']:.2f} s")
+            names = [f"r{restart}-{i:05d}" for i in range(restart)]
+            result[f"restart_start_{restart}"] = await start_all(api, names)
+            print(f"  {hub}: {restart} running for the restart")
+        run.stop(proxy=False)
+        began = time.perf_counter()
+        answers, _ = run.start(300)
+        async with client(run) as api:
+            await until(api, "ready", restart, 600)
+            checked = time.perf_counter() - began
+            result[f"restart_{restart}"] = {
+                "servers": restart,
+                "api_s": round(answers, 3),
+                "checked_s": round(checked, 3),
+            }
+            print(f"  {hub}: restart with {restart}: API in {answers:.2f} s, all checked in {checked:.2f} s")
+            run.settle()
+            result[f"restart_stop_{restart}"] = await stop_all(api, names)
+    except Exception:
+        print(run.log_tail(40), file=sys.stderr)
+        raise
+    finally:
+        run.stop(proxy=True)
+        for pid in run.leftover_servers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(run.tmp, ignore_errors=True)
+    return result
+
+
+def table(results: dict[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Rows of seconds per hub, the JupyterHub/Courtyard ratio and the 5x target."""
+    keys: list[tuple[str, str, str]] = []
+    for hub in results.values():
+        for phase, fig in hub.items():
+            if phase.startswith(("start_", "stop_")):
+                keys.append((phase, "seconds", f"{phase.split('_')[0]} {fig['servers']} servers"))
+            elif phase.startswith("restart_") and "api_s" in fig:
+                keys += [
+                    (phase, "api_s", f"restart, {fig['servers']} running: API answers"),
+                    (phase, "checked_s", f"restart, {fig['servers']} running: all checked"),
+                ]
+        break
+    rows, lines = [], [f"{'metric':<44}{'JupyterHub s':>14}{'Courtyard s':>13}{'ratio':>8}  5x?"]
+    for phase, field, label in keys:
+        jh = results.get("jupyterhub", {}).get(phase, {}).get(field)
+        cy = results.get("courtyard", {}).get(phase, {}).get(field)
+        ratio = round(jh / cy, 1) if jh and cy else None
+        rows.append(
+            {
+                "metric": label,
+                "jupyterhub_s": jh,
+                "courtyard_s": cy,
+                "ratio": ratio,
+                "meets_target": ratio is not None and ratio >= TARGET_RATIO,
+            }
+        )
+        lines.append(
+            f"{label:<44}{jh if jh is not None else '-':>14}"
+            f"{cy if cy is not None else '-':>13}{ratio if ratio else '-':>8}  "
+            f"{('yes' if ratio >= TARGET_RATIO else 'NO') if ratio else '-'}"
+        )
+    return "\n".join(lines), rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--servers", type=int, nargs="+", default=[50, 500])
+    p.add_argument("--restart-servers", type=int, default=1000)
+    p.add_argument("--only", choices=HUBS)
+    p.add_argument("--quick", action="store_true", help="20 servers, restart with 50")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.servers, args.restart_servers = [20], 50
+    hubs = [args.only] if args.only else list(HUBS)
+    ensure_environment(["jupyterhub"])  # mocksu runs with bench/.venv's Python
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    results: dict[str, dict[str, Any]] = {}
+    for hub in hubs:
+        print(f"{hub}: servers {args.servers}, restart with {args.restart_servers}")
+        results[hub] = asyncio.run(measure(hub, args.servers, args.restart_servers))
+    text, rows = table(results)
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"spawn-{date.today().isoformat()}{'-quick' if args.quick else ''}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "results": results,
+                "comparison": rows,
+                "target_ratio": TARGET_RATIO,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
