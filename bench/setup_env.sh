@@ -20,8 +20,8 @@ if ! "$venv/bin/python" -c 'import jupyterhub, sys; sys.exit(jupyterhub.version_
     echo "setup_env: creating $venv with jupyterhub 6.x" >&2
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    # 6.x may still be a pre-release; --pre lets pip pick 6.0.0bN when no final exists.
-    "$venv/bin/python" -m pip install --quiet --pre 'jupyterhub>=6,<7'
+    # pip falls back to a 6.0 pre-release by itself only if no final 6.x exists
+    "$venv/bin/python" -m pip install --quiet 'jupyterhub>=6,<7'
 fi
 
 chp="$node_prefix/node_modules/.bin/configurable-http-proxy"
