@@ -126,13 +126,27 @@ def load_config_file(path: Path | None) -> Config:
     return normalize(config)
 
 
+# c.ConfigurableHTTPProxy options that mean the same for the built-in proxy, which replaces CHP
+CHP_SHARED_OPTIONS = ("api_url", "auth_token", "should_start", "extra_routes", "debug")
+
+
 def normalize(config: Config) -> Config:
-    """Fold ``c.JupyterHub`` into ``c.Courtyard``; explicit ``c.Courtyard`` values win."""
+    """Fold ``c.JupyterHub`` into ``c.Courtyard`` (explicit ``c.Courtyard`` values win), and
+    let the built-in proxy follow a jupyterhub_config.py's ``c.ConfigurableHTTPProxy`` API
+    settings (explicit ``c.BuiltinProxy`` values win)."""
     if "JupyterHub" in config:
         merged = Config(dict(config["JupyterHub"]))
         merged.update(config.get("Courtyard", Config()))
         config["Courtyard"] = merged
         del config["JupyterHub"]
+    chp = config.get("ConfigurableHTTPProxy") if "ConfigurableHTTPProxy" in config else None
+    if chp:
+        shared = {k: chp[k] for k in CHP_SHARED_OPTIONS if k in chp}
+        if shared:
+            builtin = Config(shared)
+            if "BuiltinProxy" in config:
+                builtin.update(config["BuiltinProxy"])
+            config["BuiltinProxy"] = builtin
     return config
 
 

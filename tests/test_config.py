@@ -116,3 +116,18 @@ def test_cookie_secret_file_is_private(tmp_path):
     path.chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         Hub(c).initialize()
+
+
+def test_chp_api_settings_apply_to_the_builtin_proxy(tmp_path):
+    f = tmp_path / "jupyterhub_config.py"
+    f.write_text("c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:18001'\n"
+                 "c.ConfigurableHTTPProxy.auth_token = 'chp-token-123'\n"
+                 "c.ConfigurableHTTPProxy.command = ['configurable-http-proxy']\n"
+                 "c.BuiltinProxy.auth_token = 'own-token-456'\n")
+    hub = Hub.from_file(str(f))
+    from courtyard.proxy.rest import BuiltinProxy
+
+    proxy = BuiltinProxy(config=hub.config)
+    assert proxy.api_url == "http://127.0.0.1:18001"
+    assert proxy.auth_token == "own-token-456"  # explicit c.BuiltinProxy wins
+    assert proxy.command != ["configurable-http-proxy"]  # the command stays our own
