@@ -86,8 +86,8 @@ class Lifecycle:
         return slot.pending if slot else None
 
     @property
-    def _pending(self) -> dict[Key, str]:
-        """Every pending state by (user, server) (the users API filters on it)."""
+    def all_pending(self) -> dict[Key, str]:
+        """Every pending state by (user, server) (the users API and route sync read it)."""
         return {k: s.pending for k, s in self._slots.items() if s.pending}
 
     def count(self, state: str) -> int:

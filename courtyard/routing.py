@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from .db.models import Server, Service, User
 from .errors import ProxyError
@@ -32,14 +32,13 @@ def desired_routes(hub: Hub, db: Session) -> tuple[dict[str, tuple[str, dict[str
     keep: set[str] = set()
     rows = db.execute(select(User.name, Server.name, Server.url).join(
         Server, Server.user_id == User.id).where(Server.url.is_not(None)))
-    for username, server_name, url in rows:
-        spec = hub.server_routespec(username, server_name)
-        if hub.lifecycle.pending(username, server_name) is not None:
-            keep.add(spec)
-            continue
-        routes[spec] = (url, {"user": username, "server_name": server_name})
-    for (username, server_name), _state in list(hub.lifecycle._pending.items()):
+    pending = hub.lifecycle.all_pending
+    for username, server_name in pending:  # starting, stopping or being checked: leave alone
         keep.add(hub.server_routespec(username, server_name))
+    for username, server_name, url in rows:
+        if (username, server_name) not in pending:
+            routes[hub.server_routespec(username, server_name)] = (
+                url, {"user": username, "server_name": server_name})
     for name, url in db.execute(select(Service.name, Service.url).where(Service.url.is_not(None))):
         routes[f"{base}services/{name}/"] = (url, {"service": name})
     for spec, target in getattr(hub.proxy, "extra_routes", {}).items():
@@ -62,12 +61,16 @@ def _parse_time(value: Any) -> datetime | None:
 def record_activity(hub: Hub, db: Session, routes: dict[str, dict[str, Any]]) -> int:
     """Move users' and servers' ``last_activity`` forward from the proxy's route data."""
     updated = 0
-    for info in routes.values():
-        data = info.get("data", {})
-        when = _parse_time(data.get("last_activity"))
-        if when is None or "user" not in data:
-            continue
-        user = db.scalar(select(User).where(User.name == data["user"]))
+    seen = [(info.get("data", {}), _parse_time(info.get("data", {}).get("last_activity")))
+            for info in routes.values()]
+    seen = [(data, when) for data, when in seen if when is not None and "user" in data]
+    if not seen:
+        return 0
+    names = {data["user"] for data, _when in seen}
+    users = {u.name: u for u in db.scalars(  # one query, not one per route
+        select(User).where(User.name.in_(names)).options(selectinload(User.servers)))}
+    for data, when in seen:
+        user = users.get(data["user"])
         if user is None:
             continue
         if user.last_activity is None or when > user.last_activity:

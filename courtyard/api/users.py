@@ -59,7 +59,7 @@ def _list_filter(ctx: Ctx) -> Any:
 
 def _state_filter(ctx: Ctx, state: str) -> Any:
     running = exists().where(and_(Server.user_id == User.id, Server.url.is_not(None)))
-    pending_users = sorted({u for (u, _s) in ctx.hub.lifecycle._pending})
+    pending_users = sorted({u for (u, _s) in ctx.hub.lifecycle.all_pending})
     active = or_(running, User.name.in_(pending_users)) if pending_users else running
     if state == "active":
         return active
