@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, false, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from starlette.routing import Route
 
 from ..auth import scopes as sc
@@ -118,8 +119,7 @@ async def create_users(ctx: Ctx) -> Any:
     new = [n for n in names if n not in existing]
     if not new:
         raise Conflict(f"All {len(names)} users already exist")
-    users = [q.create_user(ctx.db, n, admin) for n in new]
-    return [user_model(ctx, u) for u in users]
+    return [user_model(ctx, u) for u in q.insert_users(ctx.db, new, admin)]
 
 
 @endpoint(*USER_READ_SCOPES)
@@ -141,9 +141,10 @@ async def create_user(ctx: Ctx) -> Any:
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     admin = _check_admin_grant(ctx, body.get("admin", False))
-    if q.get_user(ctx.db, name) is not None:
-        raise Conflict(f"User {name} already exists")
-    user = q.create_user(ctx.db, name, admin)
+    try:  # the unique name decides; a lookup first would cost a query on every create
+        [user] = q.insert_users(ctx.db, [name], admin)
+    except IntegrityError:
+        raise Conflict(f"User {name} already exists") from None
     return user_model(ctx, user)
 
 

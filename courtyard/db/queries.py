@@ -9,7 +9,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ..auth import tokens
-from .models import APIToken, Group, Role, Service, User, user_role_map
+from .models import APIToken, Group, Role, Service, User, user_role_map, utcnow
+from .records import UserRecord
 
 
 def get_user(db: Session, name: str) -> User | None:
@@ -54,6 +55,25 @@ def create_user(db: Session, name: str, admin: bool = False) -> User:
         db.execute(insert(user_role_map), rows)
     db.expire(user, ["roles"])
     return user
+
+
+def insert_users(db: Session, names: list[str], admin: bool = False) -> list[UserRecord]:
+    """New users with their default roles, in two statements whatever their number.
+
+    The API's create paths use this: no ORM objects, and the snapshots it returns are
+    exactly what a fresh read would give. A name that exists raises IntegrityError.
+    """
+    now = utcnow()
+    rows = [{"name": n, "admin": admin, "created": now, "cookie_id": secrets.token_hex(16)}
+            for n in names]
+    ids = list(db.execute(insert(User.__table__).returning(
+        User.__table__.c.id, sort_by_parameter_order=True), rows).scalars())
+    roles = tuple(role for role in (("admin", "user") if admin else ("user",))
+                  if default_role_id(db, role) is not None)
+    db.execute(insert(user_role_map), [{"user_id": uid, "role_id": default_role_id(db, role)}
+                                       for uid in ids for role in roles])
+    return [UserRecord(uid, name, admin, now, None, roles, (), (), False)
+            for uid, name in zip(ids, names, strict=True)]
 
 
 def set_admin(db: Session, user: User, admin: bool) -> None:

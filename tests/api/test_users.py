@@ -56,7 +56,13 @@ async def test_create_users_bad_input(api):
 async def test_single_user_crud(api):
     r = await api.post("/users/alice", json={"admin": False})
     assert r.status_code == 201 and r.json()["name"] == "alice"
-    assert (await api.post("/users/alice")).status_code == 409
+    # the model returned on create is the one a later read gives
+    assert r.json() == (await api.get("/users/alice")).json()
+    r = await api.post("/users/alice")
+    assert r.json() == {"status": 409, "message": "User alice already exists"}
+    r = await api.post("/users/root", json={"admin": True})
+    assert r.json() == (await api.get("/users/root")).json()
+    assert r.json()["roles"] == ["admin", "user"] and r.json()["admin"] is True
     r = await api.get("/users/alice")
     assert r.status_code == 200 and r.json()["roles"] == ["user"]
     assert (await api.get("/users/nobody")).status_code == 404
