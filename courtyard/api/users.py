@@ -91,8 +91,12 @@ async def list_users(ctx: Ctx) -> Any:
     include_stopped = ctx.query_bool("include_stopped_servers")
     users = load_records(ctx.db, conditions, [order, User.id], offset, limit)
     items = [m for u in users if (m := user_model(ctx, u, include_stopped))]
-    total = ctx.db.scalar(select(func.count(User.id)).where(*conditions)) if envelope else \
-        offset + len(users) + (1 if len(users) == limit else 0)
+    if not envelope:
+        total = offset + len(users) + (1 if len(users) == limit else 0)
+    elif conditions:
+        total = ctx.db.scalar(select(func.count(User.id)).where(*conditions))
+    else:
+        total = ctx.hub.records.count_users(ctx.db)
     return ctx.paginate(items, offset, limit, total or 0, envelope)
 
 

@@ -118,6 +118,23 @@ async def test_paging_envelope(api):
     assert r.json()["_pagination"]["limit"] == 200
 
 
+async def test_paging_total_follows_writes(api):
+    """The total is remembered between pages, never past a write."""
+    async def total() -> int:
+        return (await api.get("/users", params={"limit": 1}, headers=PAGE)).json()[
+            "_pagination"]["total"]
+
+    assert await total() == 1
+    await api.post("/users/one")
+    assert await total() == 2
+    await api.post("/users", json={"usernames": ["two", "three"]})
+    assert await total() == 4
+    assert (await api.delete("/users/two")).status_code == 204
+    assert await total() == 3
+    assert (await api.post("/users/one")).status_code == 409  # a failed write changes nothing
+    assert await total() == 3
+
+
 async def test_sort_state_and_name_filter(api):
     await api.post("/users", json={"usernames": ["zed", "amy", "Mia"]})
     r = await api.get("/users", params={"sort": "name"})
