@@ -52,6 +52,7 @@ class Hub:
         self.authenticator: Authenticator
         self.spawner_class: type | None = None
         self.proxy: Any = None
+        self.proxy_starting: asyncio.Event | None = None  # set once serve() has started it
         self.route_lock = asyncio.Lock()
         self.asgi: Starlette
         self.shutdown_event = asyncio.Event()
@@ -77,11 +78,12 @@ class Hub:
         self.records = RecordCache(self.session)
         self.scope_cache.watch(self.session)
         with self.session() as db:
+            token_checks = bootstrap.check_config_tokens(self, db)
             bootstrap.init_roles(self, db)
             bootstrap.init_users(self, db)
             bootstrap.init_groups(self, db)
             bootstrap.init_services(self, db)
-            bootstrap.init_api_tokens(self, db)
+            bootstrap.init_api_tokens(self, db, token_checks)
             oauth_provider.sync_service_clients(self, db)
             bootstrap.assign_config_roles(self, db)
             self.authenticator.startup(self, db)
@@ -203,15 +205,22 @@ class Hub:
         spec = f"{self.options.base_url}user/{quote(username, safe='@~')}/"
         return spec + (f"{quote(server_name, safe='')}/" if server_name else "")
 
+    async def ready_proxy(self) -> Any:
+        """The proxy, once serve() has started it (the API answers before that: a cold proxy
+        takes a while to start); None when the hub runs without one."""
+        if self.proxy_starting is not None:
+            await self.proxy_starting.wait()
+        return self.proxy
+
     async def add_server_route(self, username: str, server_name: str, target: str) -> None:
         """Route ``/user/NAME[/SERVER]/`` to a ready server."""
-        if self.proxy is not None:
-            await self.proxy.add_route(self.server_routespec(username, server_name), target,
-                                       {"user": username, "server_name": server_name})
+        if (proxy := await self.ready_proxy()) is not None:
+            await proxy.add_route(self.server_routespec(username, server_name), target,
+                                  {"user": username, "server_name": server_name})
 
     async def remove_server_route(self, username: str, server_name: str) -> None:
-        if self.proxy is not None:
-            await self.proxy.delete_route(self.server_routespec(username, server_name))
+        if (proxy := await self.ready_proxy()) is not None:
+            await proxy.delete_route(self.server_routespec(username, server_name))
 
     async def service_added(self, service: Any) -> None:
         """A service was registered at run time (its route is added by the proxy sync)."""
@@ -312,11 +321,11 @@ class Hub:
         from .services.managed import start_managed_services
 
         if self.options.proxy_class not in (None, "", "none"):
-            await routing.start_proxy(self)
+            self.proxy_starting = asyncio.Event()
         await self.lifecycle.start()  # find servers a previous run left, before serving
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         if task.done():
             try:
                 task.result()
@@ -325,8 +334,17 @@ class Hub:
             raise ConfigError(f"the hub cannot listen on {host}:{port} (in use?); set "
                               "c.JupyterHub.hub_port or --hub-port")
         log.info("Courtyard hub API at %s", self.api_url)
+        # The API answers while the proxy starts; route changes wait for it (ready_proxy)
         sync_task = None
-        if self.proxy is not None:
+        if self.proxy_starting is not None:
+            try:
+                await routing.start_proxy(self)
+            except BaseException:
+                server.should_exit = True
+                await task
+                raise
+            finally:
+                self.proxy_starting.set()
             await routing.sync_routes(self)
             sync_task = asyncio.create_task(routing.keep_routes_in_sync(self))
             log.info("Courtyard is at %s", self.public_url)

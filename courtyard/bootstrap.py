@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .auth import tokens
 from .auth.roles import DEFAULT_ROLES, check_role
 from .db import queries as q
 from .db.models import APIToken, Group, Role, Service
@@ -151,12 +153,10 @@ def init_services(hub: Hub, db: Session) -> None:
     db.flush()
 
 
-def init_api_tokens(hub: Hub, db: Session) -> None:
-    """Tokens from ``api_tokens``, ``service_tokens`` and ``services[].api_token``.
-
-    Config tokens no longer in the config are revoked.
-    """
-    wanted: list[tuple[str, str, str]] = []  # (secret, kind, owner name)
+def config_tokens(hub: Hub) -> list[tuple[str, str, str]]:
+    """``(secret, kind, owner name)`` of ``api_tokens``, ``service_tokens`` and
+    ``services[].api_token``."""
+    wanted: list[tuple[str, str, str]] = []
     for secret, name in hub.options.api_tokens.items():
         wanted.append((secret, "user", user_name(hub, name, "c.JupyterHub.api_tokens")))
     for secret, name in hub.options.service_tokens.items():
@@ -164,26 +164,54 @@ def init_api_tokens(hub: Hub, db: Session) -> None:
     for spec in hub.options.services:
         if spec.get("api_token"):
             wanted.append((spec["api_token"], "service", spec["name"]))
-    kept: set[int] = set()
     for secret, kind, name in wanted:
         if not isinstance(secret, str) or len(secret) < 8:
             raise ConfigError(f"config token for {kind} {name!r} is too short; use at least 8 "
                               "characters (e.g. openssl rand -hex 32)")
+    return wanted
+
+
+def check_config_tokens(hub: Hub, db: Session) -> dict[str, Future[int | None]]:
+    """Start matching each config token against the stored slow hashes, in threads.
+
+    PBKDF2 takes ~50 ms a token and hashlib lets other threads run meanwhile, so the
+    other start-up steps overlap it. Each future gives the id of the matching row, or None.
+    """
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="token-check")
+    checks = {}
+    for secret, _kind, _name in config_tokens(hub):
+        candidates = [(row.id, row.hashed) for row in db.scalars(select(APIToken).where(
+            APIToken.prefix == tokens.prefix(secret), APIToken.from_config.is_(True)))]
+        checks[secret] = pool.submit(
+            lambda s=secret, c=candidates: next((i for i, h in c if tokens.matches(s, h)), None))
+    pool.shutdown(wait=False)
+    return checks
+
+
+def init_api_tokens(hub: Hub, db: Session, checks: dict[str, Future[int | None]]) -> None:
+    """Config tokens in the database, each once; those no longer in the config revoked.
+
+    A token verified here is remembered by its fast hash, so its first request does
+    not pay for the slow hash again.
+    """
+    kept: set[int] = set()
+    for secret, kind, name in config_tokens(hub):
         owner = q.get_user(db, name) or q.create_user(db, name) if kind == "user" else \
             q.get_service(db, name)
         if owner is None:
             raise ConfigError(f"c.JupyterHub.service_tokens: no service named {name!r}; add it "
                               "to c.JupyterHub.services")
-        row = q.find_config_token(db, secret)
-        if row is not None and (row.user is owner or row.service is owner):
-            kept.add(row.id)
-            continue
-        if row is not None:
-            db.delete(row)
+        row_id = checks[secret].result()
+        row = db.get(APIToken, row_id) if row_id is not None else None
+        if row is None or not (row.user is owner or row.service is owner):
+            if row is not None:
+                db.delete(row)
+                db.flush()
+            row, _ = q.issue_token(db, owner, note="from config", secret=secret,
+                                   from_config=True)
             db.flush()
-        row, _ = q.issue_token(db, owner, note="from config", secret=secret, from_config=True)
-        db.flush()
         kept.add(row.id)
+        hub.scope_cache.remember_token(secret, row)
     for row in db.scalars(select(APIToken).where(APIToken.from_config.is_(True))):
         if row.id not in kept:
             db.delete(row)

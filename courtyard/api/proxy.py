@@ -10,17 +10,18 @@ from ..errors import BadRequest, HTTPError, ProxyError
 from .base import Ctx, endpoint
 
 
-def _proxy(ctx: Ctx) -> Any:
-    if ctx.hub.proxy is None:
+async def _proxy(ctx: Ctx) -> Any:
+    proxy = await ctx.hub.ready_proxy()
+    if proxy is None:
         raise HTTPError("This hub runs without a proxy", status=503)
-    return ctx.hub.proxy
+    return proxy
 
 
 @endpoint("proxy")
 async def get_routes(ctx: Ctx) -> Any:
     """The proxy's routing table (the hub's routes), paginated by sorted routespec."""
     try:
-        routes = await _proxy(ctx).get_all_routes()
+        routes = await (await _proxy(ctx)).get_all_routes()
     except ProxyError as e:
         raise HTTPError(f"The proxy did not answer: {e}", status=502) from None
     envelope = ctx.wants_envelope()
@@ -40,7 +41,7 @@ async def sync_now(ctx: Ctx) -> None:
     """Reconcile the proxy with the database now."""
     from ..routing import sync_routes
 
-    _proxy(ctx)
+    await _proxy(ctx)
     try:
         await sync_routes(ctx.hub)
     except ProxyError as e:
@@ -50,7 +51,7 @@ async def sync_now(ctx: Ctx) -> None:
 @endpoint("proxy")
 async def update_proxy(ctx: Ctx) -> None:
     """Point the hub at a new proxy API (``api_url``, ``auth_token``), then sync."""
-    proxy = _proxy(ctx)
+    proxy = await _proxy(ctx)
     body = await ctx.body(required=True) or {}
     for key in ("api_url", "auth_token"):
         if key in body:

@@ -79,6 +79,12 @@ class ScopeCache:
         self.version += 1
         self.identities.clear()
 
+    def remember_token(self, secret: str, row: APIToken) -> None:
+        """Map a token verified elsewhere (start-up checks config tokens) to its row."""
+        self.tokens[tokens.fast_hash(secret)] = _CachedToken(
+            row.id, "user" if row.user_id else "service", row.user_id or row.service_id or 0,
+            row.expires_at, row.last_activity)
+
     def forget_tokens(self) -> None:
         self.invalidate()
         self.tokens.clear()

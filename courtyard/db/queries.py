@@ -112,12 +112,3 @@ def issue_token(
         row.service = owner
     db.add(row)
     return row, secret
-
-
-def find_config_token(db: Session, secret: str) -> APIToken | None:
-    """A token that came from config, matched against its slow hash."""
-    for row in db.scalars(select(APIToken).where(APIToken.prefix == tokens.prefix(secret),
-                                                 APIToken.from_config.is_(True))):
-        if tokens.matches(secret, row.hashed):
-            return row
-    return None

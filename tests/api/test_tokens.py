@@ -120,3 +120,21 @@ async def test_revoking_changes_permissions_immediately(api, hub):
         assert (await erin.get("/users")).status_code == 200
         await api.request("DELETE", "/groups/staff/users", json={"users": ["erin"]})
         assert (await erin.get("/users")).status_code == 403
+
+
+async def test_config_token_kept_across_restarts_and_moved_between_owners(make_hub, client):
+    """A restart finds the stored row by its slow hash; a token given to someone else is
+    reissued to them, never left with its old owner."""
+    async def whoami(hub) -> tuple[str, int]:
+        async with client(hub, "shared-config-token") as c:
+            me = (await c.get("/user")).json()
+            tokens = (await c.get(f"/users/{me['name']}/tokens")).json()["api_tokens"]
+            return me["name"], tokens[0]["id"]
+
+    first = await whoami(make_hub(api_tokens={"shared-config-token": "admin"}))
+    assert await whoami(make_hub(api_tokens={"shared-config-token": "admin"})) == first
+    hub = make_hub(api_tokens={"shared-config-token": "bob", "admin-config-token": "admin"})
+    assert (await whoami(hub))[0] == "bob"
+    async with client(hub, "admin-config-token") as admin:
+        notes = [t["note"] for t in (await admin.get("/users/admin/tokens")).json()["api_tokens"]]
+        assert notes == ["from config"]  # only the admin's new token; the moved one is bob's
