@@ -206,8 +206,8 @@ class Hub:
         return spec + (f"{quote(server_name, safe='')}/" if server_name else "")
 
     async def ready_proxy(self) -> Any:
-        """The proxy, once serve() has started it (the API answers before that: a cold proxy
-        takes a while to start); None when the hub runs without one."""
+        """The proxy, once serve() has started it and synced its routes (the API answers
+        before that: a cold proxy takes a while to start); None without one."""
         if self.proxy_starting is not None:
             await self.proxy_starting.wait()
         return self.proxy
@@ -339,13 +339,13 @@ class Hub:
         if self.proxy_starting is not None:
             try:
                 await routing.start_proxy(self)
+                await routing.sync_routes(self)
             except BaseException:
                 server.should_exit = True
                 await task
                 raise
             finally:
                 self.proxy_starting.set()
-            await routing.sync_routes(self)
             sync_task = asyncio.create_task(routing.keep_routes_in_sync(self))
             log.info("Courtyard is at %s", self.public_url)
         managed = await start_managed_services(self)
