@@ -17,19 +17,22 @@ import secrets
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import httpx
 import orjson
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
+from .. import http11
 from ..errors import ProxyError
 from .base import Proxy, RouteInfo
 
+if TYPE_CHECKING:  # imported on first use: after the hub already answers its API
+    import httpx
+
 TOKEN_ENV = "CONFIGPROXY_AUTH_TOKEN"
 _RETRY_STATUS = frozenset({502, 503, 504})
-_RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+_PATH_SAFE = "/%@~:!$&'()*+,;="  # already-escaped route paths pass through unchanged
 
 
 def routespec_to_path(routespec: str) -> str:
@@ -75,33 +78,65 @@ class RestProxy(Proxy):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client: httpx.AsyncClient | None = None
+        self._fast: http11.Client | None = None  # for an http:// API: cheaper than httpx
+        self._fast_url = ""
         self._semaphore: asyncio.Semaphore | None = None
 
     # -- REST calls ---------------------------------------------------------------------------
 
-    def _http(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        if self._client is None or self._semaphore is None:
+    def _http(self) -> httpx.AsyncClient:
+        """For an ``https://`` API (making one loads the CA bundle: not for plain http)."""
+        if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(20.0, connect=5.0))
-            self._semaphore = asyncio.Semaphore(self.concurrency)
-        return self._client, self._semaphore
+        return self._client
+
+    def _fast_client(self) -> http11.Client | None:
+        """Keep-alive connections to an ``http://`` API (None for https: httpx does that)."""
+        if self._fast is None or self._fast_url != self.api_url:
+            if self._fast is not None:
+                self._fast.close()
+            self._fast_url = self.api_url
+            plain = http11.Origin.of(self.api_url) is not None
+            self._fast = http11.Client(self.api_url, keep=self.concurrency) if plain else None
+        return self._fast
 
     async def api_request(
         self, method: str, path: str, body: dict[str, Any] | None = None, retry: bool = True
     ) -> httpx.Response:
         """One API call; connection errors and 502-504 are retried until api_retry_timeout."""
-        client, semaphore = self._http()
+        import httpx
+
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        fast = self._fast_client()
+        retry_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
+                        httpx.ReadError, http11.HTTPError)
         url = self.api_url.rstrip("/") + "/api/routes" + path
         headers = {"Authorization": f"token {self.auth_token}"}
         content = orjson.dumps(body) if body is not None else None
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        target = quote(urlsplit(url).path, safe=_PATH_SAFE)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.api_retry_timeout if retry else 0)
         delay = 0.05
-        async with semaphore:
+        async with self._semaphore:
             while True:
                 try:
-                    response = await client.request(method, url, headers=headers, content=content)
-                except _RETRY_ERRORS as exc:
+                    if fast is not None:
+                        status, data = await fast.request(method, target, headers,
+                                                                content, timeout=20.0)
+                        response = httpx.Response(status, content=data,
+                                                  request=httpx.Request(method, url))
+                    else:
+                        response = await self._http().request(method, url, headers=headers,
+                                                              content=content)
+                except retry_errors as exc:
                     problem = f"{type(exc).__name__}: {exc}"
+                except TimeoutError:
+                    raise ProxyError(f"{method} {url}: no answer within 20 s") from None
                 else:
                     if response.status_code not in _RETRY_STATUS:
                         return response
@@ -170,7 +205,9 @@ class RestProxy(Proxy):
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-        self._client = self._semaphore = None
+        if self._fast is not None:
+            self._fast.close()
+        self._client = self._semaphore = self._fast = None
 
 
 class ProcessProxy(RestProxy):

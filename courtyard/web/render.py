@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -23,6 +22,8 @@ from ..auth import session as sess
 from ..db.models import User
 
 if TYPE_CHECKING:
+    import jinja2
+
     from ..app import Hub
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -36,17 +37,20 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_environments: weakref.WeakKeyDictionary[Any, Environment] = weakref.WeakKeyDictionary()
+_environments: weakref.WeakKeyDictionary[Any, jinja2.Environment] = weakref.WeakKeyDictionary()
 
 
-def environment(hub: Hub) -> Environment:
+def environment(hub: Hub) -> jinja2.Environment:
     """The hub's Jinja environment: ``template_paths`` first, then the built-in templates."""
     env = _environments.get(hub)
     if env is None:
-        loaders = [FileSystemLoader(p) for p in hub.options.template_paths]
-        loaders.append(FileSystemLoader(TEMPLATES_DIR))
-        env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(default=True),
-                          trim_blocks=True, lstrip_blocks=True)
+        import jinja2  # on the first page, not before the hub answers its API
+
+        loaders = [jinja2.FileSystemLoader(p) for p in hub.options.template_paths]
+        loaders.append(jinja2.FileSystemLoader(TEMPLATES_DIR))
+        env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders),
+                                 autoescape=jinja2.select_autoescape(default=True),
+                                 trim_blocks=True, lstrip_blocks=True)
         _environments[hub] = env
     return env
 
