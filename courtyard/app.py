@@ -77,8 +77,13 @@ class Hub:
         self.session = init_db(self.options.db_url, self.upgrade_command())
         self.records = RecordCache(self.session)
         self.scope_cache.watch(self.session)
-        with self.session() as db:
+        with self.session() as db:  # slow hashes run in threads while the app is built
             token_checks = bootstrap.check_config_tokens(self, db)
+        self.cookie_secret = self.load_cookie_secret()
+        from .web.asgi import build_app
+
+        self.asgi = build_app(self)
+        with self.session() as db:
             bootstrap.init_roles(self, db)
             bootstrap.init_users(self, db)
             bootstrap.init_groups(self, db)
@@ -88,10 +93,6 @@ class Hub:
             bootstrap.assign_config_roles(self, db)
             self.authenticator.startup(self, db)
             db.commit()
-        self.cookie_secret = self.load_cookie_secret()
-        from .web.asgi import build_app
-
-        self.asgi = build_app(self)
 
     def init_logging(self) -> None:
         level = logging.DEBUG if self.options.debug else self.options.log_level
