@@ -51,9 +51,10 @@ class HubProcess:
 
 
 @pytest.fixture
-def hub_dir(tmp_path):
+def hub_dir(tmp_path, db_url):
     api_port = free_port()
     (tmp_path / "courtyard_config.py").write_text(
+        f"c.JupyterHub.db_url = {db_url!r}\n"
         f"c.JupyterHub.api_tokens = {{'{TOKEN}': 'admin'}}\n"
         "c.Authenticator.admin_users = {'admin'}\n"
         "c.JupyterHub.authenticator_class = 'dummy'\n"
@@ -132,3 +133,36 @@ def test_proxy_api_requires_scope(hub_dir):
         assert r.status_code == 400
     finally:
         hub.stop()
+
+
+def test_api_answers_while_a_slow_proxy_starts(hub_dir):
+    """The hub listens before its proxy is up; proxy reads wait for the first route sync."""
+    cwd, api_port = hub_dir
+    gate = cwd / "proxy-may-start"
+    (cwd / "slow_proxy.py").write_text(
+        "import os, sys, time\n"
+        f"while not os.path.exists({str(gate)!r}):\n"
+        "    time.sleep(0.02)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'courtyard.proxy', *sys.argv[1:]])\n")
+    with (cwd / "courtyard_config.py").open("a") as f:
+        f.write(f"c.BuiltinProxy.command = [{sys.executable!r}, {str(cwd / 'slow_proxy.py')!r}]\n")
+    hub = HubProcess(cwd, free_port(), free_port(), api_port)
+    hub.proc = subprocess.Popen(
+        [sys.executable, "-m", "courtyard", "--hub-port", str(hub.hub_port), "--port",
+         str(hub.port)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{hub.hub_port}/hub/api/").status_code
+                 == 200, what="the hub's own port")
+        with pytest.raises(httpx.ConnectError):  # the proxy is held back: nothing public yet
+            httpx.get(f"http://127.0.0.1:{hub.port}/hub/api/")
+        r = httpx.get(f"http://127.0.0.1:{hub.hub_port}/hub/api/users",
+                      headers={"Authorization": f"token {TOKEN}"})
+        assert r.status_code == 200
+        gate.touch()
+        table = routes(hub)  # waits for the proxy and its first sync: never half-filled
+        assert table["/"]["data"]["hub"] is True and "/services/echo/" in table
+        assert httpx.get(f"http://127.0.0.1:{hub.port}/hub/api/").status_code == 200
+    finally:
+        gate.touch()
+        out = hub.stop()
+    assert "Traceback" not in out, out
