@@ -121,8 +121,8 @@ def init_services(hub: Hub, db: Session) -> None:
             log.warning("%s: key(s) %s not supported by Courtyard; ignored", where,
                         ", ".join(sorted(unknown)))
         name = spec.get("name")
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ConfigError(f"{where} needs a 'name' without '/'")
+        if not isinstance(name, str) or not name or "/" in name or len(name) > 255:
+            raise ConfigError(f"{where} needs a 'name' of at most 255 characters, without '/'")
         if name in seen:
             raise ConfigError(f"{where}: service {name!r} is defined twice")
         seen.add(name)

@@ -12,7 +12,7 @@ from .errors import CourtyardError
 def check_config(path: str | None, overrides: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(problems, warnings) for the config at ``path``; nothing is written anywhere."""
     from .app import Hub
-    from .db.session import current_revision, make_engine
+    from .db.session import current_revision, make_engine, shown_url
 
     problems: list[str] = []
     try:
@@ -49,5 +49,6 @@ def check_config(path: str | None, overrides: dict[str, Any]) -> tuple[list[str]
     except CourtyardError as e:
         problems.append(str(e))
     except Exception as e:
-        problems.append(f"c.JupyterHub.db_url: cannot open {opts.db_url}: {cfg.one_line(e)}")
+        problems.append(f"c.JupyterHub.db_url: cannot open {shown_url(opts.db_url)}: "
+                        f"{cfg.one_line(e)}")
     return problems, warnings

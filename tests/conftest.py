@@ -1,4 +1,11 @@
-"""Shared fixtures: a hub per test on SQLite or a real PostgreSQL, and API clients."""
+"""Shared fixtures: a hub per test on a fresh database, and API clients.
+
+The whole run uses one kind of database, chosen with ``--db=sqlite`` (the default) or
+``--db=postgresql`` (or ``COURTYARD_TEST_DB``): every hub a test makes, in this process or
+as a ``courtyard serve`` process, gets its own new database from the ``db_url`` /
+``new_db_url`` fixtures; under PostgreSQL that is a new database on one real server the
+session starts, dropped after the test.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +22,37 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.pool import NullPool
 from traitlets.config import Config
 
 from courtyard.app import Hub
 
 ADMIN_TOKEN = "admin-secret-token"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+DATABASES = ("sqlite", "postgresql")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db", choices=DATABASES, default=os.environ.get("COURTYARD_TEST_DB") or "sqlite",
+        help="the database every hub of the run uses: a SQLite file (the default) or a "
+             "database on a real PostgreSQL server started for the session (default from "
+             "$COURTYARD_TEST_DB)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--db") not in DATABASES:
+        raise pytest.UsageError(f"--db / COURTYARD_TEST_DB must be one of {DATABASES}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {config.getoption('--db')}"
 
 
 def tool_missing(reason: str) -> None:
@@ -57,8 +83,9 @@ def postgres_server() -> Iterator[str]:
                    capture_output=True)
     subprocess.run([*runner, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"),
                     "-w", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c max_connections=200", "start"], check=True,
-                   capture_output=True)
+                    # not UTC, as many servers are not: stored times must not depend on it
+                    "-c fsync=off -c max_connections=200 -c TimeZone=Asia/Kathmandu", "start"],
+                   check=True, capture_output=True)
     try:
         yield f"postgresql://hub@127.0.0.1:{port}"
     finally:
@@ -67,21 +94,80 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new database on the real PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/courtyard.sqlite"
-        return
-    import psycopg
+class Databases:
+    """Fresh, empty databases of the kind the run tests (``--db``): SQLite files, or new
+    databases (``CREATE DATABASE``) on the session's one real PostgreSQL server."""
 
-    base = request.getfixturevalue("postgres_server")
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"{base}/{name}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    def __init__(self, kind: str, postgres: str | None = None) -> None:
+        self.kind, self.postgres = kind, postgres
+
+    def new(self, directory: Path, label: str = "courtyard") -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{directory}/{label}.sqlite"
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:16]
+        with psycopg.connect(f"{self.postgres}/postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"{self.postgres}/{name}"
+
+    def drop(self, url: str) -> None:
+        """Remove a database made by ``new`` (SQLite files go with their directory)."""
+        if self.kind == "sqlite":
+            return
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(f"{self.postgres}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def databases(request: pytest.FixtureRequest) -> Databases:
+    kind = request.config.getoption("--db")
+    if kind == "sqlite":
+        return Databases(kind)
+    return Databases(kind, request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture
+def new_db_url(databases: Databases, tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """``new_db_url()``: another fresh database for this test, dropped after it (``label``
+    names a SQLite file)."""
+    made: list[str] = []
+
+    def new(label: str = "courtyard") -> str:
+        url = databases.new(tmp_path, f"{label}{len(made)}" if made else label)
+        made.append(url)
+        return url
+
+    yield new
+    for url in made:
+        databases.drop(url)
+
+
+@pytest.fixture
+def db_url(new_db_url: Callable[..., str]) -> str:
+    """This test's fresh, empty database, of the kind chosen with ``--db``."""
+    return new_db_url()
+
+
+def raw_sql(db_url: str, sql: str) -> Any:
+    """Run ``sql`` past the hub, straight on its database, and commit; the first column of
+    the first row, if it returns rows (what is stored, in place of the hub's view of it)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql))
+            return result.scalar() if result.returns_rows else None
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -65,12 +65,12 @@ def test_class_aliases():
         cfg.resolve_class("authenticator", "courtyard.options.Courtyard", Authenticator)
 
 
-def test_unknown_options_warned_once(tmp_path, caplog):
+def test_unknown_options_warned_once(tmp_path, db_url, caplog):
     c = Config()
     c.JupyterHub.bogus_option = 1
     c.KubeSpawner.image = "x"
     c.Authenticator.admin_users = {"a"}
-    c.Courtyard.db_url = f"sqlite:///{tmp_path}/x.sqlite"
+    c.Courtyard.db_url = db_url
     c.Courtyard.data_files_path = str(tmp_path)
     hub = Hub(cfg.normalize(c))
     with caplog.at_level(logging.WARNING, logger="courtyard"):
@@ -82,10 +82,10 @@ def test_unknown_options_warned_once(tmp_path, caplog):
     assert not any("admin_users" in w for w in warnings)
 
 
-def test_bad_roles_and_tokens_stop_startup(tmp_path):
+def test_bad_roles_and_tokens_stop_startup(tmp_path, db_url):
     def hub_with(**opts):
         c = Config()
-        c.Courtyard.db_url = f"sqlite:///{tmp_path}/y.sqlite"
+        c.Courtyard.db_url = db_url
         c.Courtyard.data_files_path = str(tmp_path)
         for k, v in opts.items():
             c.Courtyard[k] = v
@@ -99,11 +99,13 @@ def test_bad_roles_and_tokens_stop_startup(tmp_path):
         hub_with(api_tokens={"long-enough-token": "bad/name"})
     with pytest.raises(ConfigError, match="name"):
         hub_with(services=[{"url": "http://x"}])
+    with pytest.raises(ConfigError, match="at most 255 characters"):  # what the column holds
+        hub_with(services=[{"name": "s" * 256}])
 
 
-def test_cookie_secret_file_is_private(tmp_path):
+def test_cookie_secret_file_is_private(tmp_path, db_url):
     c = Config()
-    c.Courtyard.db_url = f"sqlite:///{tmp_path}/z.sqlite"
+    c.Courtyard.db_url = db_url
     c.Courtyard.data_files_path = str(tmp_path)
     hub = Hub(c)
     hub.initialize()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -135,6 +135,8 @@ class Ctx:
             raise BadRequest("offset and limit must be integers") from None
         if offset < 0:
             raise BadRequest("offset must not be negative")
+        if offset >= 2**63:  # what SQLite and PostgreSQL take
+            raise BadRequest("offset is too large")
         return offset, max(1, min(limit, opts.api_page_max_limit))
 
     def paginate(self, items: list[Any], offset: int, limit: int, total: int,
@@ -192,6 +194,12 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False,
                     db.rollback()
                     log.info("Conflict on %s: %s", request.url.path, e.orig)
                     return error_response(Conflict.status, "conflict with existing data")
+                except DataError as e:  # PostgreSQL: too long or large, or a NUL character
+                    db.rollback()
+                    log.info("Value refused on %s: %s", request.url.path, e.orig)
+                    return error_response(400, "a value in the request is not one the "
+                                               "database can hold (too long, too large, or "
+                                               "with a NUL character)")
                 except Exception:
                     db.rollback()
                     log.exception("Error in %s %s", request.method, request.url.path)

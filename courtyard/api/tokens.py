@@ -22,7 +22,10 @@ TOKEN_FIELDS = {"expires_in", "note", "scopes", "roles", "auth"}
 
 def _token_of(ctx: Ctx, user: User) -> APIToken:
     raw = ctx.arg("token_id")
-    if not raw.startswith("a") or not raw[1:].isdigit():
+    digits = raw[1:]
+    # ids are 32-bit on PostgreSQL: a larger one would be refused, not merely not found
+    if not raw.startswith("a") or not (digits.isascii() and digits.isdigit()) \
+            or int(digits) > 2**31 - 1:
         raise NotFound(f"No such token: {raw}")
     token = ctx.db.get(APIToken, int(raw[1:]))
     if token is None or token.user_id != user.id:

@@ -88,6 +88,8 @@ async def list_users(ctx: Ctx) -> Any:
     if column is None:
         raise BadRequest(f"sort must be one of {', '.join(SORT_KEYS)} (with - for descending)")
     order = column.desc() if sort.startswith("-") else column.asc()
+    if column is User.last_activity:  # never active counts as least recent, on any database
+        order = order.nulls_last() if sort.startswith("-") else order.nulls_first()
     include_stopped = ctx.query_bool("include_stopped_servers")
     users = load_records(ctx.db, conditions, [order, User.id], offset, limit)
     items = [m for u in users if (m := user_model(ctx, u, include_stopped))]

@@ -58,8 +58,11 @@ class Authenticator(LoggingConfigurable):
         return self.username_map.get(username, username)
 
     def validate_username(self, username: str) -> bool:
-        """Whether a (normalized) name is acceptable at all."""
+        """Whether a (normalized) name is acceptable at all: at most 255 printable characters
+        (what every database holds), no '/', no leading or trailing spaces."""
         if not username or "/" in username or username.strip() != username:
+            return False
+        if len(username) > 255 or not username.isprintable():
             return False
         if self.username_pattern:
             return re.fullmatch(self.username_pattern, username) is not None

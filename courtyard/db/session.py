@@ -31,6 +31,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def shown_url(db_url: str) -> str:
+    """``db_url`` as messages and logs show it: without its password."""
+    try:
+        return make_url(db_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return db_url
+
+
 def make_engine(db_url: str, **kwargs: object) -> Engine:
     """Create an engine; SQLite gets WAL and foreign keys, PostgreSQL uses psycopg 3."""
     try:
@@ -54,7 +62,7 @@ def make_engine(db_url: str, **kwargs: object) -> Engine:
             engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
         except ModuleNotFoundError as e:
             raise DatabaseError(
-                f"db_url {db_url!r} needs the driver {e.name!r}: pip install 'courtyard[postgres]'"
+                f"db_url {shown_url(db_url)!r} needs the driver {e.name!r}: pip install 'courtyard[postgres]'"
             ) from None
     return engine
 
@@ -80,7 +88,7 @@ def init_db(db_url: str, upgrade_command: str = "courtyard upgrade-db") -> sessi
     try:
         revision = current_revision(engine)
     except OperationalError as e:
-        raise DatabaseError(f"cannot open database {db_url!r}: {e.orig}") from None
+        raise DatabaseError(f"cannot open database {shown_url(db_url)!r}: {e.orig}") from None
     if revision is None:
         Base.metadata.create_all(engine)
         with engine.begin() as conn:
@@ -119,7 +127,7 @@ def upgrade_db(db_url: str) -> str | None:
         return backup
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", db_url)
+    cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))  # an ini-style value
     cfg.attributes["engine"] = engine
     command.upgrade(cfg, "head")
     return backup

@@ -209,6 +209,8 @@ def issue_code(db: Session, client: Client, user: User, redirect_uri: str, scope
             raise OAuthError("invalid_request", "code_challenge must be 43-128 characters")
     elif client.public:
         raise OAuthError("invalid_request", "this client has no secret and must use PKCE")
+    if nonce and (len(nonce) > 255 or not nonce.isprintable()):  # what the column holds
+        raise OAuthError("invalid_request", "nonce must be at most 255 printable characters")
     secret = secrets.token_urlsafe(32)
     db.execute(delete(OAuthCode).where(OAuthCode.expires_at <= utcnow()))
     db.add(OAuthCode(client_id=client.id, hashed_code=tokens.fast_hash(secret), user_id=user.id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import DataError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -54,6 +55,7 @@ def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, base_url=base)],
                     exception_handlers={HTTPException: _http_error,
+                                        DataError: pages.refused_value_page,
                                         Exception: pages.server_error_page})
     app.state.hub = hub
     return app

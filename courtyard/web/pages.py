@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -298,6 +299,21 @@ async def server_error_page(request: Request, exc: Exception) -> Response:
         return error_response(500, "Internal server error; see the hub's log")
     with hub.session() as db:
         return render_error(Page(request, db), 500, ERROR_MESSAGES[500])
+
+
+async def refused_value_page(request: Request, exc: Exception) -> Response:
+    """A value the database cannot hold (PostgreSQL: longer than its column, out of its
+    range, or with a NUL character) came from the request: its fault, not the hub's."""
+    assert isinstance(exc, DataError)
+    hub: Hub = request.app.state.hub
+    log.info("Value refused on %s %s: %s", request.method, request.url.path, exc.orig)
+    if not is_page_path(hub, request.url.path):
+        from ..api.base import error_response
+
+        return error_response(400, "a value in the request is not one the database can hold "
+                                   "(too long, too large, or with a NUL character)")
+    with hub.session() as db:
+        return render_error(Page(request, db), 400, ERROR_MESSAGES[400])
 
 
 # -- /hub/logo ------------------------------------------------------------------------------

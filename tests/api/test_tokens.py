@@ -32,7 +32,7 @@ async def test_token_lifecycle(api, hub):
     assert [t["id"] for t in r.json()["api_tokens"]] == [model["id"]]
     assert "token" not in r.json()["api_tokens"][0]
     assert (await api.get(f"/users/alice/tokens/{model['id']}")).json()["note"] == model["note"]
-    for bad in ("a999999", "x1", "1"):
+    for bad in ("a999999", "x1", "1", "a99999999999", "a\u00b2"):  # too big for an id; "²"
         assert (await api.get(f"/users/alice/tokens/{bad}")).status_code == 404
     assert (await api.delete(f"/users/alice/tokens/{model['id']}")).status_code == 204
     async with client_for(hub, secret) as alice:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.conftest import new_token
+from tests.conftest import new_token, raw_sql
 
 PAGE = {"Accept": "application/jupyterhub-pagination+json"}
 
@@ -113,6 +113,9 @@ async def test_paging_envelope(api):
     assert seen == ["admin", *names]
     assert (await api.get("/users", params={"limit": "x"})).status_code == 400
     assert (await api.get("/users", params={"offset": -1})).status_code == 400
+    r = await api.get("/users", params={"offset": 2**63})  # more than any database takes
+    assert r.status_code == 400 and r.json()["message"] == "offset is too large"
+    assert (await api.get("/users", params={"offset": 2**63 - 1})).json() == []
     # limit is clamped to api_page_max_limit
     r = await api.get("/users", params={"limit": 100000}, headers=PAGE)
     assert r.json()["_pagination"]["limit"] == 200
@@ -186,3 +189,59 @@ async def test_only_admins_grant_admin(api):
         assert r.status_code == 201
         r = await manager.patch("/users/admin", json={"name": "x"})
         assert r.status_code == 403
+
+
+async def test_sort_by_activity_puts_never_active_last_when_most_recent_first(api):
+    await api.post("/users", json={"usernames": ["never", "jan", "feb"]})
+    await api.post("/users/jan/activity", json={"last_activity": "2024-01-01T00:00:00Z"})
+    await api.post("/users/feb/activity", json={"last_activity": "2024-02-01T00:00:00Z"})
+    await api.post("/users/admin/activity", json={"last_activity": "2024-03-01T00:00:00Z"})
+    # the admin page's "Most recently active": PostgreSQL would put NULLs first unasked
+    r = await api.get("/users", params={"sort": "-last_activity"})
+    assert [u["name"] for u in r.json()] == ["admin", "feb", "jan", "never"]
+    r = await api.get("/users", params={"sort": "last_activity"})
+    assert [u["name"] for u in r.json()] == ["never", "jan", "feb", "admin"]
+    r = await api.get("/users", params={"sort": "-last_activity", "offset": 3, "limit": 1},
+                      headers=PAGE)
+    assert [u["name"] for u in r.json()["items"]] == ["never"]
+
+
+async def test_names_every_database_holds(api):
+    longest = "u" * 255  # the width of the name columns
+    r = await api.post(f"/users/{longest}")
+    assert r.status_code == 201 and r.json()["name"] == longest
+    for bad in ("u" * 256, "nul\x00char", "tab\tchar"):
+        r = await api.post("/users", json={"usernames": [bad]})
+        assert r.status_code == 400 and "Invalid username" in r.json()["message"], bad
+    r = await api.patch(f"/users/{longest}", json={"name": "v" * 256})
+    assert r.status_code == 400 and "Invalid username" in r.json()["message"]
+    assert (await api.get(f"/users/{longest}")).status_code == 200
+
+
+async def test_values_the_database_cannot_hold_are_the_requests_fault(api, hub):
+    """Not a 500: a NUL character PostgreSQL refuses (SQLite keeps it) is a 400 there."""
+    postgres = hub.session.kw["bind"].dialect.name == "postgresql"
+    await api.post("/users/nina")
+    refused = {"status": 400, "message": "a value in the request is not one the database can "
+                                         "hold (too long, too large, or with a NUL character)"}
+    r = await api.get("/users/nina%00x")
+    assert (r.json() == refused) if postgres else r.status_code == 404
+    r = await api.get("/users", params={"name_filter": "ni\x00"})
+    assert (r.json() == refused) if postgres else r.json() == []
+    r = await api.post("/users/nina/tokens", json={"note": "a\x00b"})
+    assert (r.json() == refused) if postgres else r.status_code == 201
+    # the request's transaction was rolled back and the hub carries on
+    tokens = (await api.get("/users/nina/tokens")).json()["api_tokens"]
+    assert len(tokens) == (0 if postgres else 1)
+    assert (await api.get("/users/nina")).status_code == 200
+
+
+async def test_times_are_utc_whatever_the_database_zone(api, db_url):
+    """The test PostgreSQL runs at UTC+05:45: what the hub stores and shows is still UTC."""
+    before = datetime.now(UTC).replace(tzinfo=None)
+    r = await api.post("/users/tz")
+    after = datetime.now(UTC).replace(tzinfo=None)
+    created = datetime.fromisoformat(r.json()["created"].rstrip("Z"))
+    assert before - timedelta(seconds=1) <= created <= after + timedelta(seconds=1)
+    stored = raw_sql(db_url, "SELECT created FROM users WHERE name = 'tz'")
+    assert str(stored)[:19] == str(created)[:19]  # SQLite gives text, PostgreSQL a datetime

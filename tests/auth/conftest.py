@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ BASE = "http://127.0.0.1:8081"
 XSRF_RE = re.compile(r'name="_xsrf" value="([^"]+)"')
 
 
-def make_config(tmp_path: Path, options: dict[str, Any]) -> Config:
+def make_config(tmp_path: Path, db_url: str, options: dict[str, Any]) -> Config:
     config = Config()
-    config.Courtyard.db_url = f"sqlite:///{tmp_path}/t.sqlite"
+    config.Courtyard.db_url = db_url
     config.Courtyard.data_files_path = str(tmp_path)
     config.Courtyard.authenticator_class = "dummy"
     for key, value in options.items():
@@ -38,15 +38,20 @@ def make_config(tmp_path: Path, options: dict[str, Any]) -> Config:
 
 
 @pytest.fixture
-def make_hub(tmp_path: Path) -> Callable[..., Hub]:
-    """``make_hub({"Authenticator.allowed_users": {...}, ...})``: an initialized hub."""
+def make_hub(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Hub]]:
+    """``make_hub({"Authenticator.allowed_users": {...}, ...})``: an initialized hub; all the
+    hubs of a test share its database (``db_url``), as restarts of one hub would."""
+    hubs: list[Hub] = []
 
     def make(options: dict[str, Any] | None = None) -> Hub:
-        hub = Hub(make_config(tmp_path, options or {}))
+        hub = Hub(make_config(tmp_path, db_url, options or {}))
         hub.initialize()
+        hubs.append(hub)
         return hub
 
-    return make
+    yield make
+    for hub in hubs:
+        hub.session.kw["bind"].dispose()
 
 
 def client_for(hub: Hub, base_url: str = BASE) -> httpx.AsyncClient:

@@ -41,11 +41,13 @@ def serving(cwd: Path) -> Iterator[tuple[str, Path]]:
             proc.wait(15)
 
 
-def test_new_install_prints_admin_password_once(tmp_path):
-    # a new install: all defaults, but for a private proxy API port and no proxy left behind
+def test_new_install_prints_admin_password_once(tmp_path, db_url):
+    # a new install: all defaults, but for a private proxy API port, no proxy left behind,
+    # and the run's kind of database (a new, empty one)
     (tmp_path / "courtyard_config.py").write_text(
         f"c.BuiltinProxy.api_url = 'http://127.0.0.1:{free_port()}'\n"
-        "c.JupyterHub.cleanup_proxy = True\n")
+        "c.JupyterHub.cleanup_proxy = True\n"
+        f"c.JupyterHub.db_url = {db_url!r}\n")
     with serving(tmp_path) as (_url, log):
         err = log.read_text()
     match = re.search(r"username: (\S+)\n\s+password: (\S+)", err)

@@ -4,7 +4,6 @@ and the first start of a new install."""
 from __future__ import annotations
 
 import re
-import sqlite3
 import statistics
 import time
 
@@ -13,6 +12,7 @@ import pytest
 from courtyard.auth.crypto import Crypt, keys_from_env
 from courtyard.auth.throttle import Throttle
 from courtyard.errors import ConfigError
+from tests.conftest import raw_sql
 
 from .conftest import client_for, login
 
@@ -121,7 +121,7 @@ def add_secret_state(authenticator, handler, model):
     return model
 
 
-async def test_auth_state_is_encrypted_at_rest(browser, tmp_path, monkeypatch):
+async def test_auth_state_is_encrypted_at_rest(browser, db_url, monkeypatch):
     monkeypatch.setenv("COURTYARD_CRYPT_KEY", KEY)
     options = {**DUMMY, "Authenticator.enable_auth_state": True,
                "Authenticator.post_auth_hook": add_secret_state,
@@ -129,8 +129,8 @@ async def test_auth_state_is_encrypted_at_rest(browser, tmp_path, monkeypatch):
                "Authenticator.admin_users": {"admin"}}
     _hub, client = await browser(options)
     assert (await login(client, "alice", "letmein")).status_code == 303
-    raw = sqlite3.connect(tmp_path / "t.sqlite").execute(
-        "SELECT encrypted_auth_state FROM users WHERE name = 'alice'").fetchone()[0]
+    raw = raw_sql(
+        db_url, "SELECT encrypted_auth_state FROM users WHERE name = 'alice'")
     assert raw and b"TOP-SECRET-VALUE-42" not in raw and b"access_token" not in raw
     user = await client.get("/hub/api/users/alice",
                             headers={"Authorization": f"token {ADMIN_TOKEN}"})
@@ -138,8 +138,8 @@ async def test_auth_state_is_encrypted_at_rest(browser, tmp_path, monkeypatch):
     # written through the API too, and still encrypted
     await client.patch("/hub/api/users/alice", headers={"Authorization": f"token {ADMIN_TOKEN}"},
                        json={"auth_state": {"note": "PATCHED-SECRET"}})
-    raw = sqlite3.connect(tmp_path / "t.sqlite").execute(
-        "SELECT encrypted_auth_state FROM users WHERE name = 'alice'").fetchone()[0]
+    raw = raw_sql(
+        db_url, "SELECT encrypted_auth_state FROM users WHERE name = 'alice'")
     assert b"PATCHED-SECRET" not in raw
     assert Crypt.from_env().decrypt(raw) == {"note": "PATCHED-SECRET"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from tests.conftest import raw_sql
 
 from .conftest import client_for, login, xsrf_of
 
@@ -35,13 +35,13 @@ async def test_signup_is_off_by_default(browser):
     assert "Sign up" not in (await client.get("/hub/login")).text
 
 
-async def test_signup_waits_for_approval(browser, tmp_path):
+async def test_signup_waits_for_approval(browser, db_url):
     _hub, client = await browser(SIGNUP)
     assert 'href="/hub/signup"' in (await client.get("/hub/login")).text
     response = await signup(client, "Dana", "dana-password-1")
     assert response.status_code == 200 and "waiting for an administrator" in response.text
-    raw = sqlite3.connect(tmp_path / "t.sqlite").execute(
-        "SELECT password_hash FROM native_accounts WHERE username = 'dana'").fetchone()[0]
+    raw = raw_sql(
+        db_url, "SELECT password_hash FROM native_accounts WHERE username = 'dana'")
     assert raw.startswith("$argon2id$") and "dana-password-1" not in raw
     # pending: the right password gets a clear message, a wrong one the usual refusal
     response = await login(client, "dana", "dana-password-1")

@@ -3,7 +3,6 @@ flow with PKCE driven through the hub and the provider's own forms."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import httpx
@@ -11,6 +10,7 @@ import pytest
 
 from courtyard.auth import login as auth_login
 from courtyard.db import queries as q
+from tests.conftest import raw_sql
 
 from .conftest import idp_sign_in
 
@@ -80,7 +80,8 @@ async def test_state_must_match(browser, idp):
     assert response.status_code == 403 and "&lt;b&gt;no&lt;/b&gt;" in response.text
 
 
-async def test_tokens_in_encrypted_auth_state_and_refreshed(browser, idp, tmp_path, monkeypatch):
+async def test_tokens_in_encrypted_auth_state_and_refreshed(browser, idp, db_url,
+                                                              monkeypatch):
     monkeypatch.setenv("COURTYARD_CRYPT_KEY", KEY)
     hub, client = await browser(oidc_options(idp, **{
         "Authenticator.enable_auth_state": True,
@@ -92,8 +93,8 @@ async def test_tokens_in_encrypted_auth_state_and_refreshed(browser, idp, tmp_pa
     assert state["access_token"] and state["refresh_token"] and state["id_token"]
     assert state["oauth_user"]["preferred_username"] == "sam"
     assert state["expires_at"] <= time.time() + 120  # the provider's short token life
-    raw = sqlite3.connect(tmp_path / "t.sqlite").execute(
-        "SELECT encrypted_auth_state FROM users WHERE name = 'sam'").fetchone()[0]
+    raw = raw_sql(
+        db_url, "SELECT encrypted_auth_state FROM users WHERE name = 'sam'")
     assert state["access_token"].encode() not in raw
     # the token expires within auth_refresh_age (300 s): a refresh gets a new one
     with hub.session() as db:

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from courtyard.db.session import SCHEMA_REVISION
+from tests.conftest import free_port, raw_sql
 
 SEED_CONFIG = """
 c.JupyterHub.api_tokens = {'secret-token': 'admin'}
@@ -35,8 +36,13 @@ def test_help_everywhere(tmp_path):
         assert flag in out
 
 
-def test_token_command(tmp_path):
-    (tmp_path / "courtyard_config.py").write_text(SEED_CONFIG)
+def seed_config(db_url: str) -> str:
+    """The README's example config, on the run's kind of database."""
+    return SEED_CONFIG + f"c.JupyterHub.db_url = {db_url!r}\n"
+
+
+def test_token_command(tmp_path, db_url):
+    (tmp_path / "courtyard_config.py").write_text(seed_config(db_url))
     r = courtyard("token", "nobody", cwd=tmp_path, check=False)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "no user named 'nobody'" in r.stderr
@@ -66,11 +72,39 @@ def test_generate_and_check_config(tmp_path):
     assert "nonesuch" in r.stdout and "/nonexistent.pem" in r.stdout
 
 
-def test_upgrade_db(tmp_path):
+def test_check_config_reports_a_database_it_cannot_open(tmp_path, db_url):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        url = url.set(database=str(tmp_path))  # a directory, not a database file
+    else:  # the run's server, a database it does not have, and a password never printed
+        url = url.set(database="no_such_database", password="pg-secret-42")
+    config = tmp_path / "c.py"
+    config.write_text(f"c.JupyterHub.db_url = {url.render_as_string(False)!r}\n")
+    r = courtyard("check-config", "-f", str(config), cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "c.JupyterHub.db_url: cannot open" in r.stdout, r.stdout
+    assert "pg-secret-42" not in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_upgrade_db(tmp_path, db_url):
+    from sqlalchemy.engine import make_url
+
+    if db_url.startswith("postgresql"):  # a password in the URL is never printed
+        db_url = make_url(db_url).set(password="pg-secret-42%").render_as_string(False)
+    for _ in range(2):  # a new database gets the schema; then there is nothing to do
+        r = courtyard("upgrade-db", "--db", db_url, cwd=tmp_path)
+        assert "up to date" in r.stdout and "Traceback" not in r.stderr
+        assert "pg-secret-42" not in r.stdout + r.stderr
+    assert raw_sql(db_url, "SELECT version_num FROM alembic_version") == SCHEMA_REVISION
+
+
+def test_upgrade_db_backs_up_sqlite(tmp_path):
+    # SQLite only, whatever --db says: the copy aside is made for SQLite files alone
     r = courtyard("upgrade-db", "--db", f"sqlite:///{tmp_path}/u.sqlite", cwd=tmp_path)
-    assert "up to date" in r.stdout
+    assert "up to date" in r.stdout and "Backed up" not in r.stdout  # nothing to back up
     r = courtyard("upgrade-db", "--db", f"sqlite:///{tmp_path}/u.sqlite", cwd=tmp_path)
-    assert "Backed up" in r.stdout
+    assert f"Backed up the database to {tmp_path}/u.sqlite." in r.stdout
 
 
 def test_serve_bad_config_is_one_line(tmp_path):
@@ -81,10 +115,11 @@ def test_serve_bad_config_is_one_line(tmp_path):
 
 
 @pytest.fixture
-def running_hub(tmp_path):
+def running_hub(tmp_path, db_url):
     """`courtyard serve` as a real process with the seed config; yields its API URL."""
     port = free_port()
-    (tmp_path / "courtyard_config.py").write_text(SEED_CONFIG + "c.JupyterHub.cleanup_proxy = True\n"
+    (tmp_path / "courtyard_config.py").write_text(seed_config(db_url) +
+        "c.JupyterHub.cleanup_proxy = True\n"
         f"c.BuiltinProxy.api_url = 'http://127.0.0.1:{free_port()}'\n")
     proc = subprocess.Popen([sys.executable, "-m", "courtyard", "--hub-port", str(port),
                              "--port", str(free_port())], cwd=tmp_path,

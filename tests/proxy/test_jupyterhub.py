@@ -111,6 +111,8 @@ class Hub:
         return r.json()  # type: ignore[no-any-return]
 
 
+# JupyterHub's own database stays SQLite whatever --db says: this hub is the reference the
+# built-in proxy is tested under, not Courtyard, and its venv has no PostgreSQL driver.
 CONFIG = """\
 c = get_config()  # noqa
 c.JupyterHub.bind_url = "http://127.0.0.1:{port}"

@@ -45,12 +45,6 @@ XSRF_RE = re.compile(r'name="_xsrf" value="([^"]+)"')
 
 
 # -- in-process hubs ---------------------------------------------------------------------------
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite only: the OAuth rules do not depend on the database."""
-    return f"sqlite:///{tmp_path}/courtyard.sqlite"
-
-
 def client_for(hub: Hub, base_url: str = "http://127.0.0.1:8000") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.asgi), base_url=base_url)
 

@@ -37,8 +37,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(params=["courtyard-singleuser", "jupyterhub-singleuser"])
-def served_hub(request: pytest.FixtureRequest, tmp_path: Path, su_env: SingleUserEnv
-               ) -> Iterator[str]:
+def served_hub(request: pytest.FixtureRequest, tmp_path: Path, db_url: str,
+               su_env: SingleUserEnv) -> Iterator[str]:
     """``courtyard serve`` in a subprocess on free ports, its servers run by our own
     single-user command or by JupyterHub's unchanged; yields the public URL."""
     port, hub_port, api_port = free_port(), free_port(), free_port()
@@ -50,7 +50,7 @@ def served_hub(request: pytest.FixtureRequest, tmp_path: Path, su_env: SingleUse
     config.write_text(f"""
 c.Courtyard.port = {port}
 c.Courtyard.hub_port = {hub_port}
-c.Courtyard.db_url = "sqlite:///{tmp_path}/courtyard.sqlite"
+c.Courtyard.db_url = {db_url!r}
 c.Courtyard.data_files_path = "{tmp_path}"
 c.Courtyard.authenticator_class = "dummy"
 c.Courtyard.api_tokens = {{"{ADMIN_TOKEN}": "admin"}}

@@ -196,6 +196,11 @@ async def test_authorize_refusals(hub: Hub, browser: Callable[[], httpx.AsyncCli
     r = await authorize(client, cid, "/user/alice/oauth_callback", code_challenge="abc" * 15,
                         code_challenge_method="plain")
     assert "error=invalid_request" in r.headers["location"]
+    for nonce in ("n" * 256, "n\x00nce"):  # more than any database's column holds
+        r = await authorize(client, cid, "/user/alice/oauth_callback", nonce=nonce)
+        assert r.status_code == 302 and "error=invalid_request" in r.headers["location"]
+        assert "nonce" in parse_qs(urlsplit(r.headers["location"]).query)["error_description"][0]
+    code_of(await authorize(client, cid, "/user/alice/oauth_callback", nonce="n" * 255))
 
 
 async def test_require_pkce(make_hub: Callable[..., Hub]) -> None:

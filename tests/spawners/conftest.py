@@ -92,12 +92,6 @@ def gate(open_dir: Path) -> Callable[[], Path]:
     return lambda: open_dir / f"gate-{secrets.token_hex(6)}"
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite only: the lifecycle is database-agnostic and the suite must stay quick."""
-    return f"sqlite:///{tmp_path}/courtyard.sqlite"
-
-
 def _from_options(key: str) -> Callable[[Any], str]:
     return lambda spawner: str(spawner.user_options.get(key, ""))
 

@@ -3,7 +3,8 @@
 The hub is ``courtyard serve`` as a process, with the built-in proxy, native accounts
 (sign-up open), named servers, a ``profile_list``, and the LocalProcessSpawner running
 ``tests/spawners/mocksu.py`` as each server, so spawns and their progress are real. Before
-it starts, 50,000 users are written straight into its database (one bulk INSERT).
+it starts, 50,000 users are written straight into its database (one bulk INSERT): a
+SQLite file, or a database on the session's PostgreSQL under ``--db=postgresql``.
 
 Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright; no browser download.
 Without either the tests skip, except under ``CI``, where they fail.
@@ -28,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, tool_missing
+from tests.conftest import Databases, free_port, tool_missing
 
 try:
     from playwright.sync_api import expect
@@ -196,7 +197,7 @@ def _prepare_database(data: Path, config: Path, admin: str) -> float:
 
 
 @pytest.fixture(scope="session")
-def web_hub() -> Iterator[WebHub]:
+def web_hub(databases: Databases) -> Iterator[WebHub]:
     _require_browser()
     data = Path(tempfile.mkdtemp(prefix="courtyard-web-"))
     open_dir = data / "open"
@@ -207,8 +208,9 @@ def web_hub() -> Iterator[WebHub]:
     admin = f"w{RUN}admin"
     hub_port, port, api_port = free_port(), free_port(), free_port()
     config = data / "courtyard_config.py"
+    db_url = databases.new(data)
     config.write_text(CONFIG.format(
-        gates=str(gates), db_url=f"sqlite:///{data}/courtyard.sqlite", data=str(data),
+        gates=str(gates), db_url=db_url, data=str(data),
         admin=admin, token=TOKEN, run=RUN, api_port=api_port, cmd=_mocksu_cmd(open_dir),
         root=ROOT))
     _prepare_database(data, config, admin)
@@ -241,6 +243,7 @@ def web_hub() -> Iterator[WebHub]:
                 proc.wait(5)
         _kill_leftover_proxy(data)
         _remove_system_users(hub.names)
+        databases.drop(db_url)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -34,14 +34,15 @@ class HeldSpawner(Spawner):
 
 
 @pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def site(tmp_path: Path, new_db_url: Callable[..., str]
+               ) -> AsyncIterator[Callable[..., Any]]:
     """``await site(options)`` -> (hub, client signed in as alice, an admin)."""
     hubs: list[Hub] = []
     clients: list[httpx.AsyncClient] = []
 
     async def make(**options: Any) -> tuple[Hub, httpx.AsyncClient]:
         c = Config()
-        c.Courtyard.db_url = f"sqlite:///{tmp_path}/{len(hubs)}.sqlite"
+        c.Courtyard.db_url = new_db_url("site")
         c.Courtyard.data_files_path = str(tmp_path)
         c.Courtyard.authenticator_class = "dummy"
         c.Courtyard.spawner_class = HeldSpawner
@@ -225,3 +226,22 @@ async def test_a_broken_page_gets_the_500_page(site) -> None:
         assert r.headers["content-type"].startswith("text/html")
         assert "Something went wrong" in r.text and "broken" not in r.text  # no details
         assert "content-security-policy" in r.headers
+
+
+async def test_a_value_the_database_refuses_is_a_400_page(site) -> None:
+    """PostgreSQL refuses a NUL character even in a lookup (SQLite finds nothing): the bad
+    request's page, not the 500 page; and no user is ever made with such a name."""
+    hub, client = await site()
+    postgres = hub.session.kw["bind"].dialect.name == "postgresql"
+    r = await client.get("/hub/spawn-pending/bo%00b")
+    assert r.status_code == (400 if postgres else 404), r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert ("The request was not understood." if postgres else "There is no server of bo") \
+        in r.text
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.asgi),
+                                 base_url="http://127.0.0.1:8081") as stranger:
+        page = await stranger.get("/hub/login")
+        for name in ("bo\x00b", "b" * 256):
+            r = await stranger.post("/hub/login", data={
+                "_xsrf": XSRF_RE.search(page.text).group(1), "username": name, "password": ""})
+            assert r.status_code == 403 and "Invalid username or password" in r.text, name
