@@ -22,6 +22,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +40,8 @@ from api import (
     TOKEN,
     HubRun,
     ensure_environment,
+    free_ports,
+    wait_quiet,
 )
 
 VENV_PYTHON = Path(__file__).resolve().parent / ".venv" / "bin" / "python"
@@ -115,7 +118,10 @@ def client(run: HubRun) -> httpx.AsyncClient:
         trust_env=False,
         timeout=600,
         headers={"Authorization": f"token {TOKEN}"},
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        # idle connections go before the hub drops them (uvicorn: after 5 s), so that a
+        # request never meets a connection closing under it
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100,
+                            keepalive_expiry=1.0),
     )
 
 
@@ -136,12 +142,49 @@ async def until(api: httpx.AsyncClient, state: str, target: int, timeout: float)
         await asyncio.sleep(0.1)
 
 
-async def start_all(api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
+async def burst(run: HubRun, method: str, paths: list[str]) -> list[int]:
+    """Every request at once, each on its own connection (as many users clicking at once).
+
+    A few lines of asyncio cost the client microseconds per request; httpx costs over a
+    millisecond, and with hundreds of requests queued on its pool far more (its pool
+    rescans every queued request at each step), which here took tens of seconds of this
+    machine's two cores away from the hub under test."""
+    head = (f"Host: 127.0.0.1:{run.hub_port}\r\nAuthorization: token {TOKEN}\r\n"
+            "Content-Length: 0\r\nConnection: close\r\n\r\n")
+
+    async def one(path: str) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", run.hub_port)
+        try:
+            writer.write(f"{method} /hub/api{path} HTTP/1.1\r\n{head}".encode())
+            status = int((await reader.readline()).split()[1])
+            await reader.read()  # the rest, until the hub closes the connection
+        finally:
+            writer.close()
+        return status
+
+    return await asyncio.gather(*(one(path) for path in paths))
+
+
+async def all_checked(api: httpx.AsyncClient, timeout: float) -> int:
+    """Until the new hub has checked every recorded server: as many ready as active (a
+    server still being checked counts as active, not ready; one found dead as neither).
+    Returns how many are ready."""
+    began = time.perf_counter()
+    while True:
+        ready, active = await count(api, "ready"), await count(api, "active")
+        if ready == active and ready > 0:
+            return ready
+        if time.perf_counter() - began > timeout:
+            raise TimeoutError(f"{ready} ready of {active} active after {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+async def start_all(run: HubRun, api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
     r = await api.post("/users", json={"usernames": names})
     assert r.status_code in (201, 409), r.text
     began = time.perf_counter()
-    statuses = await asyncio.gather(*(api.post(f"/users/{n}/server") for n in names))
-    bad = [s.status_code for s in statuses if s.status_code not in (201, 202)]
+    statuses = await burst(run, "POST", [f"/users/{n}/server" for n in names])
+    bad = [s for s in statuses if s not in (201, 202)]
     posted = time.perf_counter() - began
     await until(api, "ready", len(names), 60 + len(names))
     took = time.perf_counter() - began
@@ -154,10 +197,10 @@ async def start_all(api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
     }
 
 
-async def stop_all(api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
+async def stop_all(run: HubRun, api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
     began = time.perf_counter()
-    statuses = await asyncio.gather(*(api.delete(f"/users/{n}/server") for n in names))
-    bad = [s.status_code for s in statuses if s.status_code not in (202, 204)]
+    statuses = await burst(run, "DELETE", [f"/users/{n}/server" for n in names])
+    bad = [s for s in statuses if s not in (202, 204)]
     await until(api, "active", 0, 60 + len(names))
     took = time.perf_counter() - began
     return {
@@ -166,6 +209,60 @@ async def stop_all(api: httpx.AsyncClient, names: list[str]) -> dict[str, Any]:
         "per_s": round(len(names) / took, 1),
         "errors": len(bad),
     }
+
+
+async def _answers(port: int, path: str, deadline: float) -> None:
+    """Until ``GET http://127.0.0.1:port{path}`` answers (10 ms between tries)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(request.encode())
+                if (await reader.readline()).split(b" ")[1:2] == [b"200"]:
+                    return
+            finally:
+                writer.close()
+        except (OSError, IndexError):
+            pass
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"nothing answered at port {port}")
+        await asyncio.sleep(0.01)
+
+
+async def bare_start(n: int) -> dict[str, Any]:
+    """The floor under ``start_N``: N mocksu started at once by a plain loop, no hub, until
+    each answers its ``api`` URL; every hub's figure includes this much."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-spawn-bare-"))
+    procs = []
+    began = time.perf_counter()
+    try:
+        seen: set[int] = set()
+        while len(seen) < n:  # distinct ports: each batch is held open together
+            seen.update(free_ports(min(500, n - len(seen))))
+        ports = sorted(seen)
+        for i, port in enumerate(ports):
+            env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp),
+                   "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/user/u{i}/"}
+            procs.append(subprocess.Popen([str(VENV_PYTHON), str(MOCKSU)], env=env, cwd=tmp,
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = began + 60 + n
+        await asyncio.gather(*(_answers(port, f"/user/u{i}/api", deadline)
+                               for i, port in enumerate(ports)))
+        took = time.perf_counter() - began
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"servers": n, "seconds": round(took, 3)}
+
+
+def quiet() -> float:
+    """Wait (up to 30 s) for the rest of the machine to go quiet; the % of a core it used."""
+    return round(wait_quiet(), 1)
 
 
 async def measure(hub: str, sizes: list[int], restart: int) -> dict[str, Any]:
@@ -178,29 +275,38 @@ async def measure(hub: str, sizes: list[int], restart: int) -> dict[str, Any]:
         async with client(run) as api:
             for n in sizes:
                 names = [f"s{n}-{i:05d}" for i in range(n)]
-                result[f"start_{n}"] = await start_all(api, names)
+                other = quiet()
+                result[f"start_{n}"] = {**await start_all(run, api, names), "other_cpu_pct": other}
                 print(f"  {hub}: started {n} in {result[f'start_{n}']['seconds']:.2f} s")
-                result[f"stop_{n}"] = await stop_all(api, names)
+                other = quiet()
+                result[f"stop_{n}"] = {**await stop_all(run, api, names), "other_cpu_pct": other}
                 print(f"  {hub}: stopped {n} in {result[f'stop_{n}']['seconds']:.2f} s")
             names = [f"r{restart}-{i:05d}" for i in range(restart)]
-            result[f"restart_start_{restart}"] = await start_all(api, names)
+            result[f"restart_start_{restart}"] = await start_all(run, api, names)
             print(f"  {hub}: {restart} running for the restart")
         run.stop(proxy=False)
+        other = quiet()
         began = time.perf_counter()
         answers, _ = run.start(300)
         async with client(run) as api:
-            await until(api, "ready", restart, 600)
+            ready = await all_checked(api, 600)
             checked = time.perf_counter() - began
             result[f"restart_{restart}"] = {
                 "servers": restart,
+                "still_running": ready,  # a server that died meanwhile is not waited for
                 "api_s": round(answers, 3),
                 "checked_s": round(checked, 3),
+                "other_cpu_pct": other,
             }
             print(f"  {hub}: restart with {restart}: API in {answers:.2f} s, all checked in {checked:.2f} s")
             run.settle()
-            result[f"restart_stop_{restart}"] = await stop_all(api, names)
-    except Exception:
+            result[f"restart_stop_{restart}"] = await stop_all(run, api, names)
+    except BaseException:
         print(run.log_tail(40), file=sys.stderr)
+        kept = Path(tempfile.mkdtemp(prefix=f"bench-spawn-failed-{hub}-"))
+        for log in run.tmp.glob("*.log"):
+            shutil.copy(log, kept)
+        print(f"{hub}: its logs are in {kept}", file=sys.stderr)
         raise
     finally:
         run.stop(proxy=True)
@@ -213,8 +319,11 @@ async def measure(hub: str, sizes: list[int], restart: int) -> dict[str, Any]:
     return result
 
 
-def table(results: dict[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """Rows of seconds per hub, the JupyterHub/Courtyard ratio and the 5x target."""
+def table(results: dict[str, dict[str, Any]], floors: dict[str, dict[str, Any]] | None = None
+          ) -> tuple[str, list[dict[str, Any]]]:
+    """Rows of seconds per hub, the JupyterHub/Courtyard ratio and the 5x target; for starts,
+    the floor (the same servers started without a hub) too."""
+    floors = floors or {}
     keys: list[tuple[str, str, str]] = []
     for hub in results.values():
         for phase, fig in hub.items():
@@ -226,11 +335,14 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
                     (phase, "checked_s", f"restart, {fig['servers']} running: all checked"),
                 ]
         break
-    rows, lines = [], [f"{'metric':<44}{'JupyterHub s':>14}{'Courtyard s':>13}{'ratio':>8}  5x?"]
+    rows = []
+    lines = [f"{'metric':<44}{'JupyterHub s':>14}{'Courtyard s':>13}{'ratio':>8}  5x?"
+             f"{'floor s':>10}"]
     for phase, field, label in keys:
         jh = results.get("jupyterhub", {}).get(phase, {}).get(field)
         cy = results.get("courtyard", {}).get(phase, {}).get(field)
         ratio = round(jh / cy, 1) if jh and cy else None
+        floor = floors.get(phase, {}).get("seconds")
         rows.append(
             {
                 "metric": label,
@@ -238,12 +350,14 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
                 "courtyard_s": cy,
                 "ratio": ratio,
                 "meets_target": ratio is not None and ratio >= TARGET_RATIO,
+                "floor_s": floor,
             }
         )
         lines.append(
             f"{label:<44}{jh if jh is not None else '-':>14}"
             f"{cy if cy is not None else '-':>13}{ratio if ratio else '-':>8}  "
-            f"{('yes' if ratio >= TARGET_RATIO else 'NO') if ratio else '-'}"
+            f"{('yes' if ratio >= TARGET_RATIO else 'NO ') if ratio else '-  '}"
+            f"{floor if floor is not None else '':>10}"
         )
     return "\n".join(lines), rows
 
@@ -254,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restart-servers", type=int, default=1000)
     p.add_argument("--only", choices=HUBS)
     p.add_argument("--quick", action="store_true", help="20 servers, restart with 50")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip timing N bare mocksu processes started without a hub")
     args = p.parse_args(argv)
     if args.quick:
         args.servers, args.restart_servers = [20], 50
@@ -261,19 +377,31 @@ def main(argv: list[str] | None = None) -> int:
     ensure_environment(["jupyterhub"])  # mocksu runs with bench/.venv's Python
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    floors = {}
+    if not args.no_floor:
+        for n in args.servers:
+            quiet()
+            floors[f"start_{n}"] = asyncio.run(bare_start(n))
+            print(f"floor: {n} mocksu started without a hub answer in "
+                  f"{floors[f'start_{n}']['seconds']:.2f} s")
     results: dict[str, dict[str, Any]] = {}
     for hub in hubs:
         print(f"{hub}: servers {args.servers}, restart with {args.restart_servers}")
         results[hub] = asyncio.run(measure(hub, args.servers, args.restart_servers))
-    text, rows = table(results)
+    text, rows = table(results, floors)
     print(text)
     RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"spawn-{date.today().isoformat()}{'-quick' if args.quick else ''}.json"
+    suffix = "".join(f"-{part}" for part in ("quick" if args.quick else "", args.only or "")
+                     if part)
+    out = RESULTS_DIR / f"spawn-{date.today().isoformat()}{suffix}.json"
+    if out.exists():  # a second run the same day keeps the first
+        out = out.with_stem(f"{out.stem}-{time.strftime('%H%M%S')}")
     out.write_text(
         json.dumps(
             {
                 "args": vars(args),
                 "results": results,
+                "floor": floors,
                 "comparison": rows,
                 "target_ratio": TARGET_RATIO,
                 "cpus": os.cpu_count(),

@@ -51,6 +51,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
         pass
     asyncio.run(hub.serve())
+    if hub.lifecycle.gave_up:
+        print("courtyard: error: the hub stopped after c.Spawner.consecutive_failure_limit "
+              "spawns failed in a row", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -82,13 +86,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_upgrade_db(args: argparse.Namespace) -> int:
     from .app import Hub
-    from .db.session import upgrade_db
+    from .db.session import shown_url, upgrade_db
 
     hub = Hub.from_file(args.config, _overrides(args))
     backup = upgrade_db(hub.options.db_url)
     if backup:
         print(f"Backed up the database to {backup}")
-    print(f"Database {hub.options.db_url} is up to date")
+    print(f"Database {shown_url(hub.options.db_url)} is up to date")
     return 0
 
 

@@ -24,14 +24,15 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
 
-from . import config as cfg
-from .db.models import Server, User, utcnow
+from . import config as cfg, http11
+from .db.models import Group, Server, User, user_group_map, utcnow
 from .errors import HTTPError, SpawnError, SpawnTimeout
 from .spawners import credentials
 from .spawners.base import HubInfo, Spawner, UserInfo, uses_system_accounts
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("courtyard.lifecycle")
 Key = tuple[str, str]  # (user name, server name)
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -52,16 +54,127 @@ class Slot:
     user: str
     server: str
     server_id: int
-    spawner: Spawner
+    _spawner: Spawner | None
     pending: str | None
     progress: ProgressLog = field(default_factory=ProgressLog)
     task: asyncio.Task[None] | None = None  # the spawn, check or stop under way
     watcher: asyncio.Task[None] | None = None
     url: str | None = None  # where the server answers, once ready
+    build: Callable[[], Spawner] | None = None  # makes the spawner when first needed
 
     @property
     def key(self) -> Key:
         return (self.user, self.server)
+
+    @property
+    def spawner(self) -> Spawner:
+        """The server's spawner; a recovered server's is only built when its check runs
+        (building a thousand at start-up would delay serving by as many milliseconds)."""
+        if self._spawner is None:
+            assert self.build is not None
+            self._spawner, self.build = self.build(), None
+        return self._spawner
+
+
+class Writes:
+    """The lifecycle's database writes, committed in groups.
+
+    A write is a function of a session. Every write queued while the event loop is busy
+    with other work shares one transaction, run as soon as the loop gets to it: fifty
+    spawns at once make a few commits, not a hundred and fifty. Each caller resumes once
+    its write is committed. If the group fails, each write is retried alone, so only the
+    caller whose write fails hears of it.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._queue: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
+        self._groups: dict[Callable[..., Any], tuple[list[Any], asyncio.Future[Any]]] = {}
+        self.commits = 0  # for tests and benchmarks
+
+    def _enqueue(self, write: Callable[[Session], Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((write, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return future
+
+    async def __call__(self, write: Callable[[Session], T]) -> T:
+        return await asyncio.shield(self._enqueue(write))
+
+    async def many(self, write_all: Callable[[Session, list[Any]], None], item: Any) -> None:
+        """Queue ``item`` for ``write_all(db, items)``: the items queued before the next
+        commit are written by one call (set-based statements, not one round per item)."""
+        group = self._groups.get(write_all)
+        if group is None:
+            items: list[Any] = []
+            group = self._groups[write_all] = (items, self._enqueue(
+                lambda db: write_all(db, items)))
+        group[0].append(item)
+        await asyncio.shield(group[1])
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        self._groups.clear()
+        try:
+            with self.hub.session() as db:
+                results = [write(db) for write, _ in batch]
+                db.commit()
+            self.commits += 1
+        except Exception as e:
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(e)
+            else:  # each alone, so that only the one that fails hears of it
+                for write, future in batch:
+                    self._one(write, future)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        self._committed()
+
+    def _one(self, write: Callable[[Session], Any], future: asyncio.Future[Any]) -> None:
+        try:
+            with self.hub.session() as db:
+                result = write(db)
+                db.commit()
+            self.commits += 1
+        except Exception as e:
+            if not future.done():
+                future.set_exception(e)
+        else:
+            if not future.done():
+                future.set_result(result)
+
+    def _committed(self) -> None:
+        """Snapshots of users may hold what a Core statement here just changed."""
+        records = getattr(self.hub, "records", None)
+        if records is not None:
+            records.clear()
+
+
+def set_server_columns(db: Session, changes: list[tuple[int, dict[str, Any]]]) -> None:
+    """``UPDATE servers SET ... WHERE id = ...`` for each ``(id, {column: value})``, without
+    loading rows (nothing here concerns anyone's permissions: the scope cache is left be)."""
+    table = Server.__table__
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for server_id, values in changes:
+        by_columns.setdefault(tuple(sorted(values)), []).append(
+            {"server_id_": server_id, **{f"{k}_": v for k, v in values.items()}})
+    for columns, rows in by_columns.items():
+        db.connection().execute(update(table).where(table.c.id == bindparam("server_id_"))
+                                .values({c: bindparam(f"{c}_") for c in columns}), rows)
+
+
+def release_servers(db: Session, released: list[tuple[int, str, str, dict[str, Any]]]
+                    ) -> None:
+    """Stopped servers, ``(id, user, server, state)``: URL cleared, state kept, credentials
+    revoked; a few statements for any number of them."""
+    set_server_columns(db, [(sid, {"url": None, "state": state})
+                            for sid, _u, _s, state in released])
+    credentials.revoke_many(db, [(sid, user, server) for sid, user, server, _ in released])
 
 
 class Lifecycle:
@@ -74,9 +187,12 @@ class Lifecycle:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.queue = SpawnQueue(lambda: hub.options.concurrent_spawn_limit)
         self.consecutive_failures = 0
+        #: set when consecutive_failure_limit shut the hub down
+        self.gave_up = False
         self._closing = False
         self._stop_on_close = True
         self._http: httpx.AsyncClient | None = None
+        self.write = Writes(hub)
         #: set once every server a previous hub left has been checked (or at once, if none)
         self.recovered = asyncio.Event()
 
@@ -174,7 +290,7 @@ class Lifecycle:
             await self._wait_http(slot, url, spawner.http_timeout)
             stage = "route"
             await self.hub.add_server_route(slot.user, slot.server, url)
-            self._mark_ready(slot, url)
+            await self._mark_ready(slot, url)
         except asyncio.CancelledError:
             await self._abort(slot, "Spawn cancelled", route=stage == "route")
         except Exception as e:
@@ -191,16 +307,14 @@ class Lifecycle:
     async def _prepare(self, slot: Slot) -> None:
         """Credentials for this launch, then the authenticator's and the admin's hooks."""
         spawner = slot.spawner
-        with self.hub.session() as db:
-            server = db.get(Server, slot.server_id)
-            if server is None:
-                raise SpawnError("the server was deleted")
-            scopes = credentials.token_scopes(list(spawner.server_token_scopes), slot.user,
-                                              slot.server)
-            secret, client_id = credentials.issue(
-                db, server.user, server, spawner.server_prefix, scopes,
-                list(spawner.oauth_client_allowed_scopes))
-            db.commit()
+        scopes = credentials.token_scopes(list(spawner.server_token_scopes), slot.user,
+                                          slot.server)
+        launch = credentials.Launch(slot.server_id, spawner.server_prefix, scopes,
+                                    list(spawner.oauth_client_allowed_scopes))
+        await self.write.many(credentials.issue_many, launch)
+        if launch.missing:
+            raise SpawnError("the server was deleted")
+        secret, client_id = launch.secret, launch.client_id
         spawner.api_token, spawner.oauth_client_id = secret, client_id
         await _maybe_await(self.hub.authenticator.pre_spawn_start(spawner.user, spawner))
         if spawner.pre_spawn_hook is not None:
@@ -216,7 +330,8 @@ class Lifecycle:
                                "seconds") from None
         if isinstance(url, tuple):  # JupyterHub's old (ip, port)
             url = f"http://{url[0] or '127.0.0.1'}:{url[1]}"
-        self._save_state(slot)
+        state = spawner.get_state()
+        await self.write.many(set_server_columns, (slot.server_id, {"state": state}))
         return str(url).rstrip("/")
 
     async def _forward_progress(self, slot: Slot) -> None:
@@ -228,29 +343,40 @@ class Lifecycle:
             log.exception("Error in the progress events of %s", slot.spawner.log_name)
 
     async def _wait_http(self, slot: Slot, url: str, timeout: float) -> None:
-        """Until ``GET {url}{prefix}api`` answers below 500; fails if the server exits first."""
+        """Until ``GET {url}{prefix}api`` answers below 500; fails if the server exits first.
+
+        Probes back off from 10 ms, growing by half each time, to 100 ms or a twentieth of
+        the time waited so far: a server is seen soon after it answers, and hundreds of
+        servers starting at once on a busy machine are not probed hundreds of times each.
+        """
         spawner = slot.spawner
         check = f"{url}{spawner.server_prefix}api"
+        plain = http11.Origin.of(check) is not None
         loop = asyncio.get_running_loop()
-        deadline, delay, last = loop.time() + timeout, 0.02, "no answer"
-        client = self.http_client()
+        began = loop.time()
+        deadline, delay, last = began + timeout, 0.01, "no answer"
         while True:
             status = await spawner.poll()
             if status is not None:
                 raise SpawnError(f"the server exited with status {status} before it "
                                  f"answered{await self._last_words(spawner)}")
+            wait = max(0.5, min(5.0, deadline - loop.time()))
             try:
-                r = await client.get(check, timeout=max(0.5, min(5.0, deadline - loop.time())))
-                if r.status_code < 500:
+                if plain:
+                    code = await http11.get_status(check, wait)
+                else:
+                    code = (await self.http_client().get(check, timeout=wait)).status_code
+                if code < 500:
                     return
-                last = f"HTTP {r.status_code}"
-            except httpx.HTTPError as e:
+                last = f"HTTP {code}"
+            except (httpx.HTTPError, http11.HTTPError, TimeoutError) as e:
                 last = type(e).__name__
-            if loop.time() >= deadline:
+            now = loop.time()
+            if now >= deadline:
                 raise SpawnTimeout(f"the server did not answer at {check} within "
                                    f"{timeout:g} seconds ({last})")
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-            delay = min(delay * 1.5, 0.1)  # a ready server is seen within 0.1 s
+            await asyncio.sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(delay * 1.5, max(0.1, (now - began) / 20))
 
     def http_client(self) -> httpx.AsyncClient:
         """One client for every readiness check (building one per check is costly)."""
@@ -267,14 +393,11 @@ class Lifecycle:
             return ""
         return f"; its last output: {text.strip()[:300]}" if text and text.strip() else ""
 
-    def _mark_ready(self, slot: Slot, url: str) -> None:
+    async def _mark_ready(self, slot: Slot, url: str) -> None:
         now = utcnow()
-        with self.hub.session() as db:
-            server = db.get(Server, slot.server_id)
-            if server is not None:
-                server.url, server.started, server.last_activity = url, now, now
-                server.state = slot.spawner.get_state()
-            db.commit()
+        state = slot.spawner.get_state()
+        await self.write.many(set_server_columns, (slot.server_id, {
+            "url": url, "started": now, "last_activity": now, "state": state}))
         slot.url, slot.pending = url, None
         self.consecutive_failures = 0
         log.info("Server %s is ready at %s", slot.spawner.log_name, url)
@@ -302,6 +425,7 @@ class Lifecycle:
         if limit and self.consecutive_failures >= limit and not self._closing:
             log.critical("%d spawns failed in a row (c.Spawner.consecutive_failure_limit = %d); "
                          "shutting the hub down", self.consecutive_failures, limit)
+            self.gave_up = True  # `courtyard serve` then exits with status 1, as JupyterHub
             self.hub.shutdown_event.set()
 
     # -- stopping ------------------------------------------------------------------------------
@@ -360,13 +484,8 @@ class Lifecycle:
         """The server is gone: clear its record and credentials, run the stop hooks."""
         spawner = slot.spawner
         spawner.clear_state()
-        with self.hub.session() as db:
-            server = db.get(Server, slot.server_id)
-            if server is not None:
-                server.url = None
-                server.state = spawner.get_state()
-                credentials.revoke(db, server.user.name, server)
-            db.commit()
+        await self.write.many(release_servers, (slot.server_id, slot.user, slot.server,
+                                                spawner.get_state()))
         self.hub.scope_cache.invalidate()
         if self._slots.get(slot.key) is slot:
             del self._slots[slot.key]
@@ -439,17 +558,13 @@ class Lifecycle:
         for warning in cls.startup_warnings() if cls else []:
             log.warning("%s", warning)
         self.recovered.clear()
-        with self.hub.session() as db:
-            rows = db.execute(select(Server, User).join(User, Server.user_id == User.id)).all()
-            found = [(UserInfo(u.name, bool(u.admin), [g.name for g in u.groups]), s.name, s.id,
-                      s.url, dict(s.state or {})) for s, u in rows if s.url or s.state]
+        found = self._recorded_servers()
         slots = []
         for user, name, server_id, url, state in found:
             if (user.name, name) in self._slots:
                 continue
-            spawner = self.make_spawner(user, name)
-            spawner.load_state(state)
-            slot = Slot(user.name, name, server_id, spawner, pending="check")
+            slot = Slot(user.name, name, server_id, None, pending="check",
+                        build=self._builder(user, name, state))
             self._slots[slot.key] = slot
             slots.append((slot, url))
         if not slots:
@@ -457,12 +572,60 @@ class Lifecycle:
             return
         log.info("Checking %d server(s) recorded as running, in the background", len(slots))
         limit = asyncio.Semaphore(max(1, self.hub.options.recovery_concurrency))
+        routes = asyncio.ensure_future(self._proxy_targets())
         for slot, url in slots:
-            slot.task = self._background(self._recover(slot, url, limit))
+            slot.task = self._background(self._recover(slot, url, limit, routes))
         self._background(self._all_recovered([s for s, _ in slots]))
         timeout = self.hub.options.init_spawners_timeout
         if timeout > 0:
             await asyncio.wait({s.task for s, _ in slots if s.task}, timeout=timeout)
+
+    def _recorded_servers(self) -> list[tuple[UserInfo, str, int, str | None, dict[str, Any]]]:
+        """(owner, name, id, url, state) of every server with a URL or a state: two queries
+        (columns only, no ORM objects), however many there are."""
+        with self.hub.session() as db:
+            rows = db.execute(select(User.id, User.name, User.admin, Server.name, Server.id,
+                                     Server.url, Server.state)
+                              .join(User, Server.user_id == User.id)).all()
+            rows = [r for r in rows if r.url or r.state]
+            groups: dict[int, list[str]] = {}
+            if rows:
+                for user_id, group in db.execute(
+                        select(user_group_map.c.user_id, Group.name)
+                        .join(Group, Group.id == user_group_map.c.group_id)
+                        .where(user_group_map.c.user_id.in_(select(Server.user_id)))
+                        .order_by(Group.name)):
+                    groups.setdefault(user_id, []).append(group)
+        owners: dict[int, UserInfo] = {}
+        found = []
+        for r in rows:
+            owner = owners.get(r[0])
+            if owner is None:
+                owner = owners[r[0]] = UserInfo(r[1], bool(r[2]), groups.get(r[0], []))
+            found.append((owner, r[3], r[4], r[5], dict(r[6] or {})))
+        return found
+
+    def _builder(self, user: UserInfo, name: str, state: dict[str, Any]
+                 ) -> Callable[[], Spawner]:
+        def build() -> Spawner:
+            spawner = self.make_spawner(user, name)
+            spawner.load_state(state)
+            return spawner
+
+        return build
+
+    async def _proxy_targets(self) -> dict[str, str] | None:
+        """``{routespec: target}`` of the proxy's table, to restore only missing routes (a
+        proxy that outlived the hub has them all); None when it cannot be read."""
+        proxy = await self.hub.ready_proxy()
+        if proxy is None:
+            return None
+        try:
+            routes = await proxy.get_all_routes()
+        except Exception as e:
+            log.warning("Could not read the proxy's routes: %s; restoring every route", e)
+            return None
+        return {spec: str(info.get("target", "")).rstrip("/") for spec, info in routes.items()}
 
     async def _all_recovered(self, slots: list[Slot]) -> None:
         loop = asyncio.get_running_loop()
@@ -475,11 +638,11 @@ class Lifecycle:
         log.info("Checked %d server(s) in %.1f s: %d still running, %d cleaned up",
                  len(slots), loop.time() - began, alive, len(slots) - alive)
 
-    async def _recover(self, slot: Slot, url: str | None, limit: asyncio.Semaphore) -> None:
-        spawner = slot.spawner
+    async def _recover(self, slot: Slot, url: str | None, limit: asyncio.Semaphore,
+                       routes: asyncio.Future[dict[str, str] | None]) -> None:
         try:
             async with limit:
-                await self._check(slot, url)
+                await self._check(slot, url, await asyncio.shield(routes))
         except asyncio.CancelledError:
             if self._closing and not self._stop_on_close:
                 return  # left running for the next hub
@@ -487,17 +650,23 @@ class Lifecycle:
             self._failures.pop(slot.key, None)
             return
         except Exception as e:
-            log.warning("Server %s is not usable: %s; cleaning it up", spawner.log_name,
+            if slot.build is not None:  # its spawner could not even be made
+                log.exception("Cannot check server %s/%s", slot.user, slot.server)
+                if self._slots.get(slot.key) is slot:
+                    del self._slots[slot.key]
+                return
+            log.warning("Server %s is not usable: %s; cleaning it up", slot.spawner.log_name,
                         _reason(e))
             await self._abort(slot, f"Server gone: {_reason(e)}", route=True)
             self._failures.pop(slot.key, None)
             return
         slot.url, slot.pending = url, None
-        log.debug("Server %s is still running at %s", spawner.log_name, url)
+        log.debug("Server %s is still running at %s", slot.spawner.log_name, url)
         slot.watcher = self._background(self._watch(slot))
 
-    async def _check(self, slot: Slot, url: str | None) -> None:
-        """Raise unless the recorded server still runs and answers; then restore its route."""
+    async def _check(self, slot: Slot, url: str | None, routes: dict[str, str] | None) -> None:
+        """Raise unless the recorded server still runs and answers; then restore its route
+        (unless the proxy still has it)."""
         spawner = slot.spawner
         if url is None:
             raise SpawnError("its spawn was interrupted by a hub restart")
@@ -505,6 +674,9 @@ class Lifecycle:
         if status is not None:
             raise SpawnError(f"it exited (status {status}) while the hub was down")
         await self._wait_http(slot, url, spawner.http_timeout)
+        spec = self.hub.server_routespec(slot.user, slot.server)
+        if routes is not None and routes.get(spec) == url.rstrip("/"):
+            return
         try:
             await self.hub.add_server_route(slot.user, slot.server, url)
         except Exception as e:  # the proxy's own check of routes will add it later
@@ -569,13 +741,6 @@ class Lifecycle:
         elif ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}{opts.base_url}hub/api"
-
-    def _save_state(self, slot: Slot) -> None:
-        with self.hub.session() as db:
-            server = db.get(Server, slot.server_id)
-            if server is not None:
-                server.state = slot.spawner.get_state()
-            db.commit()
 
     def _background(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

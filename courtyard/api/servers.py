@@ -84,6 +84,8 @@ def _server_request(body: dict[str, Any] | None, legacy: bool) -> tuple[Any, Any
     options = body.get("user_options")
     if display_name is not UNSET and not isinstance(display_name, str | None):
         raise BadRequest("display_name must be a string or null")
+    if isinstance(display_name, str) and (len(display_name) > 255 or "\x00" in display_name):
+        raise BadRequest("display_name must be at most 255 characters, without NUL")
     if not isinstance(options, dict | None):
         raise BadRequest("user_options must be a JSON object or null")
     return display_name, options

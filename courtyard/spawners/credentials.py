@@ -8,10 +8,11 @@ server stops; deleting the client also deletes the OAuth tokens issued through i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ..auth import tokens
 from ..db import queries as q
@@ -44,6 +45,11 @@ def issue(db: Session, user: User, server: Server, prefix: str, scopes: list[str
           allowed_scopes: list[str]) -> tuple[str, str]:
     """Make the token and the OAuth client of a launch; returns (secret, client id)."""
     revoke(db, user.name, server)  # whatever a crashed hub left behind
+    return _create(db, user, server, prefix, scopes, allowed_scopes)
+
+
+def _create(db: Session, user: User, server: Server, prefix: str, scopes: list[str],
+            allowed_scopes: list[str]) -> tuple[str, str]:
     row, secret = q.issue_token(db, user, note=f"Server at {prefix}", scopes=scopes)
     row.server_id = server.id
     cid = client_id(user.name, server.name)
@@ -57,12 +63,63 @@ def issue(db: Session, user: User, server: Server, prefix: str, scopes: list[str
 
 
 def revoke(db: Session, username: str, server: Server) -> None:
-    """Delete the server's token and OAuth client (and so the client's OAuth tokens)."""
-    db.execute(delete(APIToken).where(APIToken.server_id == server.id,
-                                      APIToken.note.startswith("Server at ")))
+    """Delete the server's token and OAuth client (and so the client's OAuth tokens).
+
+    Looks first and deletes only what exists: a delete drops every cached permission of
+    the hub, and before a launch there is usually nothing left to delete.
+    """
+    tokens_of_server = list(db.scalars(select(APIToken.id).where(
+        APIToken.server_id == server.id, APIToken.note.startswith("Server at "))))
     cid = client_id(username, server.name)
     client = db.scalar(select(OAuthClient).where(OAuthClient.identifier == cid))
+    if tokens_of_server:
+        db.execute(delete(APIToken).where(APIToken.id.in_(tokens_of_server)))
     if client is not None:
         db.execute(delete(APIToken).where(APIToken.oauth_client_id == cid))
         db.delete(client)
     db.flush()
+
+
+def revoke_many(db: Session, servers: list[tuple[int, str, str]]) -> None:
+    """:func:`revoke` for many ``(server id, user name, server name)`` at once."""
+    if not servers:
+        return
+    ids = [sid for sid, _u, _s in servers]
+    cids = [client_id(user, name) for _sid, user, name in servers]
+    tokens_of_servers = list(db.scalars(select(APIToken.id).where(
+        APIToken.server_id.in_(ids), APIToken.note.startswith("Server at "))))
+    clients = list(db.scalars(select(OAuthClient.identifier).where(
+        OAuthClient.identifier.in_(cids))))
+    if tokens_of_servers:
+        db.execute(delete(APIToken).where(APIToken.id.in_(tokens_of_servers)))
+    if clients:
+        db.execute(delete(APIToken).where(APIToken.oauth_client_id.in_(clients)))
+        db.execute(delete(OAuthClient).where(OAuthClient.identifier.in_(clients)))
+
+
+@dataclass
+class Launch:
+    """One server's credentials to issue with :func:`issue_many`; the result lands here."""
+
+    server_id: int
+    prefix: str
+    scopes: list[str]
+    allowed_scopes: list[str]
+    secret: str = ""
+    client_id: str = ""
+    missing: bool = False  # the server's record is gone
+
+
+def issue_many(db: Session, launches: list[Launch]) -> None:
+    """:func:`issue` for many servers at once: a few queries whatever their number."""
+    ids = [launch.server_id for launch in launches]
+    servers = {s.id: s for s in db.scalars(
+        select(Server).where(Server.id.in_(ids)).options(joinedload(Server.user)))}
+    revoke_many(db, [(s.id, s.user.name, s.name) for s in servers.values()])
+    for launch in launches:
+        server = servers.get(launch.server_id)
+        if server is None:
+            launch.missing = True
+            continue
+        launch.secret, launch.client_id = _create(db, server.user, server, launch.prefix,
+                                                  launch.scopes, launch.allowed_scopes)

@@ -25,7 +25,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,22 @@ DEFAULT_CMD = ["courtyard-singleuser"]
 SYSTEM_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
-def random_port(ip: str = "127.0.0.1") -> int:
-    """A port free right now (the server binds it moments later)."""
-    with socket.socket() as s:
-        s.bind((ip if ip not in ("", "0.0.0.0") else "127.0.0.1", 0))
-        return s.getsockname()[1]
+def random_port(ip: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A port free right now (the server binds it moments later), not one of ``avoid``."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((ip if ip not in ("", "0.0.0.0") else "127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            break
+    return port
+
+
+# Ports handed to servers of this hub that have not stopped. A port is free again the moment
+# random_port() closes its socket, and a server may take many seconds to bind it when
+# hundreds start at once: without this, two could be given the same port, and the probe of
+# the one that lost the race would be answered by the other.
+_handed_out: set[int] = set()
 
 
 def safe_filename(name: str) -> str:
@@ -97,6 +108,7 @@ class LocalProcessSpawner(Spawner):
         self.pgid = 0
         self.starttime: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._chosen_port = 0  # the port start() picked (c.Spawner.port is 0)
         self._started = asyncio.Event()
         self._prepared = asyncio.Event()
         self._build: ProgressLog | None = None
@@ -145,7 +157,8 @@ class LocalProcessSpawner(Spawner):
         if not self._prepared.is_set():  # prepare() was not called: do it now
             await self.prepare()
         if not self.port:
-            self.port = random_port(self.ip)
+            self.port = self._chosen_port = random_port(self.ip, _handed_out)
+            _handed_out.add(self.port)
         run_as, cwd, account_env = await self._account()
         env = self.get_env()
         env.update(account_env)
@@ -221,6 +234,11 @@ class LocalProcessSpawner(Spawner):
         self.starttime = state.get("starttime")
 
     def clear_state(self) -> None:
+        if self._chosen_port:
+            _handed_out.discard(self._chosen_port)
+            if self.port == self._chosen_port:
+                self.port = 0  # a next start picks a free one again
+            self._chosen_port = 0
         self.pid = self.pgid = 0
         self.starttime = None
         self.proc = None

@@ -237,6 +237,13 @@ async def test_put_patch_get_60(hub, api, uname):
         == 400
     assert (await api.patch(f"/users/{alice}/servers/lab2", json={"bogus": 1})).status_code \
         == 400
+    for name in ("L" * 256, "L\x00b"):  # what no database's display_name column holds
+        r = await api.patch(f"/users/{alice}/servers/lab2", json={"display_name": name})
+        assert r.status_code == 400 and "display_name" in r.json()["message"], r.text
+        r = await api.put(f"/users/{alice}/servers/lab3", json={"display_name": name})
+        assert r.status_code == 400 and "display_name" in r.json()["message"], r.text
+    r = await api.patch(f"/users/{alice}/servers/lab2", json={"display_name": "L" * 255})
+    assert r.status_code == 200 and r.json()["display_name"] == "L" * 255
 
     # starting uses the stored options; editing is refused while it runs
     r = await api.post(f"/users/{alice}/servers/lab2")
