@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,8 @@ from .spawners.progress import Event, ProgressLog, failed_event, queue_event, re
 from .spawners.queue import SpawnQueue
 
 if TYPE_CHECKING:
+    import httpx
+
     from .app import Hub
 
 log = logging.getLogger("courtyard.lifecycle")
@@ -352,6 +353,11 @@ class Lifecycle:
         spawner = slot.spawner
         check = f"{url}{spawner.server_prefix}api"
         plain = http11.Origin.of(check) is not None
+        errors: tuple[type[BaseException], ...] = (http11.HTTPError, TimeoutError)
+        if not plain:  # https: through httpx, imported only when a server needs it
+            import httpx
+
+            errors += (httpx.HTTPError,)
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline, delay, last = began + timeout, 0.01, "no answer"
@@ -369,7 +375,7 @@ class Lifecycle:
                 if code < 500:
                     return
                 last = f"HTTP {code}"
-            except (httpx.HTTPError, http11.HTTPError, TimeoutError) as e:
+            except errors as e:
                 last = type(e).__name__
             now = loop.time()
             if now >= deadline:
@@ -381,6 +387,8 @@ class Lifecycle:
     def http_client(self) -> httpx.AsyncClient:
         """One client for every readiness check (building one per check is costly)."""
         if self._http is None or self._http.is_closed:
+            import httpx
+
             self._http = httpx.AsyncClient(
                 trust_env=False, follow_redirects=False,
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
