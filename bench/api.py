@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 BENCH_DIR = Path(__file__).resolve().parent
 JUPYTERHUB_BIN = BENCH_DIR / ".venv" / "bin" / "jupyterhub"
 CHP_BIN = BENCH_DIR / ".node" / "node_modules" / ".bin" / "configurable-http-proxy"
+COURTYARD_BIN = BENCH_DIR / ".venv-courtyard" / "bin" / "courtyard"
 RESULTS_DIR = BENCH_DIR / "results"
 WRK_SCRIPT = BENCH_DIR / "wrk_get.lua"
 
@@ -445,14 +446,18 @@ def free_ports(count: int) -> list[int]:
 
 
 def courtyard_command() -> list[str]:
-    """The `courtyard` console script beside this interpreter, else `python -m courtyard`."""
-    script = Path(sys.executable).parent / "courtyard"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "courtyard"]
+    """bench/.venv-courtyard's `courtyard` (this checkout, in an environment of its own, as
+    JupyterHub has bench/.venv), else the one beside this interpreter."""
+    for script in (COURTYARD_BIN, Path(sys.executable).parent / "courtyard"):
+        if script.exists():
+            return [str(script)]
+    return [sys.executable, "-m", "courtyard"]
 
 
 def ensure_environment(hubs: list[str]) -> None:
-    """Build bench/.venv and bench/.node with setup_env.sh when JupyterHub needs them."""
-    if "jupyterhub" in hubs and not (JUPYTERHUB_BIN.exists() and CHP_BIN.exists()):
+    """Build bench/.venv, bench/.node and bench/.venv-courtyard with setup_env.sh if missing."""
+    needed = {"jupyterhub": [JUPYTERHUB_BIN, CHP_BIN], "courtyard": [COURTYARD_BIN]}
+    if any(not path.exists() for hub in hubs for path in needed.get(hub, [])):
         subprocess.run(["bash", str(BENCH_DIR / "setup_env.sh")], check=True)
 
 

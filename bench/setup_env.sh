@@ -2,7 +2,9 @@
 # Create the benchmark's own environment, next to this script, if it is missing:
 #   bench/.venv  - a virtualenv holding JupyterHub 6.x (the hub we compare against)
 #   bench/.node  - configurable-http-proxy from npm, which JupyterHub needs to start
-# Courtyard itself is not installed here: it runs from the interpreter that runs api.py.
+#   bench/.venv-courtyard - a virtualenv holding this checkout of Courtyard (editable, as a
+#                  plain path entry), so both hubs start from an environment of their own
+#                  rather than one carrying other packages' start-up hooks
 # Re-running is cheap; pass --force to rebuild both.
 set -euo pipefail
 
@@ -22,6 +24,18 @@ if ! "$venv/bin/python" -c 'import jupyterhub, sys; sys.exit(jupyterhub.version_
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     # pip falls back to a 6.0 pre-release by itself only if no final 6.x exists
     "$venv/bin/python" -m pip install --quiet 'jupyterhub>=6,<7'
+fi
+
+cy_venv="$here/.venv-courtyard"
+if [[ "${1:-}" == "--force" ]]; then
+    rm -rf "$cy_venv"
+fi
+if ! "$cy_venv/bin/python" -c 'import courtyard' 2>/dev/null; then
+    echo "setup_env: creating $cy_venv with this checkout of courtyard" >&2
+    "$python" -m venv "$cy_venv"
+    "$cy_venv/bin/python" -m pip install --quiet --upgrade pip
+    "$cy_venv/bin/python" -m pip install --quiet --config-settings editable_mode=compat \
+        -e "$here/.."
 fi
 
 chp="$node_prefix/node_modules/.bin/configurable-http-proxy"
