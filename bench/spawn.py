@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api import (
+from harness import (
     HUBS,
     PAGINATION_ACCEPT,
     RESULTS_DIR,
