@@ -128,6 +128,12 @@ async def named_server_limit(page: Page) -> int:
 
 
 # -- /hub/ and /hub/home --------------------------------------------------------------------
+async def site_root(request: Request) -> Response:
+    """``{base_url}``, where the README sends people: the hub lives under ``hub/``."""
+    hub: Hub = request.app.state.hub
+    return RedirectResponse(f"{hub.options.base_url}hub/", status_code=302)
+
+
 async def root(request: Request) -> Response:
     """Signed out: the login page. Signed in: ``default_url``, else the user's running
     server (``redirect_to_server``), else the home page."""
@@ -327,6 +333,7 @@ def routes(hub: Hub) -> list[BaseRoute]:
     base = hub.options.base_url
     prefix = f"{base}hub/"
     return [
+        Route(base, site_root, methods=["GET"]),
         Route(prefix, root, methods=["GET"]),
         Route(f"{prefix}home", home, methods=["GET"]),
         Route(f"{prefix}token", token_page, methods=["GET"]),

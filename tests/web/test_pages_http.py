@@ -78,6 +78,15 @@ def server_options(hub: Hub, user: str, name: str = "") -> dict[str, Any]:
         return dict(row.user_options)
 
 
+async def test_site_root_leads_to_the_hub(site) -> None:
+    """``/`` (the README's address) goes to ``/hub/`` and on, as in JupyterHub."""
+    _hub, client = await site()
+    r = await client.get("/")
+    assert r.status_code == 302 and r.headers["location"] == "/hub/"
+    r = await client.get("/hub/")  # signed in: on to the home page
+    assert r.status_code == 302 and r.headers["location"].endswith("/hub/home")
+
+
 async def test_options_form_posts_user_options(site) -> None:
     form = ('<label for="image">Image</label><select id="image" name="image">'
             '<option value="scipy">SciPy</option><option value="r">R</option></select>'
