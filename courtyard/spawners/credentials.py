@@ -41,13 +41,6 @@ def token_scopes(configured: list[str], username: str, server: str) -> list[str]
     return sorted(resolved)
 
 
-def issue(db: Session, user: User, server: Server, prefix: str, scopes: list[str],
-          allowed_scopes: list[str]) -> tuple[str, str]:
-    """Make the token and the OAuth client of a launch; returns (secret, client id)."""
-    revoke(db, user.name, server)  # whatever a crashed hub left behind
-    return _create(db, user, server, prefix, scopes, allowed_scopes)
-
-
 def _create(db: Session, user: User, server: Server, prefix: str, scopes: list[str],
             allowed_scopes: list[str]) -> tuple[str, str]:
     row, secret = q.issue_token(db, user, note=f"Server at {prefix}", scopes=scopes)
@@ -62,26 +55,13 @@ def _create(db: Session, user: User, server: Server, prefix: str, scopes: list[s
     return secret, cid
 
 
-def revoke(db: Session, username: str, server: Server) -> None:
-    """Delete the server's token and OAuth client (and so the client's OAuth tokens).
+def revoke_many(db: Session, servers: list[tuple[int, str, str]]) -> None:
+    """Delete the tokens and OAuth clients (and so the clients' OAuth tokens) of servers,
+    ``(server id, user name, server name)``, in a few statements however many.
 
     Looks first and deletes only what exists: a delete drops every cached permission of
     the hub, and before a launch there is usually nothing left to delete.
     """
-    tokens_of_server = list(db.scalars(select(APIToken.id).where(
-        APIToken.server_id == server.id, APIToken.note.startswith("Server at "))))
-    cid = client_id(username, server.name)
-    client = db.scalar(select(OAuthClient).where(OAuthClient.identifier == cid))
-    if tokens_of_server:
-        db.execute(delete(APIToken).where(APIToken.id.in_(tokens_of_server)))
-    if client is not None:
-        db.execute(delete(APIToken).where(APIToken.oauth_client_id == cid))
-        db.delete(client)
-    db.flush()
-
-
-def revoke_many(db: Session, servers: list[tuple[int, str, str]]) -> None:
-    """:func:`revoke` for many ``(server id, user name, server name)`` at once."""
     if not servers:
         return
     ids = [sid for sid, _u, _s in servers]
@@ -111,7 +91,8 @@ class Launch:
 
 
 def issue_many(db: Session, launches: list[Launch]) -> None:
-    """:func:`issue` for many servers at once: a few queries whatever their number."""
+    """Tokens and OAuth clients for many launches at once (after revoking whatever a crashed
+    hub left behind): a few queries whatever their number."""
     ids = [launch.server_id for launch in launches]
     servers = {s.id: s for s in db.scalars(
         select(Server).where(Server.id.in_(ids)).options(joinedload(Server.user)))}
@@ -123,3 +104,11 @@ def issue_many(db: Session, launches: list[Launch]) -> None:
             continue
         launch.secret, launch.client_id = _create(db, server.user, server, launch.prefix,
                                                   launch.scopes, launch.allowed_scopes)
+
+
+def issue(db: Session, server: Server, prefix: str, scopes: list[str],
+          allowed_scopes: list[str]) -> tuple[str, str]:
+    """One launch's credentials (:func:`issue_many` for one); returns (secret, client id)."""
+    launch = Launch(server.id, prefix, scopes, allowed_scopes)
+    issue_many(db, [launch])
+    return launch.secret, launch.client_id

@@ -72,7 +72,7 @@ def server_client(hub: Hub, user: str) -> tuple[str, str]:
             row.servers.append(server)
             db.flush()
         scopes = credentials.token_scopes([], user, "")
-        secret, cid = credentials.issue(db, row, server, f"/user/{user}/", scopes, [])
+        secret, cid = credentials.issue(db, server, f"/user/{user}/", scopes, [])
         db.commit()
     hub.scope_cache.invalidate()
     return cid, secret
