@@ -171,37 +171,40 @@ def config_tokens(hub: Hub) -> list[tuple[str, str, str]]:
     return wanted
 
 
-def check_config_tokens(hub: Hub, db: Session) -> dict[str, Future[int | None]]:
+ConfigTokenCheck = tuple[str, str, str, "Future[int | None]"]  # secret, kind, owner, match
+
+
+def check_config_tokens(hub: Hub, db: Session) -> list[ConfigTokenCheck]:
     """Start matching each config token against the stored slow hashes, in threads.
 
     PBKDF2 takes ~50 ms a token and hashlib lets other threads run meanwhile, so the
     other start-up steps overlap it. Each future gives the id of the matching row, or None.
     """
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="token-check")
-    checks = {}
-    for secret, _kind, _name in config_tokens(hub):
+    checks = []
+    for secret, kind, name in config_tokens(hub):
         candidates = [(row.id, row.hashed) for row in db.scalars(select(APIToken).where(
             APIToken.prefix == tokens.prefix(secret), APIToken.from_config.is_(True)))]
-        checks[secret] = pool.submit(
-            lambda s=secret, c=candidates: next((i for i, h in c if tokens.matches(s, h)), None))
+        checks.append((secret, kind, name, pool.submit(
+            lambda s=secret, c=candidates: next((i for i, h in c if tokens.matches(s, h)), None))))
     pool.shutdown(wait=False)
     return checks
 
 
-def init_api_tokens(hub: Hub, db: Session, checks: dict[str, Future[int | None]]) -> None:
+def init_api_tokens(hub: Hub, db: Session, checks: list[ConfigTokenCheck]) -> None:
     """Config tokens in the database, each once; those no longer in the config revoked.
 
     A token verified here is remembered by its fast hash, so its first request does
     not pay for the slow hash again.
     """
     kept: set[int] = set()
-    for secret, kind, name in config_tokens(hub):
+    for secret, kind, name, match in checks:
         owner = q.get_user(db, name) or q.create_user(db, name) if kind == "user" else \
             q.get_service(db, name)
         if owner is None:
             raise ConfigError(f"c.JupyterHub.service_tokens: no service named {name!r}; add it "
                               "to c.JupyterHub.services")
-        row_id = checks[secret].result()
+        row_id = match.result()
         row = db.get(APIToken, row_id) if row_id is not None else None
         if row is None or not (row.user is owner or row.service is owner):
             if row is not None:
