@@ -70,3 +70,10 @@ class NotFound(HTTPError):
 
 class Conflict(HTTPError):
     status = 409
+
+
+def error_reason(e: BaseException) -> str:
+    """What went wrong, for a log line or a progress event: our own errors by their message."""
+    if isinstance(e, SpawnError | HTTPError):
+        return str(e)
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

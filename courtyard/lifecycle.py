@@ -11,7 +11,9 @@
                  most recovery_concurrency at a time): load_state, poll, HTTP check ─► keep
                  it (its route stays), or clean up; :attr:`Lifecycle.recovered` is set when done
 
-The API and the models only read :meth:`Lifecycle.pending`; this module changes it. Work
+Recovery at hub start lives in :mod:`courtyard.recovery`, the grouped database writes in
+:mod:`courtyard.db.writes`. The API and the models only read :meth:`Lifecycle.pending`;
+the lifecycle changes it. Work
 runs in background tasks that open short database sessions of their own, never held
 across an ``await``.
 """
@@ -24,15 +26,14 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session
-
 from . import config as cfg, http11
-from .db.models import Group, Server, User, user_group_map, utcnow
-from .errors import HTTPError, SpawnError, SpawnTimeout
+from .db.models import Server, utcnow
+from .db.writes import Writes, set_server_columns
+from .errors import HTTPError, SpawnError, SpawnTimeout, error_reason
+from .recovery import Recovery
 from .spawners import credentials
 from .spawners.base import HubInfo, Spawner, UserInfo, uses_system_accounts
 from .spawners.progress import Event, ProgressLog, failed_event, queue_event, ready_event
@@ -40,12 +41,12 @@ from .spawners.queue import SpawnQueue
 
 if TYPE_CHECKING:
     import httpx
+    from sqlalchemy.orm import Session
 
     from .app import Hub
 
 log = logging.getLogger("courtyard.lifecycle")
 Key = tuple[str, str]  # (user name, server name)
-T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -77,98 +78,6 @@ class Slot:
         return self._spawner
 
 
-class Writes:
-    """The lifecycle's database writes, committed in groups.
-
-    A write is a function of a session. Every write queued while the event loop is busy
-    with other work shares one transaction, run as soon as the loop gets to it: fifty
-    spawns at once make a few commits, not a hundred and fifty. Each caller resumes once
-    its write is committed. If the group fails, each write is retried alone, so only the
-    caller whose write fails hears of it.
-    """
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self._queue: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
-        self._groups: dict[Callable[..., Any], tuple[list[Any], asyncio.Future[Any]]] = {}
-        self.commits = 0  # for tests and benchmarks
-
-    def _enqueue(self, write: Callable[[Session], Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((write, future))
-        if len(self._queue) == 1:
-            loop.call_soon(self._flush)
-        return future
-
-    async def __call__(self, write: Callable[[Session], T]) -> T:
-        return await asyncio.shield(self._enqueue(write))
-
-    async def many(self, write_all: Callable[[Session, list[Any]], None], item: Any) -> None:
-        """Queue ``item`` for ``write_all(db, items)``: the items queued before the next
-        commit are written by one call (set-based statements, not one round per item)."""
-        group = self._groups.get(write_all)
-        if group is None:
-            items: list[Any] = []
-            group = self._groups[write_all] = (items, self._enqueue(
-                lambda db: write_all(db, items)))
-        group[0].append(item)
-        await asyncio.shield(group[1])
-
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        self._groups.clear()
-        try:
-            with self.hub.session() as db:
-                results = [write(db) for write, _ in batch]
-                db.commit()
-            self.commits += 1
-        except Exception as e:
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(e)
-            else:  # each alone, so that only the one that fails hears of it
-                for write, future in batch:
-                    self._one(write, future)
-        else:
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-        self._committed()
-
-    def _one(self, write: Callable[[Session], Any], future: asyncio.Future[Any]) -> None:
-        try:
-            with self.hub.session() as db:
-                result = write(db)
-                db.commit()
-            self.commits += 1
-        except Exception as e:
-            if not future.done():
-                future.set_exception(e)
-        else:
-            if not future.done():
-                future.set_result(result)
-
-    def _committed(self) -> None:
-        """Snapshots of users may hold what a Core statement here just changed."""
-        records = getattr(self.hub, "records", None)
-        if records is not None:
-            records.clear()
-
-
-def set_server_columns(db: Session, changes: list[tuple[int, dict[str, Any]]]) -> None:
-    """``UPDATE servers SET ... WHERE id = ...`` for each ``(id, {column: value})``, without
-    loading rows (nothing here concerns anyone's permissions: the scope cache is left be)."""
-    table = Server.__table__
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for server_id, values in changes:
-        by_columns.setdefault(tuple(sorted(values)), []).append(
-            {"server_id_": server_id, **{f"{k}_": v for k, v in values.items()}})
-    for columns, rows in by_columns.items():
-        db.connection().execute(update(table).where(table.c.id == bindparam("server_id_"))
-                                .values({c: bindparam(f"{c}_") for c in columns}), rows)
-
-
 def release_servers(db: Session, released: list[tuple[int, str, str, dict[str, Any]]]
                     ) -> None:
     """Stopped servers, ``(id, user, server, state)``: URL cleared, state kept, credentials
@@ -178,7 +87,7 @@ def release_servers(db: Session, released: list[tuple[int, str, str, dict[str, A
     credentials.revoke_many(db, [(sid, user, server) for sid, user, server, _ in released])
 
 
-class Lifecycle:
+class Lifecycle(Recovery):
     """Every server in transition or running, and the tasks that move them along."""
 
     def __init__(self, hub: Hub) -> None:
@@ -297,7 +206,7 @@ class Lifecycle:
         except Exception as e:
             if not isinstance(e, SpawnError):
                 log.exception("Error spawning %s", spawner.log_name)
-            await self._abort(slot, f"Spawn failed: {_reason(e)}", route=stage == "route")
+            await self._abort(slot, f"Spawn failed: {error_reason(e)}", route=stage == "route")
             self._count_failure(spawner)
         finally:
             if forward is not None:
@@ -553,143 +462,6 @@ class Lifecycle:
         await self._release(slot)
 
     # -- hub start and shutdown ----------------------------------------------------------------
-    async def start(self) -> None:
-        """Find the servers a previous hub left running and check them in the background.
-
-        Every recorded server is pending ``"check"`` when this returns (the API answers
-        meanwhile and the proxy keeps its route); at most ``recovery_concurrency`` checks run
-        at once; live servers become ready again, dead ones are cleaned up as each check ends.
-        :attr:`recovered` is set when all are done. ``init_spawners_timeout`` (default 0) is
-        how long this waits for them before the hub serves anyway.
-        """
-        cls = self.hub.spawner_class
-        for warning in cls.startup_warnings() if cls else []:
-            log.warning("%s", warning)
-        self.recovered.clear()
-        found = self._recorded_servers()
-        slots = []
-        for user, name, server_id, url, state in found:
-            if (user.name, name) in self._slots:
-                continue
-            slot = Slot(user.name, name, server_id, None, pending="check",
-                        build=self._builder(user, name, state))
-            self._slots[slot.key] = slot
-            slots.append((slot, url))
-        if not slots:
-            self.recovered.set()
-            return
-        log.info("Checking %d server(s) recorded as running, in the background", len(slots))
-        limit = asyncio.Semaphore(max(1, self.hub.options.recovery_concurrency))
-        routes = asyncio.ensure_future(self._proxy_targets())
-        for slot, url in slots:
-            slot.task = self._background(self._recover(slot, url, limit, routes))
-        self._background(self._all_recovered([s for s, _ in slots]))
-        timeout = self.hub.options.init_spawners_timeout
-        if timeout > 0:
-            await asyncio.wait({s.task for s, _ in slots if s.task}, timeout=timeout)
-
-    def _recorded_servers(self) -> list[tuple[UserInfo, str, int, str | None, dict[str, Any]]]:
-        """(owner, name, id, url, state) of every server with a URL or a state: two queries
-        (columns only, no ORM objects), however many there are."""
-        with self.hub.session() as db:
-            rows = db.execute(select(User.id, User.name, User.admin, Server.name, Server.id,
-                                     Server.url, Server.state)
-                              .join(User, Server.user_id == User.id)).all()
-            rows = [r for r in rows if r.url or r.state]
-            groups: dict[int, list[str]] = {}
-            if rows:
-                for user_id, group in db.execute(
-                        select(user_group_map.c.user_id, Group.name)
-                        .join(Group, Group.id == user_group_map.c.group_id)
-                        .where(user_group_map.c.user_id.in_(select(Server.user_id)))
-                        .order_by(Group.name)):
-                    groups.setdefault(user_id, []).append(group)
-        owners: dict[int, UserInfo] = {}
-        found = []
-        for r in rows:
-            owner = owners.get(r[0])
-            if owner is None:
-                owner = owners[r[0]] = UserInfo(r[1], bool(r[2]), groups.get(r[0], []))
-            found.append((owner, r[3], r[4], r[5], dict(r[6] or {})))
-        return found
-
-    def _builder(self, user: UserInfo, name: str, state: dict[str, Any]
-                 ) -> Callable[[], Spawner]:
-        def build() -> Spawner:
-            spawner = self.make_spawner(user, name)
-            spawner.load_state(state)
-            return spawner
-
-        return build
-
-    async def _proxy_targets(self) -> dict[str, str] | None:
-        """``{routespec: target}`` of the proxy's table, to restore only missing routes (a
-        proxy that outlived the hub has them all); None when it cannot be read."""
-        proxy = await self.hub.ready_proxy()
-        if proxy is None:
-            return None
-        try:
-            routes = await proxy.get_all_routes()
-        except Exception as e:
-            log.warning("Could not read the proxy's routes: %s; restoring every route", e)
-            return None
-        return {spec: str(info.get("target", "")).rstrip("/") for spec, info in routes.items()}
-
-    async def _all_recovered(self, slots: list[Slot]) -> None:
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        try:
-            await asyncio.wait({s.task for s in slots if s.task})
-        finally:
-            self.recovered.set()
-        alive = sum(1 for s in slots if self._slots.get(s.key) is s and s.pending is None)
-        log.info("Checked %d server(s) in %.1f s: %d still running, %d cleaned up",
-                 len(slots), loop.time() - began, alive, len(slots) - alive)
-
-    async def _recover(self, slot: Slot, url: str | None, limit: asyncio.Semaphore,
-                       routes: asyncio.Future[dict[str, str] | None]) -> None:
-        try:
-            async with limit:
-                await self._check(slot, url, await asyncio.shield(routes))
-        except asyncio.CancelledError:
-            if self._closing and not self._stop_on_close:
-                return  # left running for the next hub
-            await self._abort(slot, "Check cancelled", route=True)
-            self._failures.pop(slot.key, None)
-            return
-        except Exception as e:
-            if slot.build is not None:  # its spawner could not even be made
-                log.exception("Cannot check server %s/%s", slot.user, slot.server)
-                if self._slots.get(slot.key) is slot:
-                    del self._slots[slot.key]
-                return
-            log.warning("Server %s is not usable: %s; cleaning it up", slot.spawner.log_name,
-                        _reason(e))
-            await self._abort(slot, f"Server gone: {_reason(e)}", route=True)
-            self._failures.pop(slot.key, None)
-            return
-        slot.url, slot.pending = url, None
-        log.debug("Server %s is still running at %s", slot.spawner.log_name, url)
-        slot.watcher = self._background(self._watch(slot))
-
-    async def _check(self, slot: Slot, url: str | None, routes: dict[str, str] | None) -> None:
-        """Raise unless the recorded server still runs and answers; then restore its route
-        (unless the proxy still has it)."""
-        spawner = slot.spawner
-        if url is None:
-            raise SpawnError("its spawn was interrupted by a hub restart")
-        status = await spawner.poll()
-        if status is not None:
-            raise SpawnError(f"it exited (status {status}) while the hub was down")
-        await self._wait_http(slot, url, spawner.http_timeout)
-        spec = self.hub.server_routespec(slot.user, slot.server)
-        if routes is not None and routes.get(spec) == url.rstrip("/"):
-            return
-        try:
-            await self.hub.add_server_route(slot.user, slot.server, url)
-        except Exception as e:  # the proxy's own check of routes will add it later
-            log.warning("Could not restore the route of %s: %s", spawner.log_name, e)
-
     async def shutdown(self, stop_servers: bool) -> None:
         """Cancel pending spawns; stop running servers too when ``stop_servers``."""
         self._closing, self._stop_on_close = True, stop_servers
@@ -763,9 +535,3 @@ async def _one(event: Event) -> AsyncIterator[Event]:
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, SpawnError | HTTPError):
-        return str(e)
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

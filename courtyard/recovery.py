@@ -1,0 +1,170 @@
+"""Recovery after a hub restart: every server a previous hub left is checked, behind the API.
+
+Part of :class:`~courtyard.lifecycle.Lifecycle` (which inherits it): at start every recorded
+server is pending ``"check"`` at once; the checks run in the background, at most
+``recovery_concurrency`` at a time, each building its spawner only then; live servers keep
+(or get back) their route, dead ones are cleaned up as any stopped server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from .db.models import Group, Server, User, user_group_map
+from .errors import SpawnError, error_reason
+from .spawners.base import Spawner, UserInfo
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle, Slot
+
+log = logging.getLogger("courtyard.lifecycle")
+
+
+class Recovery:
+    """The hub-start half of the lifecycle; see the module docstring."""
+
+    async def start(self: Lifecycle) -> None:
+        """Find the servers a previous hub left running and check them in the background.
+
+        Every recorded server is pending ``"check"`` when this returns (the API answers
+        meanwhile and the proxy keeps its route); at most ``recovery_concurrency`` checks run
+        at once; live servers become ready again, dead ones are cleaned up as each check ends.
+        :attr:`recovered` is set when all are done. ``init_spawners_timeout`` (default 0) is
+        how long this waits for them before the hub serves anyway.
+        """
+        cls = self.hub.spawner_class
+        for warning in cls.startup_warnings() if cls else []:
+            log.warning("%s", warning)
+        self.recovered.clear()
+        from .lifecycle import Slot
+
+        found = self._recorded_servers()
+        slots = []
+        for user, name, server_id, url, state in found:
+            if (user.name, name) in self._slots:
+                continue
+            slot = Slot(user.name, name, server_id, None, pending="check",
+                        build=self._builder(user, name, state))
+            self._slots[slot.key] = slot
+            slots.append((slot, url))
+        if not slots:
+            self.recovered.set()
+            return
+        log.info("Checking %d server(s) recorded as running, in the background", len(slots))
+        limit = asyncio.Semaphore(max(1, self.hub.options.recovery_concurrency))
+        routes = asyncio.ensure_future(self._proxy_targets())
+        for slot, url in slots:
+            slot.task = self._background(self._recover(slot, url, limit, routes))
+        self._background(self._all_recovered([s for s, _ in slots]))
+        timeout = self.hub.options.init_spawners_timeout
+        if timeout > 0:
+            await asyncio.wait({s.task for s, _ in slots if s.task}, timeout=timeout)
+
+    def _recorded_servers(self: Lifecycle
+                          ) -> list[tuple[UserInfo, str, int, str | None, dict[str, Any]]]:
+        """(owner, name, id, url, state) of every server with a URL or a state: two queries
+        (columns only, no ORM objects), however many there are."""
+        with self.hub.session() as db:
+            rows = db.execute(select(User.id, User.name, User.admin, Server.name, Server.id,
+                                     Server.url, Server.state)
+                              .join(User, Server.user_id == User.id)).all()
+            rows = [r for r in rows if r.url or r.state]
+            groups: dict[int, list[str]] = {}
+            if rows:
+                for user_id, group in db.execute(
+                        select(user_group_map.c.user_id, Group.name)
+                        .join(Group, Group.id == user_group_map.c.group_id)
+                        .where(user_group_map.c.user_id.in_(select(Server.user_id)))
+                        .order_by(Group.name)):
+                    groups.setdefault(user_id, []).append(group)
+        owners: dict[int, UserInfo] = {}
+        found = []
+        for r in rows:
+            owner = owners.get(r[0])
+            if owner is None:
+                owner = owners[r[0]] = UserInfo(r[1], bool(r[2]), groups.get(r[0], []))
+            found.append((owner, r[3], r[4], r[5], dict(r[6] or {})))
+        return found
+
+    def _builder(self: Lifecycle, user: UserInfo, name: str, state: dict[str, Any]
+                 ) -> Callable[[], Spawner]:
+        def build() -> Spawner:
+            spawner = self.make_spawner(user, name)
+            spawner.load_state(state)
+            return spawner
+
+        return build
+
+    async def _proxy_targets(self: Lifecycle) -> dict[str, str] | None:
+        """``{routespec: target}`` of the proxy's table, to restore only missing routes (a
+        proxy that outlived the hub has them all); None when it cannot be read."""
+        proxy = await self.hub.ready_proxy()
+        if proxy is None:
+            return None
+        try:
+            routes = await proxy.get_all_routes()
+        except Exception as e:
+            log.warning("Could not read the proxy's routes: %s; restoring every route", e)
+            return None
+        return {spec: str(info.get("target", "")).rstrip("/") for spec, info in routes.items()}
+
+    async def _all_recovered(self: Lifecycle, slots: list[Slot]) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            await asyncio.wait({s.task for s in slots if s.task})
+        finally:
+            self.recovered.set()
+        alive = sum(1 for s in slots if self._slots.get(s.key) is s and s.pending is None)
+        log.info("Checked %d server(s) in %.1f s: %d still running, %d cleaned up",
+                 len(slots), loop.time() - began, alive, len(slots) - alive)
+
+    async def _recover(self: Lifecycle, slot: Slot, url: str | None, limit: asyncio.Semaphore,
+                       routes: asyncio.Future[dict[str, str] | None]) -> None:
+        try:
+            async with limit:
+                await self._check(slot, url, await asyncio.shield(routes))
+        except asyncio.CancelledError:
+            if self._closing and not self._stop_on_close:
+                return  # left running for the next hub
+            await self._abort(slot, "Check cancelled", route=True)
+            self._failures.pop(slot.key, None)
+            return
+        except Exception as e:
+            if slot.build is not None:  # its spawner could not even be made
+                log.exception("Cannot check server %s/%s", slot.user, slot.server)
+                if self._slots.get(slot.key) is slot:
+                    del self._slots[slot.key]
+                return
+            log.warning("Server %s is not usable: %s; cleaning it up", slot.spawner.log_name,
+                        error_reason(e))
+            await self._abort(slot, f"Server gone: {error_reason(e)}", route=True)
+            self._failures.pop(slot.key, None)
+            return
+        slot.url, slot.pending = url, None
+        log.debug("Server %s is still running at %s", slot.spawner.log_name, url)
+        slot.watcher = self._background(self._watch(slot))
+
+    async def _check(self: Lifecycle, slot: Slot, url: str | None,
+                     routes: dict[str, str] | None) -> None:
+        """Raise unless the recorded server still runs and answers; then restore its route
+        (unless the proxy still has it)."""
+        spawner = slot.spawner
+        if url is None:
+            raise SpawnError("its spawn was interrupted by a hub restart")
+        status = await spawner.poll()
+        if status is not None:
+            raise SpawnError(f"it exited (status {status}) while the hub was down")
+        await self._wait_http(slot, url, spawner.http_timeout)
+        spec = self.hub.server_routespec(slot.user, slot.server)
+        if routes is not None and routes.get(spec) == url.rstrip("/"):
+            return
+        try:
+            await self.hub.add_server_route(slot.user, slot.server, url)
+        except Exception as e:  # the proxy's own check of routes will add it later
+            log.warning("Could not restore the route of %s: %s", spawner.log_name, e)
