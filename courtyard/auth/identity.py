@@ -79,11 +79,12 @@ class ScopeCache:
         self.version += 1
         self.identities.clear()
 
-    def remember_token(self, secret: str, row: APIToken) -> None:
-        """Map a token verified elsewhere (start-up checks config tokens) to its row."""
-        self.tokens[tokens.fast_hash(secret)] = _CachedToken(
+    def remember_token(self, secret: str, row: APIToken) -> _CachedToken:
+        """Map a verified token (by its fast hash) to what requests need of its row."""
+        hit = self.tokens[tokens.fast_hash(secret)] = _CachedToken(
             row.id, "user" if row.user_id else "service", row.user_id or row.service_id or 0,
             row.expires_at, row.last_activity)
+        return hit
 
     def forget_tokens(self) -> None:
         self.invalidate()
@@ -193,9 +194,7 @@ def authenticate_token(
         row = _lookup(db, secret)
         if row is None:
             return None
-        hit = _CachedToken(row.id, "user" if row.user_id else "service",
-                           row.user_id or row.service_id or 0, row.expires_at, row.last_activity)
-        cache.tokens[digest] = hit
+        hit = cache.remember_token(secret, row)
     if hit.expires_at is not None and hit.expires_at <= now:
         cache.tokens.pop(digest, None)
         return None
