@@ -431,3 +431,10 @@ def ensure_environment(hubs: list[str]) -> None:
     needed = {"jupyterhub": [JUPYTERHUB_BIN, CHP_BIN], "courtyard": [COURTYARD_BIN]}
     if any(not path.exists() for hub in hubs for path in needed.get(hub, [])):
         subprocess.run(["bash", str(BENCH_DIR / "setup_env.sh")], check=True)
+    if "courtyard" in hubs:
+        # JupyterHub runs from bytecode pip compiled at install; an editable checkout has
+        # only what earlier runs wrote, and nothing under PYTHONDONTWRITEBYTECODE=1
+        python = COURTYARD_BIN.parent / "python"
+        subprocess.run([str(python if python.exists() else sys.executable), "-m", "compileall",
+                        "-q", str(BENCH_DIR.parent / "courtyard")], check=True,
+                       stdout=subprocess.DEVNULL)

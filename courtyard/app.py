@@ -12,13 +12,12 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.applications import Starlette
 from starlette.requests import Request
 from traitlets.config import Config
 
@@ -32,6 +31,9 @@ from .errors import ConfigError
 from .lifecycle import Lifecycle
 from .oauth import provider as oauth_provider
 from .options import Courtyard
+
+if TYPE_CHECKING:
+    from .api.dispatch import ApiDispatcher
 
 log = logging.getLogger("courtyard")
 
@@ -54,7 +56,7 @@ class Hub:
         self.proxy: Any = None
         self.proxy_starting: asyncio.Event | None = None  # set once serve() has started it
         self.route_lock = asyncio.Lock()
-        self.asgi: Starlette
+        self.asgi: ApiDispatcher
         self.shutdown_event = asyncio.Event()
         self.shutdown_options: dict[str, bool] = {}
 
@@ -164,19 +166,21 @@ class Hub:
         return value
 
     # -- requests ----------------------------------------------------------------------------
-    def identify(self, request: Request, db: Session) -> Identity | None:
+    def identify(self, request: Request, open_db: Callable[[], Session]) -> Identity | None:
         """The caller of an API request: its ``Authorization: token|Bearer`` header, else the
-        login cookie (with XSRF and Content-Type checks)."""
+        login cookie (with XSRF and Content-Type checks). A token seen before needs no
+        database, so ``open_db`` is called only when one is needed."""
         header = request.headers.get("authorization")
         if not header:
             from .auth.session import identify_cookie
 
-            return identify_cookie(self, request, db)
+            return identify_cookie(self, request, open_db())
         scheme, _, secret = header.partition(" ")
         secret = secret.strip()
         if scheme.lower() not in ("token", "bearer") or not secret:
             return None
-        return authenticate_token(db, secret, self.scope_cache, self.options.activity_resolution)
+        return authenticate_token(open_db, secret, self.scope_cache,
+                                  self.options.activity_resolution)
 
     def read_auth_state(self, user: User) -> dict[str, Any] | None:
         """Auth state is kept only when the authenticator enables it (encrypted at rest)."""

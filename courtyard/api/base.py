@@ -34,8 +34,12 @@ PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 VERSION_HEADER = {"X-JupyterHub-Version": JUPYTERHUB_API_VERSION}
 
 
+# naive datetimes are UTC; written as JupyterHub writes them: 2026-12-06T17:00:00.123456Z
+JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = b"" if data is None else orjson.dumps(data)
+    body = b"" if data is None else orjson.dumps(data, option=JSON_OPTIONS)
     all_headers = dict(VERSION_HEADER)
     if headers:
         all_headers.update(headers)
@@ -50,15 +54,30 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 class Ctx:
     """One API request: the hub, the request, its database session and its caller."""
 
-    def __init__(self, hub: Hub, request: Request, db: Session) -> None:
+    def __init__(self, hub: Hub, request: Request) -> None:
         self.hub = hub
         self.request = request
-        self.db = db
+        self.session: Session | None = None
         self.identity: Identity | None = None
         self._body: Any = None
         self._groups: dict[str, list[str]] = {}
         self.permissions_changed = False
         self.memo: dict[Any, Any] = {}  # per-request results that do not depend on the target
+
+    @property
+    def db(self) -> Session:
+        """The request's database session, opened on first use: a request answered from
+        the hub's memory (most reads by a known token) never opens one."""
+        return self.session or self.open_db()
+
+    def open_db(self) -> Session:
+        if self.session is None:
+            self.session = self.hub.session()
+        return self.session
+
+    def rollback(self) -> None:
+        if self.session is not None:
+            self.session.rollback()
 
     # -- input -----------------------------------------------------------------------------
     def arg(self, name: str) -> str:
@@ -80,6 +99,8 @@ class Ctx:
         return data
 
     def query_bool(self, name: str) -> bool:
+        if not self.request.scope["query_string"]:  # most requests: no need to parse
+            return False
         value = self.request.query_params.get(name)
         if value is None:
             return False
@@ -172,41 +193,43 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False,
         @functools.wraps(func)
         async def handle(request: Request) -> Response:
             hub: Hub = request.app.state.hub
-            with hub.session() as db:
-                ctx = Ctx(hub, request, db)
-                try:
-                    if not public:
-                        ctx.identity = hub.identify(request, db)
-                        if ctx.identity is None and body_auth:
-                            from ..auth.login import identify_body
+            ctx = Ctx(hub, request)
+            try:
+                if not public:
+                    ctx.identity = hub.identify(request, ctx.open_db)
+                    if ctx.identity is None and body_auth:
+                        from ..auth.login import identify_body
 
-                            ctx.identity = await identify_body(hub, request, db)
-                        if ctx.identity is None:
-                            raise Forbidden("Missing or invalid credentials.")
-                        if scopes:
-                            ctx.require_any(scopes)
-                    result = await func(ctx)
-                    db.commit()
-                except HTTPError as e:
-                    db.rollback()
-                    return error_response(e.status, e.message, e.headers)
-                except IntegrityError as e:
-                    db.rollback()
-                    log.info("Conflict on %s: %s", request.url.path, e.orig)
-                    return error_response(Conflict.status, "conflict with existing data")
-                except DataError as e:  # PostgreSQL: too long or large, or a NUL character
-                    db.rollback()
-                    log.info("Value refused on %s: %s", request.url.path, e.orig)
-                    return error_response(400, "a value in the request is not one the "
-                                               "database can hold (too long, too large, or "
-                                               "with a NUL character)")
-                except Exception:
-                    db.rollback()
-                    log.exception("Error in %s %s", request.method, request.url.path)
-                    return error_response(500, "Internal server error; see the hub's log")
-                finally:
-                    if ctx.permissions_changed:
-                        hub.scope_cache.invalidate()
+                        ctx.identity = await identify_body(hub, request, ctx.db)
+                    if ctx.identity is None:
+                        raise Forbidden("Missing or invalid credentials.")
+                    if scopes:
+                        ctx.require_any(scopes)
+                result = await func(ctx)
+                if ctx.session is not None:
+                    ctx.session.commit()
+            except HTTPError as e:
+                ctx.rollback()
+                return error_response(e.status, e.message, e.headers)
+            except IntegrityError as e:
+                ctx.rollback()
+                log.info("Conflict on %s: %s", request.url.path, e.orig)
+                return error_response(Conflict.status, "conflict with existing data")
+            except DataError as e:  # PostgreSQL: too long or large, or a NUL character
+                ctx.rollback()
+                log.info("Value refused on %s: %s", request.url.path, e.orig)
+                return error_response(400, "a value in the request is not one the "
+                                           "database can hold (too long, too large, or "
+                                           "with a NUL character)")
+            except Exception:
+                ctx.rollback()
+                log.exception("Error in %s %s", request.method, request.url.path)
+                return error_response(500, "Internal server error; see the hub's log")
+            finally:
+                if ctx.session is not None:
+                    ctx.session.close()
+                if ctx.permissions_changed:
+                    hub.scope_cache.invalidate()
             if isinstance(result, Response):
                 result.headers.update(VERSION_HEADER)
                 return result

@@ -74,7 +74,7 @@ async def current_identity(ctx: Ctx) -> dict[str, Any]:
         )
         ident.identify_parsed = sc.parse(set(sc.unparse(ident.parsed)) | identify)
     if ident.kind == "user":
-        owner: Any = ctx.hub.records.user(ctx.db, ident.name)
+        owner: Any = ctx.hub.records.user(ctx.session, ident.name)
     else:
         owner = ctx.db.get(Service, ident.id)
     if owner is None:

@@ -7,9 +7,10 @@ once: writes are rare next to reads, and a stale permission is never served.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, inspect, or_, select
@@ -45,8 +46,8 @@ class _CachedToken:
     token_id: int
     kind: str
     owner_id: int
-    expires_at: datetime | None
-    last_write: datetime | None
+    expires_at: float | None  # POSIX times: cheaper to compare on every request than datetimes
+    last_write: float
 
 
 class ScopeCache:
@@ -83,12 +84,16 @@ class ScopeCache:
         """Map a verified token (by its fast hash) to what requests need of its row."""
         hit = self.tokens[tokens.fast_hash(secret)] = _CachedToken(
             row.id, "user" if row.user_id else "service", row.user_id or row.service_id or 0,
-            row.expires_at, row.last_activity)
+            _posix(row.expires_at), _posix(row.last_activity) or 0.0)
         return hit
 
     def forget_tokens(self) -> None:
         self.invalidate()
         self.tokens.clear()
+
+
+def _posix(naive_utc: datetime | None) -> float | None:
+    return None if naive_utc is None else naive_utc.replace(tzinfo=UTC).timestamp()
 
 
 # A new user or server, or a user's activity moving, changes nobody's permissions.
@@ -179,19 +184,19 @@ def _lookup(db: Session, secret: str) -> APIToken | None:
 
 
 def authenticate_token(
-    db: Session, secret: str, cache: ScopeCache, activity_resolution: int
+    open_db: Callable[[], Session], secret: str, cache: ScopeCache, activity_resolution: int
 ) -> Identity | None:
     """The identity behind a token secret, or None for an unknown or expired token.
 
-    The hot path (a token seen before, no permission change since) makes no query; use is
-    written back at most once per ``activity_resolution`` seconds.
+    The hot path (a token seen before, no permission change since) opens no database
+    session; use is written back at most once per ``activity_resolution`` seconds.
     """
     digest = tokens.fast_hash(secret)
-    now = utcnow()
+    now = time.time()
     hit = cache.tokens.get(digest)
     row: APIToken | None = None
     if hit is None:
-        row = _lookup(db, secret)
+        row = _lookup(open_db(), secret)
         if row is None:
             return None
         hit = cache.remember_token(secret, row)
@@ -200,17 +205,19 @@ def authenticate_token(
         return None
     ident = cache.identities.get((hit.kind, hit.owner_id, hit.token_id))
     if ident is None:
+        db = open_db()
         row = row or db.get(APIToken, hit.token_id)
         if row is None:
             cache.tokens.pop(digest, None)
             return None
         ident = token_identity(db, row, cache)
-    if hit.last_write is None or now - hit.last_write >= timedelta(seconds=activity_resolution):
+    if now - hit.last_write >= activity_resolution:
+        db = open_db()
         row = row or db.get(APIToken, hit.token_id)
         if row is not None:
-            row.last_activity = now
+            row.last_activity = utcnow()
             if row.user is not None and not row.note.startswith("Server at "):
-                row.user.last_activity = now
+                row.user.last_activity = row.last_activity
             db.commit()
         hit.last_write = now
     return ident

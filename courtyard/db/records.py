@@ -7,14 +7,15 @@ and dropped whole whenever any session flushes a write, so a read never sees sta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, event, func, literal, select, union_all
+from sqlalchemy import Connection, bindparam, event, func, inspect, literal, select, union_all
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Group, Role, Server, User, user_group_map, user_role_map
+from .models import APIToken, Group, Role, Server, User, user_group_map, user_role_map
 
 
 class ServerRecord(NamedTuple):
@@ -123,9 +124,9 @@ _ONE_USER = (
 )
 
 
-def load_record(db: Session, name: str) -> UserRecord | None:
+def load_record(conn: Connection, name: str) -> UserRecord | None:
     """One user's snapshot in a single query (roles x groups x servers rows, deduplicated)."""
-    rows = list(db.connection().execute(_ONE_USER, {"name": name}))
+    rows = list(conn.execute(_ONE_USER, {"name": name}))
     if not rows:
         return None
     roles: dict[str, None] = {}
@@ -145,70 +146,120 @@ def load_record(db: Session, name: str) -> UserRecord | None:
                       tuple(sorted(servers.values(), key=lambda sv: sv.name)), bool(has_state))
 
 
-def load_records(db: Session, where: Any = None, order_by: Any = None, offset: int = 0,
-                 limit: int | None = None) -> list[UserRecord]:
-    """User snapshots straight from SQL: one query for the users, one each for their roles,
-    groups and servers. Much cheaper than hydrating ORM objects on the hot read paths."""
+def users_query(where: Any = None, order_by: Any = None) -> Any:
+    """The users' columns that snapshots need, a page at a time (``:offset``, ``:limit``)."""
     query = select(*_USER_COLUMNS)
     if where is not None:
         query = query.where(*where) if isinstance(where, list | tuple) else query.where(where)
     if order_by is not None:
         query = query.order_by(*order_by) if isinstance(order_by, list | tuple) else \
             query.order_by(order_by)
-    if offset:
-        query = query.offset(offset)
-    if limit is not None:
-        query = query.limit(limit)
-    return _records(db, list(db.connection().execute(query)))
+    return query.offset(bindparam("offset")).limit(bindparam("limit"))
+
+
+def load_records(db: Session, query: Any, offset: int, limit: int) -> list[UserRecord]:
+    """User snapshots straight from SQL: one query for a page of users (``query`` from
+    :func:`users_query`), one for their roles and groups, one for their servers. Much
+    cheaper than hydrating ORM objects on the hot read paths."""
+    rows = list(db.connection().execute(query, {"offset": offset, "limit": limit}))
+    return _records(db, rows)
 
 
 _COUNT_USERS = select(func.count()).select_from(User)
 
 
+_WROTE = "courtyard.wrote"  # session.info: the names a session's writes touched, or _ALL
+_ALL = "all"
+
+
+def touched_users(session: Session) -> set[str] | None:
+    """Names of the users whose snapshots a flush of ``session`` changes; None if it may
+    change any (or how many there are). Token use and activity, the common writes, touch
+    one user each at most."""
+    names: set[str] = set()
+    for obj in (*session.new, *session.deleted):
+        if not isinstance(obj, APIToken):
+            return None
+    for obj in session.dirty:
+        if isinstance(obj, APIToken):
+            continue
+        if isinstance(obj, User) and not inspect(obj).attrs.name.history.has_changes():
+            names.add(obj.name)
+            continue
+        return None
+    return names
+
+
 class RecordCache:
-    """User snapshots by name, cleared by every flush of every session of ``factory``."""
+    """User snapshots by name, dropped by every write made through a session of ``factory``:
+    only the users a write touched when that is known, else all of them."""
 
     def __init__(self, factory: sessionmaker[Session], size: int = 50_000) -> None:
         self._users: dict[str, UserRecord | None] = {}
         self._count: int | None = None
         self._size = size
+        self._engine = factory.kw["bind"]
         event.listen(factory, "after_flush", self._flushed)
         event.listen(factory, "do_orm_execute", self._executed)
         event.listen(factory, "after_commit", self._committed)
-        event.listen(factory, "after_rollback",
-                     lambda session: session.info.pop("courtyard.wrote", None))
+        event.listen(factory, "after_rollback", lambda session: session.info.pop(_WROTE, None))
 
     def _flushed(self, session: Session, _context: Any) -> None:
-        session.info["courtyard.wrote"] = True
-        self.clear()
+        names = touched_users(session)
+        wrote = session.info.get(_WROTE)
+        if names is None or wrote == _ALL:
+            session.info[_WROTE] = _ALL
+        else:
+            session.info[_WROTE] = names | (wrote or set())
+        self._drop(names)
 
     def _executed(self, state: Any) -> None:
         if not state.is_select:
-            state.session.info["courtyard.wrote"] = True
+            state.session.info[_WROTE] = _ALL
             self.clear()
 
     def _committed(self, session: Session) -> None:
         # a read between another request's write and its commit cached the old rows
-        if session.info.pop("courtyard.wrote", False):
+        wrote = session.info.pop(_WROTE, None)
+        if wrote is not None:
+            self._drop(None if wrote == _ALL else wrote)
+
+    def _drop(self, names: set[str] | None) -> None:
+        if names is None:
             self.clear()
+        else:
+            for name in names:
+                self._users.pop(name, None)
 
     def clear(self) -> None:
         self._users.clear()
         self._count = None
 
-    def count_users(self, db: Session) -> int:
+    def count_users(self, db: Session | None) -> int:
         """How many users there are; paging asks on every page, writes are rarer."""
         if self._count is None:
-            self._count = db.connection().execute(_COUNT_USERS).scalar_one()
+            with self._reading(db) as conn:
+                self._count = conn.execute(_COUNT_USERS).scalar_one()
         return self._count
 
-    def user(self, db: Session, name: str) -> UserRecord | None:
+    def user(self, db: Session | None, name: str) -> UserRecord | None:
+        """``name``'s snapshot. Read through ``db`` when the request has a session (it may
+        hold the request's own writes), else through a pooled connection of its own."""
         try:
             return self._users[name]
         except KeyError:
             pass
-        record = load_record(db, name)
+        with self._reading(db) as conn:
+            record = load_record(conn, name)
         if len(self._users) >= self._size:
             self._users.clear()
         self._users[name] = record
         return record
+
+    @contextmanager
+    def _reading(self, db: Session | None) -> Iterator[Connection]:
+        if db is not None:
+            yield db.connection()
+        else:
+            with self._engine.connect() as conn:
+                yield conn

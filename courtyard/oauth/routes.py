@@ -209,7 +209,7 @@ async def identify_token(ctx: Ctx) -> Any:
     from ..api.info import current_identity
 
     hub = ctx.hub
-    ident = authenticate_token(ctx.db, ctx.arg("token"), hub.scope_cache,
+    ident = authenticate_token(ctx.open_db, ctx.arg("token"), hub.scope_cache,
                                hub.options.activity_resolution)
     if ident is None:
         raise NotFound("No such token")

@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 
 from ..api import groups, info, openapi, proxy, roles, servers, services, shares, tokens, users
 from ..api.base import error_response
+from ..api.dispatch import ApiDispatcher
 from ..oauth import routes as oauth
 from . import admin, login, pages, sharing, spawn, user_redirect
 from .csp import SecurityHeaders
@@ -39,10 +40,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, f"{message}: {request.method} {request.url.path}")
 
 
-def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> Starlette:
+def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> ApiDispatcher:
+    """Starlette serves everything; API endpoints get a shortcut to it (see api/dispatch.py)."""
     base = hub.options.base_url
+    api = login.api_routes(hub) + api_routes()
     routes = [
-        Mount(f"{base}hub/api", routes=login.api_routes(hub) + api_routes()),
+        Mount(f"{base}hub/api", routes=api),
         Route(f"{base}hub/health", info.health, methods=["GET", "HEAD"]),
         *login.routes(hub),
         *oauth.page_routes(hub),
@@ -58,4 +61,4 @@ def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> Starlette:
                                         DataError: pages.refused_value_page,
                                         Exception: pages.server_error_page})
     app.state.hub = hub
-    return app
+    return ApiDispatcher(app, f"{base}hub/api", api, base)

@@ -52,17 +52,22 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.app(scope, receive, with_page_headers(send, self.headers))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if headers.get("content-type", "").startswith("text/html"):
-                    for key, value in self.headers.items():
-                        headers[key] = value
-                    headers.setdefault("Cache-Control", "no-store")
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def with_page_headers(send: Send, page: dict[str, str]) -> Send:
+    """``send``, setting ``page`` headers on a response that turns out to be HTML."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            if headers.get("content-type", "").startswith("text/html"):
+                for key, value in page.items():
+                    headers[key] = value
+                headers.setdefault("Cache-Control", "no-store")
+        await send(message)
+
+    return send_with_headers
 
 
 async def csp_report(request: Request) -> Response:
