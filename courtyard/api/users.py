@@ -14,7 +14,7 @@ from ..auth import scopes as sc
 from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Group, Server, User, user_group_map, utcnow
-from ..db.records import load_records, users_query
+from ..db.records import users_query
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from .base import Ctx, endpoint
 from .models import user_model
@@ -103,7 +103,7 @@ async def list_users(ctx: Ctx) -> Any:
         raise BadRequest(f"sort must be one of {', '.join(SORT_KEYS)} (with - for descending)")
     include_stopped = ctx.query_bool("include_stopped_servers")
     query = _page_query(sort) if not conditions else users_query(conditions, _order(sort))
-    users = load_records(ctx.db, query, offset, limit)
+    users = ctx.hub.records.page(ctx.db, query, offset, limit)
     items = [m for u in users if (m := user_model(ctx, u, include_stopped))]
     if not envelope:
         total = offset + len(users) + (1 if len(users) == limit else 0)

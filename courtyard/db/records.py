@@ -59,7 +59,6 @@ def user_record(user: User) -> UserRecord:
 _USER_COLUMNS = (User.id, User.name, User.admin, User.created, User.last_activity,
                  User.encrypted_auth_state.is_not(None))
 # Built once: constructing statements costs more than running them on the hot paths.
-_USER_BY_NAME = select(*_USER_COLUMNS).where(User.name == bindparam("name"))
 _IDS = bindparam("ids", expanding=True)
 _LOW, _HIGH = bindparam("low"), bindparam("high")
 
@@ -147,8 +146,9 @@ def load_record(conn: Connection, name: str) -> UserRecord | None:
 
 
 def users_query(where: Any = None, order_by: Any = None) -> Any:
-    """The users' columns that snapshots need, a page at a time (``:offset``, ``:limit``)."""
-    query = select(*_USER_COLUMNS)
+    """Which users are on a page (``:offset``, ``:limit``), as (id, name) rows:
+    :meth:`RecordCache.page` makes snapshots of them."""
+    query = select(User.id, User.name)
     if where is not None:
         query = query.where(*where) if isinstance(where, list | tuple) else query.where(where)
     if order_by is not None:
@@ -157,12 +157,13 @@ def users_query(where: Any = None, order_by: Any = None) -> Any:
     return query.offset(bindparam("offset")).limit(bindparam("limit"))
 
 
-def load_records(db: Session, query: Any, offset: int, limit: int) -> list[UserRecord]:
-    """User snapshots straight from SQL: one query for a page of users (``query`` from
-    :func:`users_query`), one for their roles and groups, one for their servers. Much
-    cheaper than hydrating ORM objects on the hot read paths."""
-    rows = list(db.connection().execute(query, {"offset": offset, "limit": limit}))
-    return _records(db, rows)
+_USERS_BY_ID = select(*_USER_COLUMNS).where(User.id.in_(_IDS))
+
+
+def load_records(db: Session, ids: list[int]) -> list[UserRecord]:
+    """Snapshots of these users straight from SQL: one query for the users, one for their
+    roles and groups, one for their servers. Much cheaper than hydrating ORM objects."""
+    return _records(db, list(db.connection().execute(_USERS_BY_ID, {"ids": ids})))
 
 
 _COUNT_USERS = select(func.count()).select_from(User)
@@ -255,6 +256,20 @@ class RecordCache:
             self._users.clear()
         self._users[name] = record
         return record
+
+    def page(self, db: Session, query: Any, offset: int, limit: int) -> list[UserRecord]:
+        """Snapshots of a page of users, in order: ``query`` (from :func:`users_query`) picks
+        them, and only those not in memory are read."""
+        rows = db.connection().execute(query, {"offset": offset, "limit": limit}).all()
+        users = self._users
+        missing = [uid for uid, name in rows if (got := users.get(name)) is None or got.id != uid]
+        if missing:
+            if len(users) + len(missing) > self._size:
+                users.clear()
+            for record in load_records(db, missing):
+                users[record.name] = record
+        # a user deleted between the two reads (PostgreSQL reads committed rows) is left out
+        return [record for _, name in rows if (record := users.get(name)) is not None]
 
     @contextmanager
     def _reading(self, db: Session | None) -> Iterator[Connection]:

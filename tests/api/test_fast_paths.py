@@ -1,5 +1,6 @@
-"""The API's shortcut past Starlette (api/dispatch.py) answers as Starlette would, and the
-per-user snapshot cache stays true when only some users change."""
+"""The API's fast paths: the shortcut past Starlette (api/dispatch.py) answers as Starlette
+would, and user snapshots (served by GET /users/{name}, GET /user and pages of GET /users)
+stay true through writes that drop only some of them, or all."""
 
 from __future__ import annotations
 
@@ -124,3 +125,22 @@ async def test_renaming_a_user_drops_every_snapshot(api, hub):
     assert (await api.get("/users/alice")).status_code == 404
     assert (await api.get("/users/carol")).json()["name"] == "carol"
     assert (await api.get("/users/bob")).status_code == 200
+
+
+async def test_pages_from_snapshots_follow_every_write(api):
+    for name in ("alice", "bob", "carol"):
+        await api.post(f"/users/{name}")
+
+    async def listed() -> dict[str, dict]:
+        return {u["name"]: u for u in (await api.get("/users", params={"limit": 2})).json()
+                + (await api.get("/users", params={"offset": 2, "limit": 2})).json()}
+
+    assert set(await listed()) == {"admin", "alice", "bob", "carol"}  # now in memory
+    await api.patch("/users/bob", json={"admin": True})  # one user's own column
+    await api.post("/groups/team", json={"users": ["carol"]})  # a group: every snapshot
+    await api.delete("/users/alice")
+    users = await listed()
+    assert set(users) == {"admin", "bob", "carol"}
+    assert users["bob"]["admin"] is True and users["carol"]["groups"] == ["team"]
+    r = await api.get("/users", params={"sort": "-name", "limit": 1})
+    assert [u["name"] for u in r.json()] == ["carol"]
