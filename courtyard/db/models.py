@@ -1,7 +1,5 @@
 """Database rows. Timestamps are naive UTC, as in JupyterHub; the API adds the ``Z``."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,17 +53,17 @@ class User(Base):
     cookie_id: Mapped[str] = mapped_column(String(255), unique=True)
     encrypted_auth_state: Mapped[bytes | None] = mapped_column(LargeBinary)
 
-    groups: Mapped[list[Group]] = relationship(
+    groups: Mapped[list["Group"]] = relationship(
         secondary=user_group_map, back_populates="users", order_by="Group.name"
     )
-    roles: Mapped[list[Role]] = relationship(
+    roles: Mapped[list["Role"]] = relationship(
         secondary=user_role_map, back_populates="users", order_by="Role.name"
     )
-    servers: Mapped[list[Server]] = relationship(
+    servers: Mapped[list["Server"]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True,
         order_by="Server.name",
     )
-    tokens: Mapped[list[APIToken]] = relationship(
+    tokens: Mapped[list["APIToken"]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
 
@@ -87,7 +85,7 @@ class Server(Base):
     started: Mapped[datetime | None] = mapped_column(DateTime)
     last_activity: Mapped[datetime | None] = mapped_column(DateTime)
 
-    user: Mapped[User] = relationship(back_populates="servers")
+    user: Mapped["User"] = relationship(back_populates="servers")
 
 
 class Group(Base):
@@ -97,10 +95,10 @@ class Group(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    users: Mapped[list[User]] = relationship(
+    users: Mapped[list["User"]] = relationship(
         secondary=user_group_map, back_populates="groups", order_by="User.name"
     )
-    roles: Mapped[list[Role]] = relationship(
+    roles: Mapped[list["Role"]] = relationship(
         secondary=group_role_map, back_populates="groups", order_by="Role.name"
     )
 
@@ -116,13 +114,13 @@ class Role(Base):
     scopes: Mapped[list[str]] = mapped_column(default=list)
     managed_by: Mapped[str] = mapped_column(String(16), default="api")
 
-    users: Mapped[list[User]] = relationship(
+    users: Mapped[list["User"]] = relationship(
         secondary=user_role_map, back_populates="roles", order_by="User.name"
     )
-    groups: Mapped[list[Group]] = relationship(
+    groups: Mapped[list["Group"]] = relationship(
         secondary=group_role_map, back_populates="roles", order_by="Group.name"
     )
-    services: Mapped[list[Service]] = relationship(
+    services: Mapped[list["Service"]] = relationship(
         secondary=service_role_map, back_populates="roles", order_by="Service.name"
     )
 
@@ -142,10 +140,10 @@ class Service(Base):
     oauth_client_allowed_scopes: Mapped[list[str]] = mapped_column(default=list)
     from_config: Mapped[bool] = mapped_column(Boolean, default=True)
 
-    roles: Mapped[list[Role]] = relationship(
+    roles: Mapped[list["Role"]] = relationship(
         secondary=service_role_map, back_populates="services", order_by="Role.name"
     )
-    tokens: Mapped[list[APIToken]] = relationship(
+    tokens: Mapped[list["APIToken"]] = relationship(
         back_populates="service", cascade="all, delete-orphan", passive_deletes=True
     )
 
@@ -176,9 +174,9 @@ class APIToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     last_activity: Mapped[datetime | None] = mapped_column(DateTime)
 
-    user: Mapped[User | None] = relationship(back_populates="tokens")
-    service: Mapped[Service | None] = relationship(back_populates="tokens")
-    oauth_client: Mapped[OAuthClient | None] = relationship()
+    user: Mapped["User | None"] = relationship(back_populates="tokens")
+    service: Mapped["Service | None"] = relationship(back_populates="tokens")
+    oauth_client: Mapped["OAuthClient | None"] = relationship()
 
 
 class OAuthClient(Base):
@@ -224,9 +222,9 @@ class Share(Base):
     scopes: Mapped[list[str]] = mapped_column(default=list)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
-    server: Mapped[Server] = relationship()
-    user: Mapped[User | None] = relationship(foreign_keys=[user_id])
-    group: Mapped[Group | None] = relationship()
+    server: Mapped["Server"] = relationship()
+    user: Mapped["User | None"] = relationship(foreign_keys=[user_id])
+    group: Mapped["Group | None"] = relationship()
 
 
 class ShareCode(Base):
@@ -242,7 +240,7 @@ class ShareCode(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_used: Mapped[datetime | None] = mapped_column(DateTime)
 
-    server: Mapped[Server] = relationship()
+    server: Mapped["Server"] = relationship()
 
 
 class NativeAccount(Base):
@@ -262,4 +260,4 @@ class NativeAccount(Base):
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     password_changed: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
-    user: Mapped[User | None] = relationship()
+    user: Mapped["User | None"] = relationship()
