@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route
 
 from courtyard.api.base import endpoint
 from courtyard.api.dispatch import ApiDispatcher
-from tests.conftest import new_token
+from tests.conftest import ADMIN_TOKEN, new_token
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
@@ -144,3 +144,20 @@ async def test_pages_from_snapshots_follow_every_write(api):
     assert users["bob"]["admin"] is True and users["carol"]["groups"] == ["team"]
     r = await api.get("/users", params={"sort": "-name", "limit": 1})
     assert [u["name"] for u in r.json()] == ["carol"]
+
+
+async def test_api_below_a_base_url(make_hub):
+    hub = make_hub(base_url="/jh/")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.asgi),
+                                 base_url="http://127.0.0.1:8081",
+                                 headers={"Authorization": f"token {ADMIN_TOKEN}"}) as client:
+        for name in ("alice", "bob"):
+            assert (await client.post(f"/jh/hub/api/users/{name}")).status_code == 201
+        r = await client.get("/jh/hub/api/users", params={"limit": 1},
+                             headers={"Accept": "application/jupyterhub-pagination+json"})
+        assert r.status_code == 200 and [u["name"] for u in r.json()["items"]] == ["admin"]
+        assert r.json()["_pagination"]["next"]["url"].startswith(
+            "http://127.0.0.1:8081/jh/hub/api/users?")
+        r = await client.get("/jh/hub/api/users/bob")
+        assert r.status_code == 200 and r.json()["name"] == "bob"
+        assert (await client.get("/hub/api/users/bob")).status_code == 404
