@@ -68,7 +68,7 @@ class Ctx:
     def db(self) -> Session:
         """The request's database session, opened on first use: a request answered from
         the hub's memory (most reads by a known token) never opens one."""
-        return self.session or self.open_db()
+        return self.open_db()
 
     def open_db(self) -> Session:
         if self.session is None:

@@ -39,20 +39,22 @@ def iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.isoformat() + "Z"
 
 
-def _allowed(ctx: Ctx, access: dict[str, set[str]], target: Target) -> set[str]:
-    """The model keys the caller may see on ``target``.
+def _allowed(ctx: Ctx, access: dict[str, set[str]], **target: str) -> set[str]:
+    """The model keys the caller may see on the resource ``target`` names (``user=...``).
 
     When none of the scopes involved carries a filter, the answer is the same for every
-    target, so a request listing thousands of users works it out once.
+    target, so a request listing thousands of users works it out once (and builds no
+    ``Target`` for the rest).
     """
-    parsed = ctx.identity.parsed if ctx.identity is not None else {}
     memo_key = id(access)
     memo = ctx.memo.get(memo_key)
     if memo is not None:
         return memo
+    parsed = ctx.identity.parsed if ctx.identity is not None else {}
+    resource = Target(**target)
     keys: set[str] = set()
     for scope, fields in access.items():
-        if ctx.can(scope, target):
+        if ctx.can(scope, resource):
             keys |= fields
     if all(parsed.get(scope) in (None, ALL) for scope in access):
         ctx.memo[memo_key] = keys
@@ -108,7 +110,7 @@ def user_model(ctx: Ctx, user: User | UserRecord, include_stopped_servers: bool 
     :func:`iso` would, in C, which matters when a page holds hundreds of users.
     """
     record = user if isinstance(user, UserRecord) else user_record(user)
-    keys = ctx.memo.get(id(USER_ACCESS)) or _allowed(ctx, USER_ACCESS, Target(user=record.name))
+    keys = _allowed(ctx, USER_ACCESS, user=record.name)
     if not keys:
         return {}
     model: dict[str, Any] = {"kind": "user", "name": record.name}
@@ -147,7 +149,7 @@ def user_model(ctx: Ctx, user: User | UserRecord, include_stopped_servers: bool 
 
 
 def group_model(ctx: Ctx, group: Group) -> dict[str, Any]:
-    keys = _allowed(ctx, GROUP_ACCESS, Target(group=group.name))
+    keys = _allowed(ctx, GROUP_ACCESS, group=group.name)
     if not keys:
         return {}
     model: dict[str, Any] = {"kind": "group", "name": group.name}
@@ -161,7 +163,7 @@ def group_model(ctx: Ctx, group: Group) -> dict[str, Any]:
 
 
 def service_model(ctx: Ctx, service: Service) -> dict[str, Any]:
-    keys = _allowed(ctx, SERVICE_ACCESS, Target(service=service.name))
+    keys = _allowed(ctx, SERVICE_ACCESS, service=service.name)
     if not keys:
         return {}
     spec = ctx.hub.service_specs.get(service.name, {})

@@ -110,7 +110,7 @@ async def list_users(ctx: Ctx) -> Any:
     elif conditions:
         total = ctx.db.scalar(select(func.count(User.id)).where(*conditions))
     else:
-        total = ctx.hub.records.count_users(ctx.session)
+        total = ctx.hub.records.count_users(ctx.db)
     return ctx.paginate(items, offset, limit, total or 0, envelope)
 
 

@@ -1,8 +1,9 @@
 """Read-through snapshots of users for the API's hot paths.
 
 Reading a user through the ORM costs four queries; most API traffic reads the same users
-over and over (services polling, dashboards, ``GET /users/{name}``). Snapshots are immutable
-and dropped whole whenever any session flushes a write, so a read never sees stale data.
+over and over (services polling, dashboards, ``GET /users/{name}``, pages of ``GET /users``).
+Snapshots are immutable and dropped whenever a session flushes a write (only the users it
+touched, when that is known), so a read never sees stale data.
 """
 
 from __future__ import annotations
@@ -236,11 +237,10 @@ class RecordCache:
         self._users.clear()
         self._count = None
 
-    def count_users(self, db: Session | None) -> int:
+    def count_users(self, db: Session) -> int:
         """How many users there are; paging asks on every page, writes are rarer."""
         if self._count is None:
-            with self._reading(db) as conn:
-                self._count = conn.execute(_COUNT_USERS).scalar_one()
+            self._count = db.connection().execute(_COUNT_USERS).scalar_one()
         return self._count
 
     def user(self, db: Session | None, name: str) -> UserRecord | None:
