@@ -22,15 +22,17 @@ from starlette.requests import Request
 from traitlets.config import Config
 
 from . import bootstrap, config as cfg
-from .auth.base import Authenticator
+from .auth.base import Authenticator, check_hooks
 from .auth.identity import Identity, ScopeCache, authenticate_token
 from .db.models import User
 from .db.records import RecordCache
 from .db.session import init_db
 from .errors import ConfigError
+from .files import secure_data_dir
 from .lifecycle import Lifecycle
 from .oauth import provider as oauth_provider
 from .options import Courtyard
+from .subdomains import Origins, resolve_hook, warn_shared_origin
 
 if TYPE_CHECKING:
     from .api.dispatch import ApiDispatcher
@@ -45,6 +47,8 @@ class Hub:
         self.config = config if config is not None else Config()
         self.config_file = config_file
         self.options: Courtyard = cfg.build(Courtyard, self.config)
+        self.origins = Origins(self.options.subdomain_host,
+                               resolve_hook(self.options.subdomain_hook), self.options.base_url)
         self.scope_cache = ScopeCache()
         self.lifecycle = Lifecycle(self)
         self.hub_bound: tuple[str, int] | None = None  # where serve() listens, once it does
@@ -76,6 +80,7 @@ class Hub:
         self.init_logging()
         self.init_components()
         self.warn_unknown_options()
+        secure_data_dir(Path(self.options.data_files_path))  # owner-only, as the database
         self.session = init_db(self.options.db_url, self.upgrade_command())
         self.records = RecordCache(self.session)
         self.scope_cache.watch(self.session)
@@ -94,6 +99,7 @@ class Hub:
             oauth_provider.sync_service_clients(self, db)
             bootstrap.assign_config_roles(self, db)
             self.authenticator.startup(self, db)
+            warn_shared_origin(self, db)
             db.commit()
 
     def init_logging(self) -> None:
@@ -113,6 +119,7 @@ class Hub:
         else:
             auth_cls = cfg.resolve_class("authenticator", opts.authenticator_class, Authenticator)
             self.authenticator = cfg.build(auth_cls, self.config)
+        check_hooks(self.authenticator)  # an async validate_username would pass everyone
         from .spawners.base import Spawner
 
         self.spawner_class = cfg.resolve_class("spawner", opts.spawner_class, Spawner)
@@ -210,6 +217,17 @@ class Hub:
         spec = f"{self.options.base_url}user/{quote(username, safe='@~')}/"
         return spec + (f"{quote(server_name, safe='')}/" if server_name else "")
 
+    def server_proxy_spec(self, username: str, server_name: str) -> str:
+        """The proxy's routespec of a server: its path, below the user's host with
+        subdomains (``alice.hub.example.org/user/alice/``)."""
+        spec = self.server_routespec(username, server_name)
+        return self.origins.user_domain(username) + spec if self.origins.enabled else spec
+
+    def server_url(self, username: str, server_name: str) -> str:
+        """Where a browser opens a server: its path, on the user's own origin with
+        subdomains."""
+        return self.origins.user_host(username) + self.server_routespec(username, server_name)
+
     async def ready_proxy(self) -> Any:
         """The proxy, once serve() has started it and synced its routes (the API answers
         before that: a cold proxy takes a while to start); None without one."""
@@ -220,12 +238,12 @@ class Hub:
     async def add_server_route(self, username: str, server_name: str, target: str) -> None:
         """Route ``/user/NAME[/SERVER]/`` to a ready server."""
         if (proxy := await self.ready_proxy()) is not None:
-            await proxy.add_route(self.server_routespec(username, server_name), target,
+            await proxy.add_route(self.server_proxy_spec(username, server_name), target,
                                   {"user": username, "server_name": server_name})
 
     async def remove_server_route(self, username: str, server_name: str) -> None:
         if (proxy := await self.ready_proxy()) is not None:
-            await proxy.delete_route(self.server_routespec(username, server_name))
+            await proxy.delete_route(self.server_proxy_spec(username, server_name))
 
     async def service_added(self, service: Any) -> None:
         """A service was registered at run time (its route is added by the proxy sync)."""
@@ -238,6 +256,8 @@ class Hub:
         opts = self.options
         if opts.public_url:
             return opts.public_url
+        if opts.subdomain_host:  # the hub lives on the subdomain host itself
+            return f"{opts.subdomain_host}{opts.base_url}"
         if opts.bind_url:
             return opts.bind_url
         scheme = "https" if opts.ssl_cert else "http"
@@ -314,6 +334,7 @@ class Hub:
         server = uvicorn.Server(uvicorn.Config(
             self.asgi, host=host, port=port, log_level="warning", access_log=False,
             http="httptools", loop="none", lifespan="off", server_header=False,
+            proxy_headers=False,  # X-Forwarded-*: the hub's own rules (web/forwarded.py)
             timeout_graceful_shutdown=5,
         ))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -42,8 +42,16 @@ class Courtyard(Configurable):
         "", help="Full public URL of the site when it differs from bind_url (e.g. behind a "
         "load balancer); used in full_url fields and OAuth redirects."
     ).tag(config=True)
-    subdomain_host = Unicode("", help="Run each user's server on its own subdomain of this "
-                             "host (host-based routing in the proxy).").tag(config=True)
+    subdomain_host = Unicode(
+        "", help="Give each user's servers their own origin: 'https://hub.example.org' (scheme, "
+        "host, optional port) puts the hub there and alice's servers on "
+        "https://alice.hub.example.org; needs a wildcard DNS record and TLS certificate. "
+        "Without it every server shares the hub's origin (see docs/security.md)."
+    ).tag(config=True)
+    subdomain_hook = AnyTrait(
+        "idna", help="How a user's host name is made: 'idna' (JupyterHub's default: the name, "
+        "its IDNA form, or a trimmed hash) or a callable (name, domain, kind) -> host name."
+    ).tag(config=True)
     hub_ip = Unicode("127.0.0.1", help="IP the hub's own HTTP server (API and pages) binds.").tag(
         config=True
     )
@@ -120,6 +128,23 @@ class Courtyard(Configurable):
     api_page_max_limit = Integer(200, help="Largest page size a client may ask for.").tag(
         config=True
     )
+    api_max_body_size = Integer(4 * 1024 * 1024, help="Largest request body, in bytes, "
+                                "below /hub/api; a longer one is answered 413 before it is "
+                                "read (a declared length) or as soon as it passes the limit "
+                                "(chunked). 4 MiB holds a POST /users of ~100,000 names."
+                                ).tag(config=True)
+    form_max_body_size = Integer(256 * 1024, help="Largest request body, in bytes, anywhere "
+                                 "else (the sign-in, sign-up and spawn forms); 413 past it."
+                                 ).tag(config=True)
+    trusted_downstream_ips = List(Unicode(), help="Addresses or networks (CIDR) of proxies "
+                                  "in front of the hub's proxy, e.g. a TLS-terminating load "
+                                  "balancer. The hub takes X-Forwarded-For and "
+                                  "X-Forwarded-Proto only from its own proxy (loopback, or "
+                                  "the hub's own address) and from these, and skips these in "
+                                  "X-Forwarded-For: the client is the right-most address "
+                                  "that is not one of them. The built-in proxy gets the "
+                                  "list too, and keeps the forwarded headers only of "
+                                  "requests from these addresses.").tag(config=True)
     authenticator_class = AnyTrait(
         "native", help="Authenticator: a short name ('native', 'pam', 'ldap', 'oidc', "
         "'github', 'shared-password', 'dummy', 'null', ...), a dotted class path or a class; "
@@ -181,6 +206,19 @@ class Courtyard(Configurable):
             value += "/"
         return value
 
+    @validate("subdomain_host")
+    def _check_subdomain_host(self, proposal: dict[str, Any]) -> str:
+        from .subdomains import check_subdomain_host
+
+        return check_subdomain_host(proposal["value"])
+
+    @validate("subdomain_hook")
+    def _check_subdomain_hook(self, proposal: dict[str, Any]) -> Any:
+        from .subdomains import resolve_hook
+
+        resolve_hook(proposal["value"])
+        return proposal["value"]
+
     @validate("port", "hub_port")
     def _check_port(self, proposal: dict[str, Any]) -> int:
         value = proposal["value"]
@@ -188,6 +226,20 @@ class Courtyard(Configurable):
             raise ConfigError(f"c.Courtyard.{proposal['trait'].name} = {value} is not a port; "
                               "use 1-65535 (0 picks a free port)")
         return value
+
+    @validate("api_max_body_size", "form_max_body_size")
+    def _check_body_size(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1024:
+            raise ConfigError(f"c.Courtyard.{proposal['trait'].name} = {proposal['value']} "
+                              "is too small; use at least 1024 (bytes)")
+        return proposal["value"]
+
+    @validate("trusted_downstream_ips")
+    def _check_trusted(self, proposal: dict[str, Any]) -> list[str]:
+        from .web.forwarded import parse_networks
+
+        parse_networks(proposal["value"])  # a ConfigError naming a bad entry
+        return proposal["value"]
 
     @validate("api_page_default_limit", "api_page_max_limit")
     def _check_page(self, proposal: dict[str, Any]) -> int:

@@ -34,13 +34,14 @@ def desired_routes(hub: Hub, db: Session) -> tuple[dict[str, tuple[str, dict[str
         Server, Server.user_id == User.id).where(Server.url.is_not(None)))
     pending = hub.lifecycle.all_pending
     for username, server_name in pending:  # starting, stopping or being checked: leave alone
-        keep.add(hub.server_routespec(username, server_name))
+        keep.add(hub.server_proxy_spec(username, server_name))
     for username, server_name, url in rows:
         if (username, server_name) not in pending:
-            routes[hub.server_routespec(username, server_name)] = (
+            routes[hub.server_proxy_spec(username, server_name)] = (
                 url, {"user": username, "server_name": server_name})
     for name, url in db.execute(select(Service.name, Service.url).where(Service.url.is_not(None))):
-        routes[f"{base}services/{name}/"] = (url, {"service": name})
+        # with host routing every route but the default one names a host: the hub's
+        routes[f"{hub.origins.domain}{base}services/{name}/"] = (url, {"service": name})
     for spec, target in getattr(hub.proxy, "extra_routes", {}).items():
         routes[spec] = (target, {"extra": True})
     return routes, keep
@@ -150,6 +151,7 @@ async def start_proxy(hub: Hub) -> Any:
     if opts.ssl_cert and not proxy.ssl_cert:
         proxy.ssl_cert, proxy.ssl_key = opts.ssl_cert, opts.ssl_key
     proxy.host_routing = bool(opts.subdomain_host)
+    proxy.trusted_downstream_ips = list(opts.trusted_downstream_ips)
     if hasattr(proxy, "data_dir") and not proxy.data_dir:
         proxy.data_dir = opts.data_files_path
     await proxy.start()

@@ -89,6 +89,36 @@ def test_upgrade_keeps_the_data(db_url):
     init_db(db_url).kw["bind"].dispose()
 
 
+def test_upgrade_to_ids_never_reused_keeps_users_and_their_rows(db_url):
+    """0002: on SQLite the users table is rebuilt with AUTOINCREMENT. Every user, id and row
+    that points at them survives (rebuilding drops the old table: with foreign keys on, that
+    would cascade), and the newest user's id, once deleted, is not given out again."""
+    from alembic import command
+
+    engine = make_engine(db_url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    command.upgrade(cfg, "0001")
+    engine.dispose()
+    for name in ("ann", "ben", "cat"):
+        raw_sql(db_url, "INSERT INTO users (name, admin, created, cookie_id) "
+                        f"VALUES ('{name}', false, CURRENT_TIMESTAMP, 'c-{name}')")
+    ids = {n: raw_sql(db_url, f"SELECT id FROM users WHERE name = '{n}'")
+           for n in ("ann", "ben", "cat")}
+    raw_sql(db_url, "INSERT INTO servers (user_id, name, state, user_options, created) "
+                    f"VALUES ({ids['cat']}, 'lab', '{{}}', '{{}}', CURRENT_TIMESTAMP)")
+    upgrade_db(db_url)
+    assert raw_sql(db_url, "SELECT version_num FROM alembic_version") == SCHEMA_REVISION
+    assert {n: raw_sql(db_url, f"SELECT id FROM users WHERE name = '{n}'") for n in ids} == ids
+    assert raw_sql(db_url, f"SELECT name FROM servers WHERE user_id = {ids['cat']}") == "lab"
+    raw_sql(db_url, "DELETE FROM users WHERE name = 'cat'")  # the newest
+    raw_sql(db_url, "INSERT INTO users (name, admin, created, cookie_id) "
+                    "VALUES ('dan', false, CURRENT_TIMESTAMP, 'c-dan')")
+    assert raw_sql(db_url, "SELECT id FROM users WHERE name = 'dan'") > ids["cat"]
+    init_db(db_url).kw["bind"].dispose()
+
+
 def test_bad_urls():
     with pytest.raises(DatabaseError, match="not a database URL"):
         make_engine("nonsense")
@@ -119,6 +149,7 @@ def test_tests_take_the_run_database_from_the_fixtures():
         "conftest.py",  # makes the SQLite databases of the default run
         "test_db.py",  # SQLite's own pragmas and the backup upgrade-db makes of SQLite files
         "cli/test_cli.py",  # the same backup, through the command
+        "test_file_modes.py",  # the modes of SQLite's own files (-wal, -shm, backups)
         "proxy/test_jupyterhub.py",  # JupyterHub's own database, not Courtyard's
         "spawners/test_local_spawner.py",  # a config that is resolved, never opened
         "singleuser/startup_timing.py",  # a timing script, not a test

@@ -7,8 +7,12 @@ The hub calls ``check_config(hub)`` and ``startup(hub, db)`` once, ``on_serve(hu
 starts serving, and per login ``get_authenticated_user``, which runs ``authenticate`` ->
 ``normalize_username`` -> ``validate_username`` -> ``check_blocked_users`` ->
 ``check_allowed`` -> ``is_admin`` -> ``post_auth_hook``. ``refresh_user`` runs before stored
-auth state is trusted, ``pre_spawn_start`` before a spawn. What follows a successful login
-(cookies, groups, encrypted auth state) is in :mod:`courtyard.auth.login`.
+auth state is trusted, ``pre_spawn_start`` before a spawn and ``post_spawn_stop`` after a stop.
+As in JupyterHub each of these hooks may be sync or async, and the hub awaits every one
+(:func:`maybe_await`); ``normalize_username`` and ``validate_username`` are sync, as there,
+and an async one is refused at start (:func:`check_hooks`). A hook that raises refuses the
+sign-in (:func:`courtyard.auth.login.attempt`): an error never lets anyone in. What follows a
+successful login (cookies, groups, encrypted auth state) is in :mod:`courtyard.auth.login`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Any as AnyTrait, Bool, Dict, Integer, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ..names import check_user_name
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from starlette.routing import BaseRoute
@@ -28,6 +34,27 @@ if TYPE_CHECKING:
 AuthResult = str | dict[str, Any] | None
 # (path below {base_url}hub/, endpoint): extra pages an authenticator serves, e.g. oauth_callback
 Handler = tuple[str, Callable[..., Any]]
+
+
+async def maybe_await(value: Any) -> Any:
+    """A hook's result: JupyterHub lets hooks be sync or async, and a coroutine left
+    unawaited would count as true (an async ``check_allowed`` refusing everyone let all in)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+SYNC_HOOKS = ("normalize_username", "validate_username")
+
+
+def check_hooks(authenticator: Any) -> None:
+    """Refuse, at start, an async hook the hub calls synchronously (as JupyterHub does): its
+    coroutine would pass for a name, or for "valid"."""
+    from ..errors import ConfigError
+
+    for child in [authenticator, *getattr(authenticator, "authenticators", [])]:
+        for name in SYNC_HOOKS:
+            if inspect.iscoroutinefunction(getattr(child, name, None)):
+                raise ConfigError(f"{type(child).__name__}.{name} is async; it must be a "
+                                  "plain (sync) method, as in JupyterHub")
 
 
 class LoginRefused(Exception):
@@ -59,10 +86,11 @@ class Authenticator(LoggingConfigurable):
 
     def validate_username(self, username: str) -> bool:
         """Whether a (normalized) name is acceptable at all: at most 255 printable characters
-        (what every database holds), no '/', no leading or trailing spaces."""
-        if not username or "/" in username or username.strip() != username:
+        (what every database holds), no leading or trailing spaces, and no path tricks
+        (``.``, ``..``, ``/``, also percent-encoded: :func:`courtyard.names.check_user_name`)."""
+        if not username or username.strip() != username or len(username) > 255:
             return False
-        if len(username) > 255 or not username.isprintable():
+        if check_user_name(username) is not None:
             return False
         if self.username_pattern:
             return re.fullmatch(self.username_pattern, username) is not None
@@ -103,7 +131,8 @@ class Authenticator(LoggingConfigurable):
 
         self.check_config(hub)
         self.hub = hub
-        self.throttle = Throttle(self.login_attempts_free, self.login_backoff_max)
+        self.throttle = Throttle(self.login_attempts_free, self.login_backoff_max,
+                                 global_limit=self.login_global_limit)
         self.last_refresh: dict[int, float] = {}  # user id -> time of the last refresh_user
         if self.enable_auth_state:
             self.crypt = Crypt.from_env()
@@ -142,9 +171,7 @@ class Authenticator(LoggingConfigurable):
 
     async def get_authenticated_user(self, handler: Any, data: dict[str, Any]) -> dict | None:
         """Run authenticate and the allow/block checks; the model, or None when refused."""
-        result = self.authenticate(handler, data)
-        if inspect.isawaitable(result):
-            result = await result
+        result = await maybe_await(self.authenticate(handler, data))
         if result is None:
             return None
         model = {"name": result} if isinstance(result, str) else dict(result)
@@ -152,14 +179,19 @@ class Authenticator(LoggingConfigurable):
             return None
         name = self.normalize_username(model["name"])
         model["name"] = name
-        if not self.validate_username(name) or not self.check_blocked_users(name, model):
+        if not self.validate_username(name):
             return None
-        if not self.check_allowed(name, model):
+        if not await maybe_await(self.check_blocked_users(name, model)):
             return None
-        model["admin"] = self.is_admin(handler, model)
+        if not await maybe_await(self.check_allowed(name, model)):
+            return None
+        model["admin"] = await maybe_await(self.is_admin(handler, model))
         if self.post_auth_hook:
-            hooked = self.post_auth_hook(self, handler, model)
-            model = await hooked if inspect.isawaitable(hooked) else hooked
+            model = await maybe_await(self.post_auth_hook(self, handler, model))
+        # again, whatever a subclass's validate_username or the hook made of the name
+        if model and check_user_name(str(model.get("name") or "")) is not None:
+            self.log.warning("Login refused: %r is not a safe user name", model.get("name"))
+            return None
         return model
 
     # -- options (JupyterHub's names) --------------------------------------------------------
@@ -194,10 +226,18 @@ class Authenticator(LoggingConfigurable):
                       ).tag(config=True)
     delete_invalid_users = Bool(False, help="Delete users whose names are no longer valid at "
                                 "start-up instead of refusing to start.").tag(config=True)
-    login_attempts_free = Integer(5, help="Failed logins per username (and 4x that per client "
-                                  "address) before back-off starts.").tag(config=True)
+    login_attempts_free = Integer(5, help="Failed logins per username and client address "
+                                  "pair (and 4x that per address, whatever the names) before "
+                                  "back-off starts; failures from one address never hold back "
+                                  "the same user at another.").tag(config=True)
     login_backoff_max = Integer(300, help="Longest back-off, in seconds, after repeated failed "
                                 "logins; the back-off doubles per failure up to this.").tag(
+        config=True
+    )
+    login_global_limit = Integer(100, help="Failed logins per minute, across all users and "
+                                 "addresses, past which every new attempt waits (429) until "
+                                 "the minute has passed; a user who signed in from the same "
+                                 "address before is exempt. 0: no global cap.").tag(
         config=True
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +47,9 @@ class DummyAuthenticator(Authenticator):
         return super().check_allowed(username, model)
 
     async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
-        if self.password and data.get("password") != self.password:
+        given = data.get("password")
+        if self.password and not (isinstance(given, str) and hmac.compare_digest(
+                given.encode(), self.password.encode())):
             return None
         return data.get("username") or None
 

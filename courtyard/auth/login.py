@@ -7,7 +7,6 @@ encrypted auth state). Pages, the token API and OAuth callbacks all go through t
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from ..db import queries as q
 from ..db.models import Group, User, utcnow
 from ..errors import BadRequest, HTTPError
 from ..names import check_group_name
-from .base import Authenticator, LoginRefused
+from .base import Authenticator, LoginRefused, maybe_await
 from .crypto import Crypt, DecryptError
 from .identity import Identity
 from .session import cookie_identity
@@ -34,12 +33,26 @@ LOGIN_FAILED = "Invalid username or password."
 
 
 class TooManyAttempts(HTTPError):
+    """429: this user and address (or, with ``everyone``, the whole hub) must wait."""
+
     status = 429
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"Too many failed login attempts; try again in {retry_after} seconds.",
+    def __init__(self, retry_after: int, everyone: bool = False) -> None:
+        what = ("Too many failed sign-ins on this hub just now" if everyone
+                else "Too many failed login attempts")
+        super().__init__(f"{what}; try again in {retry_after} seconds.",
                          headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class AuthenticatorFailed(HTTPError):
+    """The authenticator or one of its hooks raised: the sign-in is refused (fail closed)."""
+
+    status = 500
+
+    def __init__(self) -> None:
+        super().__init__("Sign-in failed because of an error in the hub's authenticator; "
+                         "please try again later, or tell the hub's administrators.")
 
 
 @dataclass
@@ -56,17 +69,9 @@ class LoginContext:
 
 
 def client_address(request: Request) -> str | None:
-    """The client's address; behind a proxy on this machine, the one it forwarded."""
-    peer = request.client.host if request.client else None
-    forwarded = request.headers.get("x-forwarded-for")
-    if peer and forwarded:
-        try:
-            local = ipaddress.ip_address(peer).is_loopback
-        except ValueError:
-            local = False
-        if local:
-            return forwarded.split(",")[-1].strip() or peer
-    return peer
+    """The client's address: the peer's, or the one our proxies forwarded (the dispatcher
+    put it in ``request.client``: :mod:`courtyard.web.forwarded`)."""
+    return request.client.host if request.client else None
 
 
 async def attempt(ctx: LoginContext, data: dict[str, Any],
@@ -74,21 +79,35 @@ async def attempt(ctx: LoginContext, data: dict[str, Any],
     """Authenticate ``data`` (username, password, ...) under the throttle.
 
     Returns the model, or None for a refusal that must read as "invalid username or
-    password". Raises TooManyAttempts (429) or LoginRefused (a message to show).
+    password". Raises TooManyAttempts (429), LoginRefused (a message to show) or
+    AuthenticatorFailed (500: a hook raised, and an error never signs anyone in).
+    Attempts for one username from one address run one at a time, so guesses sent at
+    once are counted like guesses sent one after the other.
     """
+    username = str(data.get("username") or "")
+    async with ctx.hub.authenticator.throttle.turn(username, ctx.client_ip):
+        return await _attempt(ctx, data, username, authenticator)
+
+
+async def _attempt(ctx: LoginContext, data: dict[str, Any], username: str,
+                   authenticator: Authenticator | None) -> dict[str, Any] | None:
     auth = authenticator or ctx.hub.authenticator
     throttle = ctx.hub.authenticator.throttle
-    username = str(data.get("username") or "")
     address = ctx.client_ip
-    wait = throttle.retry_after(username, address)
+    wait = throttle.check(username, address)
     if wait:
-        log.warning("Login for %r from %s throttled for %d s", username, address, wait)
-        raise TooManyAttempts(wait)
+        log.warning("Login for %r from %s throttled for %d s%s", username, address,
+                    wait.seconds, " (the hub-wide cap)" if wait.everyone else "")
+        raise TooManyAttempts(wait.seconds, wait.everyone)
     try:
         model = await auth.get_authenticated_user(ctx, data)
     except LoginRefused:
         throttle.success(username, address)
         raise
+    except Exception:
+        log.exception("Sign-in for %r from %s refused: the authenticator failed", username,
+                      address)
+        raise AuthenticatorFailed() from None
     if model is None:
         throttle.failure(username, address)
         log.warning("Failed login for %r from %s", username, address)
@@ -177,7 +196,7 @@ async def refresh_user(hub: Hub, db: Session, user: User, handler: Any = None,
     now = time.time()
     if not force and now - auth.last_refresh.get(user.id, 0) < auth.auth_refresh_age:
         return True
-    result = await auth.refresh_user(user, handler)
+    result = await maybe_await(auth.refresh_user(user, handler))
     auth.last_refresh[user.id] = now
     if result is False:
         return False

@@ -16,7 +16,7 @@ from traitlets.config import Config
 
 from .. import config as cfg
 from ..errors import ConfigError
-from .base import Authenticator, AuthResult, Handler, LoginRefused
+from .base import Authenticator, AuthResult, Handler, LoginRefused, maybe_await
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -81,14 +81,14 @@ class MultiAuthenticator(Authenticator):
 
     async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
         for child in self.authenticators:
-            result = await child.refresh_user(user, handler)
+            result = await maybe_await(child.refresh_user(user, handler))
             if result is not True:
                 return result
         return True
 
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
         for child in self.authenticators:
-            await child.pre_spawn_start(user, spawner)
+            await maybe_await(child.pre_spawn_start(user, spawner))
 
     def check_config(self, hub: Any) -> None:
         for child in self.authenticators:

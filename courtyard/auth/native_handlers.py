@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..api import guard
 from ..api.base import Ctx, endpoint
 from ..api.models import iso
 from ..auth.scopes import Target
@@ -30,6 +31,7 @@ from ..db.models import NativeAccount, User, utcnow
 from ..errors import BadRequest, NotFound
 from ..web.render import Page, login_redirect
 from . import session as sess
+from .base import maybe_await
 from .login import TooManyAttempts, client_address
 from .native import account_for, hash_password, set_password, verify_password
 
@@ -78,7 +80,8 @@ async def signup_page(request: Request) -> Response:
         name = auth.normalize_username(username)
         problem = password_problem(auth, await page.field("password"),
                                    await page.field("password_confirm"))
-        if not auth.validate_username(name) or not auth.check_blocked_users(name):
+        if not auth.validate_username(name) or not await maybe_await(
+                auth.check_blocked_users(name)):
             problem = "This username cannot be used."
         elif q.get_user(db, name) is not None or db.scalar(
                 select(NativeAccount).where(NativeAccount.username == name)) is not None:
@@ -190,7 +193,9 @@ async def list_signups(ctx: Ctx) -> Any:
 @endpoint("admin:users")
 async def approve_signup(ctx: Ctx) -> Any:
     _native(ctx.hub)
-    user = approve(ctx.db, _pending(ctx, ctx.arg("name")))
+    account = _pending(ctx, ctx.arg("name"))
+    guard.require_name_grantable(ctx, account.username, [], f"approve {account.username}")
+    user = approve(ctx.db, account)
     ctx.db.flush()
     ctx.invalidate_permissions()
     return {"name": user.name, "approved": True}
@@ -210,6 +215,7 @@ async def reset_password(ctx: Ctx) -> Any:
     user = q.get_user(ctx.db, name)
     if user is None:
         raise NotFound(f"No such user: {name}")
+    guard.require_user_below(ctx, user, "reset the password of")  # else: log in as them
     body = await ctx.body() or {}
     password = body.get("password")
     generated = password is None

@@ -27,7 +27,7 @@ from starlette.responses import RedirectResponse, Response
 from traitlets import Any as AnyTrait, Bool, Dict, Float, List, Set, Unicode, default
 
 from ..errors import ConfigError
-from .base import Authenticator, AuthResult, Handler
+from .base import Authenticator, AuthResult, Handler, maybe_await
 
 STATE_MAX_AGE = 600
 
@@ -244,7 +244,8 @@ class OAuthenticator(Authenticator):
                 request.cookies.get(self.state_cookie, ""), max_age=STATE_MAX_AGE)
         except (BadSignature, ValueError, TypeError):
             state = None
-        if not state or not secrets.compare_digest(str(params.get("state", "")), state):
+        if not state or not secrets.compare_digest(str(params.get("state", "")).encode(),
+                                                   str(state).encode()):
             return await self._error(request, 400, "The sign-in took too long or came from "
                                      "elsewhere (OAuth state mismatch); please sign in again.")
         data = {"code": params.get("code", ""), "code_verifier": verifier, "nonce": nonce,
@@ -408,8 +409,8 @@ class OAuthenticator(Authenticator):
         model = self.build_model(claims, token, previous=state)
         if model["name"] != user.name:
             return False
-        model["admin"] = self.is_admin(handler, model)
-        return model if self.check_allowed(user.name, model) else False
+        model["admin"] = await maybe_await(self.is_admin(handler, model))
+        return model if await maybe_await(self.check_allowed(user.name, model)) else False
 
 
 class GenericOAuthenticator(OAuthenticator):

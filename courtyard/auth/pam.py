@@ -12,6 +12,7 @@ import asyncio
 import grp
 import os
 import pwd
+import stat
 import subprocess
 from typing import Any
 
@@ -48,6 +49,17 @@ def system_user_exists(username: str) -> bool:
     return True
 
 
+def _private_home(username: str) -> None:
+    """A new account's home, 0700 (useradd makes it 0755 on Debian: others could read it)."""
+    try:
+        pw = pwd.getpwnam(username)
+        info = os.lstat(pw.pw_dir)
+    except (KeyError, OSError):
+        return
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == pw.pw_uid:
+        os.chmod(pw.pw_dir, 0o700)
+
+
 class LocalAuthenticator(Authenticator):
     """Accounts of this machine: Unix groups for admin and allow lists, optional creation."""
 
@@ -58,8 +70,10 @@ class LocalAuthenticator(Authenticator):
     create_system_users = Bool(False, help="Create Unix accounts for hub users that lack one "
                                "(with add_user_cmd), at start and before their server starts."
                                ).tag(config=True)
-    add_user_cmd = List(Unicode(), ["useradd", "--create-home", "--shell", "/bin/bash"],
-                        help="Command creating a Unix user; the name is appended.").tag(
+    add_user_cmd = List(Unicode(), ["useradd", "--create-home", "-K", "HOME_MODE=0700",
+                                    "--shell", "/bin/bash"],
+                        help="Command creating a Unix user; the name is appended. The new "
+                        "home directory is made 0700 afterwards whatever the command did.").tag(
         config=True
     )
 
@@ -88,6 +102,7 @@ class LocalAuthenticator(Authenticator):
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(self.add_user_cmd)} {username} failed: "
                                f"{result.stderr.strip()}")
+        _private_home(username)
 
     def startup(self, hub: Any, db: Session) -> None:
         super().startup(hub, db)

@@ -278,6 +278,40 @@ def intersect(a: Parsed, b: Parsed, groups_of: GroupsOf = lambda _u: ()) -> Pars
     return out
 
 
+def minus(a: Parsed, b: Parsed) -> Parsed:
+    """What ``a`` grants beyond the exact entries of ``b`` (no filter reasoning: for taking
+    a known baseline, such as a user's own ``self`` scopes, out of what they hold)."""
+    out: dict[str, Filters] = {}
+    for base, filters in a.items():
+        other = b.get(base)
+        if other is None or (filters is ALL and other is not ALL):
+            out[base] = filters
+        elif other is not ALL:
+            left = frozenset(filters) - other  # type: ignore[arg-type,operator]
+            if left:
+                out[base] = left
+    return out
+
+
+def missing(held: Parsed, wanted: Parsed, groups_of: GroupsOf = lambda _u: ()) -> list[str]:
+    """The scopes of ``wanted`` that ``held`` does not grant, sorted (empty: all held).
+
+    A held ``!user=``/``!group=`` filter grants the users (and servers) it reaches; an
+    unfiltered scope is granted only by an unfiltered one.
+    """
+    out = []
+    for base, filters in wanted.items():
+        have = held.get(base)
+        if have is ALL:
+            continue
+        if have is None or filters is ALL:
+            out.extend(unparse({base: filters}))
+            continue
+        out.extend(f"{base}!{f}" for f in filters  # type: ignore[union-attr]
+                   if not _covers(have, f, groups_of))
+    return sorted(out)
+
+
 @dataclass(frozen=True)
 class Target:
     """The resource a request acts on, for matching filters."""

@@ -9,6 +9,14 @@ XSRF tokens are an HMAC of ``session id:cookie_id`` (the session id alone before
 a token is good only for the session it was issued to. They are handed out in the ``_xsrf``
 cookie and in forms, and must come back as the ``_xsrf`` argument or an ``X-XSRFToken``
 (or ``X-CSRFToken``) header on every cookie-authenticated request but HEAD and OPTIONS.
+
+Pages sign a browser in by cookie only on a top-level navigation (``Sec-Fetch-Mode:
+navigate``, not into a frame; or a client that sends no ``Sec-Fetch-*`` headers), unless
+the request carries the session's XSRF token: a script on the hub's origin (a page a
+user's server serves, when servers share it) that fetches ``/hub/home`` gets the login
+page, not the XSRF token. Such requests are given no cookies either. A request with two
+login cookies is not signed in: one was set for a parent domain by another site (cookie
+tossing) and could sign the visitor in as someone else.
 """
 
 from __future__ import annotations
@@ -98,10 +106,21 @@ def clear_login_cookies(response: Response, hub: Hub) -> None:
                                samesite="lax")
 
 
+def _tossed(request: Request, name: str) -> bool:
+    """Whether the browser sent cookie ``name`` more than once (one set for a parent domain
+    or a shorter path by someone else)."""
+    header = request.headers.get("cookie", "")
+    return sum(1 for part in header.split(";") if part.strip().startswith(f"{name}=")) > 1
+
+
 def read_login_cookie(hub: Hub, request: Request) -> tuple[str, str] | None:
     """(cookie_id, session id) from a valid, unexpired login cookie."""
     raw = request.cookies.get(LOGIN_COOKIE)
     if not raw:
+        return None
+    if _tossed(request, LOGIN_COOKIE):
+        log.warning("Not signing in %s %s: it carries two %s cookies (one tossed from "
+                    "another site?)", request.method, request.url.path, LOGIN_COOKIE)
         return None
     try:
         value = _serializer(hub).loads(raw, max_age=_max_age(hub))
@@ -121,6 +140,32 @@ def user_from_cookie(hub: Hub, request: Request, db: Session) -> tuple[User, str
     cookie_id, sid = found
     user = db.scalar(select(User).where(User.cookie_id == cookie_id))
     return (user, sid) if user is not None else None
+
+
+FRAMED_DESTINATIONS = frozenset({"iframe", "frame", "embed", "object", "fencedframe"})
+
+
+def is_navigation(request: Request) -> bool:
+    """A top-level navigation (or a client that sends no ``Sec-Fetch-*`` headers, as
+    JupyterHub treats them), not a script's fetch and not a frame."""
+    mode = request.headers.get("sec-fetch-mode", "navigate").lower()
+    dest = request.headers.get("sec-fetch-dest", "").lower()
+    return mode == "navigate" and dest not in FRAMED_DESTINATIONS
+
+
+def page_user(hub: Hub, request: Request, db: Session) -> tuple[User, str] | None:
+    """The user a page request is signed in as: as :func:`user_from_cookie`, but a request
+    that is not a navigation must carry the session's XSRF token (header or ``?_xsrf=``)."""
+    found = user_from_cookie(hub, request, db)
+    if found is None or is_navigation(request):
+        return found
+    user, sid = found
+    if check_xsrf(hub, request, sid, user.cookie_id):
+        return found
+    log.warning("Not signing in %s %s: Sec-Fetch-Mode %s, Sec-Fetch-Dest %s without the "
+                "XSRF token (a script, or a frame)", request.method, request.url.path,
+                request.headers.get("sec-fetch-mode"), request.headers.get("sec-fetch-dest"))
+    return None
 
 
 def end_sessions(db: Session, user: User) -> None:
@@ -153,7 +198,9 @@ def check_xsrf(hub: Hub, request: Request, sid: str | None, cookie_id: str = "",
     if not sid:
         return False
     given = xsrf_from_request(request, form_value)
-    return bool(given) and hmac.compare_digest(given, xsrf_token(hub, sid, cookie_id))
+    # as bytes: compare_digest refuses str with non-ASCII (a 500 instead of a refusal)
+    return bool(given) and hmac.compare_digest(given.encode(),
+                                               xsrf_token(hub, sid, cookie_id).encode())
 
 
 # -- cookie authentication of API requests --------------------------------------------------

@@ -44,6 +44,9 @@ service_role_map = _map("service_role_map", "service", "role")
 
 class User(Base):
     __tablename__ = "users"
+    # ids are never reused (SQLite would hand a deleted newest user's id to the next one):
+    # the OAuth provider's ``sub`` is the id, and must never name two people
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)

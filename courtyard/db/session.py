@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -13,13 +15,14 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DatabaseError, SchemaOutdated
+from ..files import owner_only
 from .models import Base
 
 log = logging.getLogger("courtyard.db")
 
 # The Alembic head this code expects. Kept here so start-up needs no Alembic import;
 # tests/test_db.py checks it against the migration scripts.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -29,6 +32,39 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+# What SQLite makes beside a database: it gives each the database file's own mode
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def sqlite_file(db_url: str) -> Path | None:
+    """The file of a SQLite URL (relative to the working directory, as SQLite takes it)."""
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or \
+            url.query.get("uri"):
+        return None
+    return Path(url.database)  # type: ignore[arg-type]
+
+
+def secure_sqlite(db_url: str) -> None:
+    """Before SQLite opens the database: its file exists and is owner-only (0600).
+
+    SQLite creates its ``-wal``, ``-shm`` and ``-journal`` files with the database file's
+    mode (not the umask's), so a 0600 database keeps them 0600 too; ones an older version
+    left open (0644) are fixed now, or refused if another user owns them.
+    """
+    path = sqlite_file(db_url)
+    if path is None:
+        return
+    if not path.exists():
+        with contextlib.suppress(OSError):  # no such directory: SQLite says so, with the URL
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in ("", *SQLITE_COMPANIONS):
+        owner_only(path.with_name(path.name + name), "database file")
 
 
 def shown_url(db_url: str) -> str:
@@ -84,6 +120,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def init_db(db_url: str, upgrade_command: str = "courtyard upgrade-db") -> sessionmaker[Session]:
     """Open the database, creating the schema when empty; refuse an out-of-date schema."""
+    secure_sqlite(db_url)
     engine = make_engine(db_url)
     try:
         revision = current_revision(engine)
@@ -103,6 +140,19 @@ def init_db(db_url: str, upgrade_command: str = "courtyard upgrade-db") -> sessi
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def _new_private_file(stem: str, suffix: str) -> str:
+    """A new, empty 0600 file ``stem[-N]suffix``: a backup is owner-only like the database
+    (SQLite then gives its -journal the same mode), and never overwrites an earlier one."""
+    for n in range(1000):
+        name = f"{stem}{f'-{n}' if n else ''}{suffix}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            continue
+        return name
+    raise DatabaseError(f"cannot make a backup file next to {stem}: too many exist")
+
+
 def upgrade_db(db_url: str) -> str | None:
     """Migrate to the newest schema with Alembic; a SQLite file is copied aside first.
 
@@ -111,17 +161,17 @@ def upgrade_db(db_url: str) -> str | None:
     from alembic import command
     from alembic.config import Config
 
+    path = sqlite_file(db_url)
+    existed = path is not None and path.exists()
+    secure_sqlite(db_url)
     engine = make_engine(db_url)
     backup = None
-    database = engine.url.database
-    if engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:"):
-        path = Path(database)  # type: ignore[arg-type]
-        if path.exists():
-            backup = f"{path}.{time.strftime('%Y-%m-%d-%H%M%S')}.bak"
-            # SQLite's online backup includes what still sits in the WAL file
-            with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
-                src.backup(dst)
-            log.info("Backed up %s to %s", path, backup)
+    if path is not None and existed:
+        backup = _new_private_file(f"{path}.{time.strftime('%Y-%m-%d-%H%M%S')}", ".bak")
+        # SQLite's online backup includes what still sits in the WAL file
+        with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+            src.backup(dst)
+        log.info("Backed up %s to %s", path, backup)
     if current_revision(engine) is None:
         init_db(db_url)
         return backup

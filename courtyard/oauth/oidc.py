@@ -51,7 +51,10 @@ def discovery(hub: Hub) -> dict[str, Any]:
 
 
 def user_claims(user: User) -> dict[str, Any]:
-    return {"sub": user.name, "name": user.name, "preferred_username": user.name,
+    """``sub`` is the user's id: a name changes with a rename and comes back after a
+    deletion, so a service keying accounts by it would hand one person's data to another.
+    Ids are never reused (AUTOINCREMENT on SQLite, sequences on PostgreSQL)."""
+    return {"sub": str(user.id), "name": user.name, "preferred_username": user.name,
             "groups": [g.name for g in user.groups]}
 
 

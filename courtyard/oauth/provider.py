@@ -262,7 +262,7 @@ def redeem_code(db: Session, client: Client, code: str, redirect_uri: str | None
         if not verifier:
             raise OAuthError("invalid_grant", "code_verifier is required")
         digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-        if not hmac.compare_digest(digest.rstrip(b"=").decode(), row.code_challenge):
+        if not hmac.compare_digest(digest.rstrip(b"="), row.code_challenge.encode()):
             raise OAuthError("invalid_grant", "code_verifier does not match the challenge")
     elif verifier:
         raise OAuthError("invalid_grant", "no code_challenge was sent for this code")

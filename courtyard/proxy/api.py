@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import re
 import ssl
@@ -120,7 +121,9 @@ class RouteApi:
         for name, value in headers:
             if name.lower() == b"authorization":
                 match = _TOKEN.search(value)
-                return match is not None and match.group(1) == self.auth_token
+                # constant time: how much of a guess matched must not show in the timing
+                return match is not None and hmac.compare_digest(match.group(1),
+                                                                 self.auth_token)
         return False
 
     async def handle(self, method: str, url: str, headers: Headers, body: bytes) -> Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 RouteInfo = dict[str, Any]  # {"routespec", "target", "data"}
@@ -30,6 +30,8 @@ class Proxy(LoggingConfigurable):
     ssl_cert = Unicode("", help="TLS certificate for the public port.").tag(config=True)
     ssl_key = Unicode("", help="TLS key for the public port.").tag(config=True)
     host_routing = Bool(False, help="Route on host name first (subdomain_host).")
+    trusted_downstream_ips = List(Unicode(), help="Proxies in front of this one, whose "
+                                  "X-Forwarded-* headers are kept (trusted_downstream_ips).")
     should_start = Bool(
         True, help="Start the proxy process; False means someone else runs it."
     ).tag(config=True)

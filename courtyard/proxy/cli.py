@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -97,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ms to wait for a connection to a target, then 504 (default 10000)")
     p.add_argument("--keep-alive-timeout", type=_millis, default=5.0,
                    help="ms an idle client connection stays open (default 5000)")
+    p.add_argument("--header-timeout", type=_millis, default=20.0,
+                   help="ms from a connection's (or a kept-alive request's) first byte to "
+                   "its complete request head, then 408 and close (default 20000; 0: never)")
+    p.add_argument("--max-headers", type=int, default=100,
+                   help="most header fields in a request, then 431 (default 100)")
+    p.add_argument("--trusted-downstream-ips", default="",
+                   help="comma-separated addresses or CIDR networks of proxies in front of "
+                   "this one: their X-Forwarded-* headers are kept and appended to; anyone "
+                   "else's are replaced by what this proxy saw (default: none)")
     p.add_argument("--pid-file", default="", help="write the master's PID here")
     return p
 
@@ -106,6 +116,14 @@ def parse_options(argv: list[str] | None = None) -> ProxyOptions:
     args = parser.parse_args(argv)
     if args.unix_socket:
         parser.error("--socket/--api-socket (Unix sockets) are not supported; use --ip/--port")
+    trusted = [t.strip() for t in args.trusted_downstream_ips.split(",") if t.strip()]
+    for value in trusted:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            parser.error(f"--trusted-downstream-ips: {value!r} is not an address or network")
+    if args.max_headers < 1:
+        parser.error("--max-headers must be at least 1")
     return ProxyOptions(
         ip=args.ip,
         port=args.port,
@@ -132,6 +150,9 @@ def parse_options(argv: list[str] | None = None) -> ProxyOptions:
         proxy_timeout=args.proxy_timeout,
         connect_timeout=args.connect_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
+        header_timeout=args.header_timeout,
+        max_headers=args.max_headers,
+        trusted_downstream_ips=trusted,
         pid_file=args.pid_file,
     )
 

@@ -141,7 +141,7 @@ class Exchange:
         ctx = self.client.ctx
         if ctx.options.x_forward:
             headers = http.forwarded_headers(
-                headers, self.client.client_ip, ctx.scheme, self.host
+                headers, self.client.client_ip, ctx.scheme, self.host, self.client.trusted
             )
         if self.chunked_request:
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]

@@ -63,14 +63,22 @@ def encode_chunk(data: bytes) -> list[bytes]:
     return [b"%x\r\n" % len(data), data, CRLF]
 
 
+_FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-port", b"x-forwarded-proto",
+                        b"x-forwarded-host", b"forwarded", b"x-real-ip"})
+
+
 def forwarded_headers(
-    headers: Headers, client_ip: str, scheme: str, host: bytes | None
+    headers: Headers, client_ip: str, scheme: str, host: bytes | None, trusted: bool = True
 ) -> Headers:
     """X-Forwarded-For/-Port/-Proto appended to earlier values, -Host set if absent.
 
     This is what CHP does (through http-proxy's ``xfwd``), so backends that already
-    parse CHP's headers (JupyterHub, jupyter-server) see the same values.
+    parse CHP's headers (JupyterHub, jupyter-server) see the same values. From a client
+    that is not a ``trusted`` proxy, earlier forwarding headers (``Forwarded`` and
+    ``X-Real-IP`` too) are dropped: the target sees only what this proxy saw.
     """
+    if not trusted:
+        headers = [(n, v) for n, v in headers if n.lower() not in _FORWARDING]
     existing: dict[bytes, bytes] = {}
     rest: Headers = []
     for name, value in headers:
@@ -128,6 +136,8 @@ def simple_response(
 
 _MESSAGES = {
     404: "No service is registered at this URL.",
+    408: "The request's headers did not arrive in time.",
+    431: "The request's headers are too large or too many.",
     502: "The service at this URL sent an invalid response.",
     503: "The service at this URL is not reachable.",
     504: "The service at this URL did not answer in time.",

@@ -47,6 +47,13 @@ class ProxyOptions:
     # (Node, uvicorn) so that a reused connection is rarely one the target just closed.
     upstream_idle_timeout: float = 4.0
     max_header_size: int = 64 * 1024
+    max_headers: int = 100
+    # A request head must be complete this long after the connection (or, on a kept-alive
+    # connection, the request) began, however slowly it trickles in: against slowloris.
+    header_timeout: float = 20.0
+    # Peers whose X-Forwarded-* headers are kept (and appended to); anyone else's are
+    # replaced by what this proxy saw. Addresses or CIDR networks.
+    trusted_downstream_ips: list[str] = dataclasses.field(default_factory=list)
     pid_file: str = ""
 
     def to_json(self) -> str:

@@ -17,6 +17,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -25,6 +26,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from .. import http11
 from ..errors import ProxyError
+from ..files import open_private, refuse_if_open
 from .base import Proxy, RouteInfo
 
 if TYPE_CHECKING:  # imported on first use: after the hub already answers its API
@@ -258,8 +260,8 @@ class ProcessProxy(RestProxy):
         cmd = self.proxy_args()
         self.log.info("Starting proxy at %s: %s", self.public_bind_url, " ".join(cmd))
         output = None
-        if self.log_file:
-            output = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it open
+        if self.log_file:  # owner-only: it names users and their clients' addresses
+            output = open_private(self.log_file, os.O_WRONLY | os.O_APPEND, "proxy log file")
         try:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
@@ -269,7 +271,7 @@ class ProcessProxy(RestProxy):
             raise ProxyError(f"Cannot run {cmd[0]}: {exc}") from exc
         finally:
             if output is not None:
-                output.close()
+                os.close(output)
         with open(self.pid_file, "w") as f:
             f.write(str(self.proc.pid))
         try:
@@ -355,6 +357,7 @@ class BuiltinProxy(ProcessProxy):
             return os.environ[TOKEN_ENV]
         path = self._path("courtyard-proxy.token")
         with contextlib.suppress(FileNotFoundError), open(path) as f:
+            refuse_if_open(Path(path), "proxy token file")  # always written 0600
             token = f.read().strip()
             if token:
                 return token
@@ -366,8 +369,10 @@ class BuiltinProxy(ProcessProxy):
 
     def proxy_args(self) -> list[str]:
         args = super().proxy_args()
-        if self.workers:
-            args[len(self.command):len(self.command)] = ["--workers", str(self.workers)]
+        extra = ["--workers", str(self.workers)] if self.workers else []
+        if self.trusted_downstream_ips:
+            extra += ["--trusted-downstream-ips", ",".join(self.trusted_downstream_ips)]
+        args[len(self.command):len(self.command)] = extra
         return args
 
     async def start(self) -> None:

@@ -13,6 +13,7 @@ one send system call instead of three.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -43,6 +44,18 @@ class ProxyContext:
         # Background tasks (connects, error-page fetches), referenced until they finish.
         self.tasks: set[asyncio.Future[object]] = set()
         self.debug = log.isEnabledFor(logging.DEBUG)
+        self.trusted_networks = [ipaddress.ip_network(n, strict=False)
+                                 for n in options.trusted_downstream_ips]
+
+    def is_trusted(self, address: str) -> bool:
+        """Whether a peer's own X-Forwarded-* headers are believed (and appended to)."""
+        if not self.trusted_networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_networks)
 
     def mark(self, route: Route) -> None:
         """Record activity on ``route``; at most every 0.1 s, so it is cheap per chunk."""
@@ -92,6 +105,10 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._header_size = 0
+        self.trusted = False  # the peer is a proxy whose X-Forwarded-* headers we keep
+        # When the request head now being read began (first, the connection): the head
+        # must be complete within header_timeout of it, however slowly it trickles in.
+        self.head_started: float | None = time.time()
 
     # -- asyncio callbacks --------------------------------------------------------------------
 
@@ -99,6 +116,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop: not a subclass
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        self.trusted = self.ctx.is_trusted(self.client_ip)
         self.ctx.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -168,6 +186,8 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._header_size = 0
+        if self.head_started is None:
+            self.head_started = time.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -177,6 +197,8 @@ class ClientConnection(asyncio.Protocol):
         if self.parsing is not None:
             return  # a trailer field of a chunked request: dropped
         self._headers.append((name, value))
+        if len(self._headers) > self.ctx.options.max_headers:
+            raise _RequestRejected(431)
         self._grow(len(name) + len(value) + 4)
 
     def _grow(self, size: int) -> None:
@@ -185,6 +207,7 @@ class ClientConnection(asyncio.Protocol):
             raise _RequestRejected(431)
 
     def on_headers_complete(self) -> None:
+        self.head_started = None
         parser = self.parser
         ex = Exchange(
             self,
@@ -250,6 +273,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self.active = None
         self.last_io = time.time()
+        if self.head_started is not None:  # a pipelined head waited for us, not the client
+            self.head_started = max(self.head_started, self.last_io)
         # The upstream may have been released while its write buffer was still full.
         self.resume("upstream")
         if self.ctx.debug:
@@ -301,7 +326,14 @@ class ClientConnection(asyncio.Protocol):
             return
         ex = self.active
         if ex is None:
-            if now - self.last_io > opts.keep_alive_timeout:
+            started = self.head_started
+            if started is not None and opts.header_timeout and \
+                    now - started > opts.header_timeout and self.upgrading is None:
+                if self.ctx.debug:
+                    log.debug("408 from %s: no complete request head in %.0f s",
+                              self.client_ip, opts.header_timeout)
+                self.error_and_close(408)
+            elif now - self.last_io > opts.keep_alive_timeout:
                 self.close()
             return
         if (

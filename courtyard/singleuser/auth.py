@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -233,7 +234,8 @@ class HubIdentityProvider(IdentityProvider):
         sent = handler.get_cookie(cookie)
         handler.clear_cookie(cookie, path=self.hub_env.prefix)
         pending = self._pending.pop(state, None)
-        if not sent or sent != _digest(state) or pending is None:
+        if not sent or not hmac.compare_digest(sent.encode(), _digest(state).encode()) \
+                or pending is None:
             raise HTTPError(400, "This sign-in was not started in this browser, or it took "
                             "too long; open the server's address again.")
         if pending.expires <= time.monotonic():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from sqlalchemy.exc import DataError
 from starlette.applications import Starlette
@@ -11,13 +12,17 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from ..api import groups, info, openapi, proxy, roles, servers, services, shares, tokens, users
 from ..api.base import error_response
 from ..api.dispatch import ApiDispatcher
 from ..oauth import routes as oauth
+from ..subdomains import HubHostOnly
 from . import admin, login, pages, sharing, spawn, user_redirect
-from .csp import SecurityHeaders
+from .csp import SecurityHeaders, page_headers, with_page_headers
+from .forwarded import ForwardedClient
+from .limits import BodyTooLarge, Refusal
 
 if TYPE_CHECKING:
     from ..app import Hub
@@ -40,6 +45,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, f"{message}: {request.method} {request.url.path}")
 
 
+async def _too_large(request: Request, exc: Exception) -> Response:
+    """413: the body was cut off at the limit while an endpoint or page read it."""
+    assert isinstance(exc, BodyTooLarge)
+    if pages.is_page_path(request.app.state.hub, request.url.path):
+        return await pages.http_error_page(request, HTTPException(413, exc.message, exc.headers))
+    return error_response(413, exc.message, exc.headers)
+
+
+def body_refusal(app: Starlette, base_url: str) -> Refusal:
+    """How the hub answers a body over its limit: JupyterHub's JSON in the API, the error
+    page elsewhere, and the connection closed after it."""
+    headers = page_headers(base_url)
+
+    async def refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        scope.setdefault("app", app)
+        response = await _too_large(Request(scope, receive, send), BodyTooLarge(limit))
+        await response(scope, receive, with_page_headers(send, headers))
+
+    return refuse
+
+
 def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> ApiDispatcher:
     """Starlette serves everything; API endpoints get a shortcut to it (see api/dispatch.py)."""
     base = hub.options.base_url
@@ -56,9 +82,16 @@ def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> ApiDispatche
         *admin.routes(hub),
         *(extra_routes or []),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, base_url=base)],
+    # HubHostOnly: no hub page (nor its cookies) on a user's origin (subdomain_host)
+    app = Starlette(routes=routes, middleware=[Middleware(HubHostOnly, origins=hub.origins),
+                                               Middleware(SecurityHeaders, base_url=base)],
                     exception_handlers={HTTPException: _http_error,
+                                        BodyTooLarge: _too_large,
                                         DataError: pages.refused_value_page,
                                         Exception: pages.server_error_page})
     app.state.hub = hub
-    return ApiDispatcher(app, f"{base}hub/api", api, base)
+    opts = hub.options
+    own = [hub.hub_bind[0], urlsplit(opts.hub_connect_url).hostname or ""]
+    return ApiDispatcher(app, f"{base}hub/api", api, base, opts.api_max_body_size,
+                         opts.form_max_body_size, body_refusal(app, base),
+                         ForwardedClient(opts.trusted_downstream_ips, own))

@@ -89,6 +89,8 @@ async def _login_post(page: Page) -> Response:
         return _render_login(page, next_url, 429, e.message, username, e.headers)
     except LoginRefused as e:
         return _render_login(page, next_url, 403, e.message, username)
+    except auth_login.AuthenticatorFailed as e:
+        return _render_login(page, next_url, 500, e.message, username)
     if model is None:
         return _render_login(page, next_url, 403, auth_login.LOGIN_FAILED, username)
     user = auth_login.login_user(page.hub, page.db, model)

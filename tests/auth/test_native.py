@@ -74,6 +74,16 @@ async def test_signup_checks(browser):
         assert response.status_code == 403
 
 
+async def test_signup_refuses_path_tricks(browser):
+    """Issue 12: names that are paths, also once percent-decoded, are refused (400)."""
+    _hub, client = await browser(SIGNUP)
+    for bad in (".", "..", "%2e%2e", "%2E.", "a%2fb", "x%00"):
+        response = await signup(client, bad, "long-enough-1")
+        assert response.status_code == 400 and "cannot be used" in response.text, bad
+    assert (await client.get("/hub/api/signups", headers=AUTH)).json() == []
+    assert (await signup(client, "first.last@example.com", "long-enough-1")).status_code == 200
+
+
 async def test_reject_and_admin_page(browser):
     _hub, client = await browser(SIGNUP)
     await signup(client, "frank", "frank-password")

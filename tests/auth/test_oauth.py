@@ -72,6 +72,9 @@ async def test_state_must_match(browser, idp):
     await client.get("/hub/oauth_login")
     response = await client.get("/hub/oauth_callback", params={"code": "x", "state": "forged"})
     assert response.status_code == 400 and "state" in response.text
+    await client.get("/hub/oauth_login")  # non-ASCII: a mismatch too, not an error
+    response = await client.get("/hub/oauth_callback", params={"code": "x", "state": "\u00e9"})
+    assert response.status_code == 400 and "state" in response.text
     _hub, fresh = await browser(oidc_options(idp))
     response = await fresh.get("/hub/oauth_callback", params={"code": "x", "state": "forged"})
     assert response.status_code == 400

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pwd
+import stat
 import subprocess
 
 from .conftest import login
@@ -52,5 +54,7 @@ def test_create_system_users(make_hub, pam_users):
         make_hub(pam_options(pam_users, **{"Authenticator.allowed_users": {name},
                                            "LocalAuthenticator.create_system_users": True}))
         assert pwd.getpwnam(name).pw_dir == f"/home/{name}"
+        # issue 12: other users cannot read the new home (useradd makes 0755 on Debian)
+        assert stat.S_IMODE(os.stat(f"/home/{name}").st_mode) == 0o700
     finally:
         subprocess.run(["userdel", "-r", name], capture_output=True, check=False)

@@ -93,6 +93,19 @@ async def test_cookie_api_calls_need_xsrf_on_every_method(browser):
         assert me.status_code == 200 and me.json()["name"] == "alice"
 
 
+async def test_non_ascii_xsrf_token_is_refused_not_an_error(browser):
+    """compare_digest refuses str with non-ASCII characters: a header of them must read as
+    a wrong token (403), not break the comparison (500)."""
+    _hub, client = await browser(DUMMY)
+    await login(client, "alice", "letmein")
+    for header in (b"\xe9", xsrf_cookie(client).encode()[:-1] + b"\xe9"):
+        response = await client.get("/hub/api/user", headers={"X-XSRFToken": header})
+        assert response.status_code == 403, response.text
+    page = await client.post("/hub/login", data={"username": "alice", "password": "letmein",
+                                                 "_xsrf": "\u00e9t\u00e9"})
+    assert page.status_code == 403
+
+
 async def test_cookie_post_with_form_content_type_is_unauthenticated(browser):
     _hub, client = await browser(DUMMY)
     await login(client, "alice", "letmein")

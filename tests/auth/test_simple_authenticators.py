@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from courtyard import config as cfg
 from courtyard.auth.base import Authenticator
+from courtyard.auth.dummy import DummyAuthenticator
+from courtyard.db.models import User
 from courtyard.errors import ConfigError
 
 from .conftest import login
@@ -102,3 +105,34 @@ async def test_login_page_is_accessible(browser):
 ])
 def test_authenticator_names(name, cls):
     assert cfg.resolve_class("authenticator", name, Authenticator).__name__ == cls
+
+
+class AnyNameAuthenticator(DummyAuthenticator):
+    """A custom authenticator whose validate_username lets every name through."""
+
+    def validate_username(self, username: str) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"Courtyard.authenticator_class": AnyNameAuthenticator},
+], ids=["dummy", "custom-validate"])
+async def test_logins_as_path_tricks_are_refused(browser, options):
+    """Issue 12: '.', '..' and names that decode to them or to '/' never become users."""
+    hub, client = await browser(options)
+    for bad in (".", "..", "%2e%2e", "%252E%252E", "a%2Fb", "x%00"):
+        response = await login(client, bad, "any-password")
+        assert response.status_code == 403, bad
+        assert "Invalid username or password." in response.text
+    assert (await login(client, "first.last@example.com", "any-password")).status_code == 303
+    with hub.session() as db:
+        assert list(db.scalars(select(User.name))) == ["first.last@example.com"]
+
+
+async def test_a_post_auth_hook_cannot_make_a_path_trick(browser):
+    def rename(authenticator, handler, model):
+        return {**model, "name": "%2e%2e"}
+
+    _hub, client = await browser({"Authenticator.post_auth_hook": rename})
+    assert (await login(client, "fine", "any-password")).status_code == 403

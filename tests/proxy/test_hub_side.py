@@ -188,3 +188,52 @@ async def test_external_proxy_not_started(
     assert "/ext/" in await proxy.get_all_routes()
     await proxy.shutdown()
     assert running.proc.poll() is None  # not ours to stop
+
+
+async def test_builtin_proxy_files_are_owner_only(tmp_path: Path, backend: str) -> None:
+    """Its log names users and their clients' addresses, its token rules every route: both
+    are owner-only, a log an older version made 0644 is fixed, and a token file someone
+    opened to others is refused (the hub always writes it 0600), as the cookie secret is."""
+    import stat
+
+    from courtyard.errors import ConfigError
+
+    log = tmp_path / "courtyard-proxy.log"
+    log.write_text("from an older version\n")
+    log.chmod(0o644)
+    first = make(BuiltinProxy, tmp_path, backend, workers=1)
+    await first.start()
+    try:
+        token_file = tmp_path / "courtyard-proxy.token"
+        assert first.log_file == str(log)
+        for path in (log, token_file):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert log.read_text().startswith("from an older version")  # appended to, not lost
+    finally:
+        await first.stop()
+    token_file.chmod(0o644)
+    again = make(BuiltinProxy, tmp_path, backend, workers=1)
+    with pytest.raises(ConfigError, match=f"proxy token file {token_file} is readable by "
+                                          f"others .*chmod 600 {token_file}"):
+        _ = again.auth_token
+
+
+def test_proxy_api_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timing assertion: the guess and the token go through hmac.compare_digest, which
+    takes as long whatever prefix matches (``==`` stops at the first difference)."""
+    from courtyard.proxy import api as proxy_api
+    from courtyard.proxy.routes import RouteTable
+
+    seen: list[tuple[bytes, bytes]] = []
+    real = proxy_api.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(proxy_api.hmac, "compare_digest", spy)
+    routes = proxy_api.RouteApi(RouteTable(), "s3cret-token")
+    for guess, ok in ((b"s3cret-tokeX", False), (b"s3cret", False), (b"s3cret-token", True),
+                      ("s3cr\u00e9t".encode(), False)):
+        assert routes.authorized([(b"Authorization", b"token " + guess)]) is ok
+        assert seen.pop() == (guess, b"s3cret-token")

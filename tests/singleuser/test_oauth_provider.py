@@ -20,6 +20,7 @@ from traitlets.config import Config
 from courtyard.app import Hub
 from courtyard.db import queries as q
 from courtyard.spawners import credentials
+from tests.conftest import ADMIN_TOKEN
 
 from .conftest import client_for, form_fields, login, user_token, xsrf_of
 
@@ -256,6 +257,7 @@ async def test_id_token_against_jwks(hub: Hub, browser: Callable[[], httpx.Async
         user = q.create_user(db, "carol")
         user.groups.append(Group(name="physics", properties={}))
         db.commit()
+        carol_id = str(user.id)
     client = browser()
     await login(client, "carol")
     callback = "/services/quiet/oauth_callback"
@@ -278,13 +280,13 @@ async def test_id_token_against_jwks(hub: Hub, browser: Callable[[], httpx.Async
     jwt.JWTClaimsRegistry(iss={"essential": True, "value": discovery["issuer"]},
                           aud={"essential": True, "value": "service-quiet"},
                           exp={"essential": True}).validate(claims)
-    assert claims["sub"] == "carol" and claims["name"] == "carol"
+    assert claims["sub"] == carol_id and claims["name"] == "carol"
     assert claims["groups"] == ["physics"] and claims["nonce"] == "n-0S6_WzA2Mj"
     assert token.header["kid"] == keys.keys[0].kid
     # the same claims from userinfo, with the access token
     info = await client.get(urlsplit(discovery["userinfo_endpoint"]).path,
                             headers={"Authorization": f"Bearer {reply['access_token']}"})
-    assert info.json()["sub"] == "carol" and info.json()["groups"] == ["physics"]
+    assert info.json()["sub"] == carol_id and info.json()["groups"] == ["physics"]
     # the key is kept in a 0600 file and reused by the next hub on this data dir
     from courtyard.oauth.keys import KEY_FILE
 
@@ -292,6 +294,45 @@ async def test_id_token_against_jwks(hub: Hub, browser: Callable[[], httpx.Async
     import os
 
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+async def id_token_sub(hub: Hub, name: str) -> str:
+    """Sign ``name`` in with a fresh browser and get an ID token through the code flow; its
+    ``sub``, checked against the userinfo endpoint's."""
+    async with client_for(hub) as client:
+        await login(client, name)
+        callback = "/services/quiet/oauth_callback"
+        code = code_of(await authorize(client, "service-quiet", callback, scope="openid"))
+        r = await exchange(client, code=code, client_id="service-quiet",
+                           client_secret=SERVICE_TOKEN + "2", redirect_uri=callback)
+        assert r.status_code == 200, r.text
+        keys = KeySet.import_key_set((await client.get("/hub/api/oauth2/jwks")).json())
+        sub = jwt.decode(r.json()["id_token"], keys, algorithms=["RS256"]).claims["sub"]
+        info = await client.get("/hub/api/oauth2/userinfo",
+                                headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+        assert info.json()["sub"] == sub
+        return sub
+
+
+async def test_id_token_sub_survives_renames_and_is_never_reused(hub: Hub) -> None:
+    """A service keying accounts by ``sub`` must never take one person for another: not
+    after a rename, nor when a name (or the newest user's id) is given out again."""
+    async with client_for(hub) as api:
+        api.headers["Authorization"] = f"token {ADMIN_TOKEN}"
+        dave = await id_token_sub(hub, "dave")
+        r = await api.patch("/hub/api/users/dave", json={"name": "david"})
+        assert r.status_code == 200, r.text
+        assert await id_token_sub(hub, "david") == dave  # renamed: the same person
+        # david is the newest user: deleted, his id must not pass to whoever comes next
+        assert (await api.delete("/hub/api/users/david")).status_code == 204
+        assert await id_token_sub(hub, "david") != dave  # the same name, someone else
+        assert (await api.delete("/hub/api/users/david")).status_code == 204
+        seen = {dave}
+        for name in ("erin", "frank", "grace"):  # delete the newest, make another: all new
+            sub = await id_token_sub(hub, name)
+            assert sub not in seen
+            seen.add(sub)
+            assert (await api.delete(f"/hub/api/users/{name}")).status_code == 204
 
 
 async def test_public_client_needs_pkce(hub: Hub, browser: Callable[[], httpx.AsyncClient]
