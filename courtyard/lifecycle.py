@@ -35,7 +35,7 @@ from .db.writes import Writes, set_server_columns
 from .errors import HTTPError, SpawnError, SpawnTimeout, error_reason
 from .recovery import Recovery
 from .spawners import credentials
-from .spawners.base import HubInfo, Spawner, UserInfo, uses_system_accounts
+from .spawners.base import HubInfo, Spawner, UserInfo, only_system_accounts, uses_system_accounts
 from .spawners.progress import Event, ProgressLog, failed_event, queue_event, ready_event
 from .spawners.queue import SpawnQueue
 
@@ -138,7 +138,7 @@ class Lifecycle(Recovery):
         if slot is not None and slot.pending == "spawn":
             return slot.progress.follow()
         if ready and (slot is None or slot.pending is None):
-            return _one(ready_event(self.hub.server_routespec(user, server)))
+            return _one(ready_event(self.hub.server_url(user, server)))
         failed = self._failures.get((user, server))
         return _one(failed) if failed is not None else None
 
@@ -220,7 +220,8 @@ class Lifecycle(Recovery):
         scopes = credentials.token_scopes(list(spawner.server_token_scopes), slot.user,
                                           slot.server)
         launch = credentials.Launch(slot.server_id, spawner.server_prefix, scopes,
-                                    list(spawner.oauth_client_allowed_scopes))
+                                    list(spawner.oauth_client_allowed_scopes),
+                                    host=spawner.server_host)
         await self.write.many(credentials.issue_many, launch)
         if launch.missing:
             raise SpawnError("the server was deleted")
@@ -318,7 +319,7 @@ class Lifecycle(Recovery):
         slot.url, slot.pending = url, None
         self.consecutive_failures = 0
         log.info("Server %s is ready at %s", slot.spawner.log_name, url)
-        slot.progress.emit(ready_event(slot.spawner.server_prefix))
+        slot.progress.emit(ready_event(self.hub.server_url(slot.user, slot.server)))
         slot.watcher = self._background(self._watch(slot))
 
     async def _abort(self, slot: Slot, message: str, route: bool) -> None:
@@ -497,15 +498,18 @@ class Lifecycle(Recovery):
             raise SpawnError("no spawner is configured (c.JupyterHub.spawner_class)")
         return cfg.build(cls, hub.config, user=user, name=server, hub=self.hub_info(),
                          server_prefix=hub.server_routespec(user.name, server),
+                         server_host=hub.origins.user_host(user.name),
                          log=logging.getLogger("courtyard.spawner"))
 
     def hub_info(self) -> HubInfo:
         opts = self.hub.options
         public = urlsplit(opts.public_url) if opts.public_url else None
-        host = f"{public.scheme}://{public.netloc}" if public else ""
+        # the hub's origin, for links and OAuth from servers (the subdomain host itself)
+        host = f"{public.scheme}://{public.netloc}" if public else opts.subdomain_host
         return HubInfo(api_url=self.api_url(), base_url=opts.base_url, host=host,
                        data_dir=opts.data_files_path,
-                       system_accounts=uses_system_accounts(self.hub.authenticator))
+                       system_accounts=uses_system_accounts(self.hub.authenticator),
+                       system_accounts_only=only_system_accounts(self.hub.authenticator))
 
     def api_url(self) -> str:
         """Where servers reach the hub's API: hub_connect_url, else where the hub listens."""

@@ -161,7 +161,7 @@ class Recovery:
         if status is not None:
             raise SpawnError(f"it exited (status {status}) while the hub was down")
         await self._wait_http(slot, url, spawner.http_timeout)
-        spec = self.hub.server_routespec(slot.user, slot.server)
+        spec = self.hub.server_proxy_spec(slot.user, slot.server)
         if routes is not None and routes.get(spec) == url.rstrip("/"):
             return
         try:

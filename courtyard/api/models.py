@@ -77,6 +77,10 @@ def server_model(ctx: Ctx, user: User | UserRecord, server: Server | ServerRecor
     suffix = f"servers/{quote(server.name, safe='')}" if server.name else "server"
     progress = f"{base}hub/api/users/{quote(user.name, safe='@~')}/{suffix}/progress"
     public = ctx.hub.public_url.rstrip("/") if ctx.hub.options.public_url else ""
+    full_url = public + url if public else None
+    if ctx.hub.origins.enabled:  # as JupyterHub: the server's own origin, in url too
+        url = full_url = ctx.hub.origins.link(url)
+        public = public or ctx.hub.options.subdomain_host
     model: dict[str, Any] = {
         "name": server.name,
         "display_name": server.display_name or server.name,
@@ -86,7 +90,7 @@ def server_model(ctx: Ctx, user: User | UserRecord, server: Server | ServerRecor
         "stopped": not running and pending is None,
         "url": url,
         "progress_url": progress,
-        "full_url": public + url if public else None,
+        "full_url": full_url,
         "full_progress_url": public + progress if public else None,
         "started": iso(server.started),
         "last_activity": iso(server.last_activity),

@@ -65,13 +65,28 @@ def _disable_user_config() -> None:
 
     ``~/.jupyter`` is replaced by an empty directory and the user site's ``etc/jupyter`` is
     not read; config in the environment's prefix and in ``/etc/jupyter`` still applies.
+    The user's data directory (``~/.local/share/jupyter``: JupyterLab extensions, whose
+    code runs in the browser of everyone who opens the server, and kernels) and
+    ``$JUPYTER_PATH`` entries in the home are left out, and so is the user's site-packages,
+    as JupyterHub's ``disable_user_config`` does.
     """
     import os
     import site
     import tempfile
 
+    home = os.path.realpath(os.path.expanduser("~"))
+
+    def in_home(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == home or real.startswith(home.rstrip(os.sep) + os.sep)
+
     os.environ["JUPYTER_CONFIG_DIR"] = tempfile.mkdtemp(prefix="jupyter-no-user-config-")
+    os.environ["JUPYTER_DATA_DIR"] = tempfile.mkdtemp(prefix="jupyter-no-user-data-")
+    extra = [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in extra if not in_home(p))
+    user_site = site.getusersitepackages()
     site.ENABLE_USER_SITE = False
+    sys.path[:] = [p for p in sys.path if p != user_site]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,15 +62,26 @@ def uses_system_accounts(authenticator: Any) -> bool:
     return any(uses_system_accounts(a) for a in getattr(authenticator, "authenticators", []))
 
 
+def only_system_accounts(authenticator: Any) -> bool:
+    """Whether every user of an authenticator is a machine account that signed in with its
+    own password (PAM; all of a MultiAuthenticator's), so a hub name proves the account."""
+    children = getattr(authenticator, "authenticators", None)
+    if children:
+        return all(only_system_accounts(a) for a in children)
+    return uses_system_accounts(authenticator)
+
+
 @dataclass
 class HubInfo:
     """Where the server finds the hub and the hub keeps its files."""
 
     api_url: str  # e.g. http://127.0.0.1:8081/hub/api
     base_url: str = "/"
-    host: str = ""  # scheme://host of the public site; "" unless public_url is set
+    host: str = ""  # scheme://host of the hub's public site; "" unless public_url or
+    # subdomain_host is set
     data_dir: str = "."
     system_accounts: bool = False  # the authenticator's users are system accounts (PAM)
+    system_accounts_only: bool = False  # every authenticator's users are (only_system_accounts)
 
 
 class Spawner(LoggingConfigurable):
@@ -158,6 +169,8 @@ class Spawner(LoggingConfigurable):
     name = Unicode("", help="Server name; '' for the default server.")
     hub = AnyTrait(help="HubInfo: the hub's API URL, base URL and data directory.")
     server_prefix = Unicode("", help="URL path of this server, e.g. /user/alice/gpu/.")
+    server_host = Unicode("", help="The server's own origin with subdomain_host, e.g. "
+                          "https://alice.hub.example.org; '' when servers share the hub's.")
     api_token = Unicode("", help="This launch's token (also the OAuth client secret).")
     oauth_client_id = Unicode("", help="OAuth client id, jupyterhub-user-NAME[-SERVER].")
     user_options = Dict(help="Options the user chose for this launch (API body or form).")
@@ -180,9 +193,11 @@ class Spawner(LoggingConfigurable):
     environment = Dict(help="Extra environment variables; a value may be a callable of the "
                        "spawner. Applied last, so they override the hub's.").tag(config=True)
     env_keep = List(
-        ["PATH", "PYTHONPATH", "CONDA_ROOT", "CONDA_DEFAULT_ENV", "VIRTUAL_ENV", "LANG",
-         "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"],
-        help="Variables of the hub's environment passed on to servers.").tag(config=True)
+        ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"],
+        help="Variables of the hub's environment passed on to servers. Unlike JupyterHub's "
+        "default, not PATH, PYTHONPATH, CONDA_* or VIRTUAL_ENV: the hub's own environment "
+        "is no business of users' servers (LocalProcessSpawner gives them the system's "
+        "standard PATH); add names here to pass them on.").tag(config=True)
     notebook_dir = Unicode("", help="Root directory of the server (JUPYTERHUB_ROOT_DIR); "
                            "{username} and %U expand, ~ is the user's home.").tag(config=True)
     default_url = Unicode("/lab", help="Page a server opens at (JUPYTERHUB_DEFAULT_URL); "

@@ -42,13 +42,14 @@ def token_scopes(configured: list[str], username: str, server: str) -> list[str]
 
 
 def _create(db: Session, user: User, server: Server, prefix: str, scopes: list[str],
-            allowed_scopes: list[str]) -> tuple[str, str]:
+            allowed_scopes: list[str], host: str = "") -> tuple[str, str]:
     row, secret = q.issue_token(db, user, note=f"Server at {prefix}", scopes=scopes)
     row.server_id = server.id
     cid = client_id(user.name, server.name)
     client = OAuthClient(identifier=cid, description=f"Server at {prefix}",
                          hashed_secret=tokens.fast_hash(secret),
-                         redirect_uri=f"{prefix}oauth_callback",
+                         # on the server's own origin with subdomains: a full URL
+                         redirect_uri=f"{host}{prefix}oauth_callback",
                          allowed_scopes=[*access_scopes(user.name, server.name)[:1],
                                          *allowed_scopes])
     db.add(client)
@@ -85,6 +86,7 @@ class Launch:
     prefix: str
     scopes: list[str]
     allowed_scopes: list[str]
+    host: str = ""  # the server's origin with subdomain_host, else ""
     secret: str = ""
     client_id: str = ""
     missing: bool = False  # the server's record is gone
@@ -103,7 +105,8 @@ def issue_many(db: Session, launches: list[Launch]) -> None:
             launch.missing = True
             continue
         launch.secret, launch.client_id = _create(db, server.user, server, launch.prefix,
-                                                  launch.scopes, launch.allowed_scopes)
+                                                  launch.scopes, launch.allowed_scopes,
+                                                  launch.host)
 
 
 def issue(db: Session, server: Server, prefix: str, scopes: list[str],

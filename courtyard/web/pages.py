@@ -108,7 +108,7 @@ def server_view(page: Page, user: User, server: Server | None, name: str) -> dic
         "name": name,
         "display_name": (server.display_name if server else "") or name,
         "state": state,
-        "url": hub.server_routespec(user.name, name),
+        "url": hub.server_url(user.name, name),
         "api_path": api_path(user.name, name),
         "spawn_url": spawn_url(page, user.name, name),
         "pending_url": pending_url(page, user.name, name),

@@ -80,7 +80,7 @@ class Page:
         self.request = request
         self.db = db
         self.hub: Hub = request.app.state.hub
-        found = sess.user_from_cookie(self.hub, request, db)
+        found = sess.page_user(self.hub, request, db)
         self.user: User | None = found[0] if found else None
         sid = found[1] if found else sess.session_id(request)
         self.new_session = sid is None
@@ -109,8 +109,9 @@ class Page:
         return value if isinstance(value, str) else ""
 
     async def xsrf_ok(self) -> bool:
-        """Whether a form post carries this session's XSRF token."""
-        if self.new_session:
+        """Whether a form post carries this session's XSRF token, sent by the browser's
+        own form submission (a script could read a sign-in form's token with fetch)."""
+        if self.new_session or not sess.is_navigation(self.request):
             return False
         cookie_id = self.user.cookie_id if self.user else ""
         return sess.check_xsrf(self.hub, self.request, self.sid, cookie_id,
@@ -140,6 +141,8 @@ class Page:
     def _finish(self, response: Response) -> Response:
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        if not sess.is_navigation(self.request):
+            return response  # a script's request: no session or XSRF cookie for it
         if self.new_session:
             sess.set_session_cookie(response, self.hub, self.sid)
             self.new_session = False
@@ -152,12 +155,14 @@ class Page:
         return self._finish(HTMLResponse(html, status_code=status, headers=headers))
 
     def redirect(self, url: str, status: int = 303) -> Response:
-        return self._finish(RedirectResponse(url, status_code=status))
+        """Redirect; a path to a server goes to the server's own origin (subdomains)."""
+        return self._finish(RedirectResponse(self.hub.origins.link(url), status_code=status))
 
     def sign_in(self, user: User, url: str) -> Response:
         """Redirect to ``url`` signed in as ``user``, in a new session (no fixation)."""
         self.user, self.sid, self.new_session = user, sess.new_session_id(), False
-        response = RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
+        response = RedirectResponse(self.hub.origins.link(url), status_code=303,
+                                    headers=SECURITY_HEADERS)
         sess.set_login_cookie(response, self.hub, user, self.sid)
         return response
 

@@ -198,7 +198,7 @@ async def pending_page(request: Request) -> Response:
             own=target.user_name == page.user.name, server_name=target.name,
             state="failed" if state == "stopped" and failure else state, failure=failure,
             progress_url=f"{base}/progress", logs_url=f"{base}/logs", server_api=base,
-            server_url=next_url or server_url, home_url=page.url("home"),
+            server_url=hub.origins.link(next_url or server_url), home_url=page.url("home"),
             spawn_url=spawn_url(page, target.user_name, target.name),
             can_cancel=may(page, ("delete:servers",), target.user_name, target.name),
         )

@@ -83,7 +83,9 @@ function serverControls(user, name, server) {
   const hidden = (text) => el("span", { class: "visually-hidden" }, text);
   const controls = [];
   if (state === "ready") {
-    controls.push(el("a", { class: "button", href: serverUrl(user.name, name) }, "Open", hidden(label)));
+    // the API's url is on the server's own origin with subdomain_host
+    const href = (server && server.url) || serverUrl(user.name, name);
+    controls.push(el("a", { class: "button", href }, "Open", hidden(label)));
   }
   if ((state === "ready" || state === "spawn") && can("stop-servers")) {
     const stop = el("button", { type: "button", dataset: { action: "stop" } }, state === "spawn" ? "Cancel" : "Stop", hidden(label));
