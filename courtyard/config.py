@@ -74,10 +74,11 @@ CLASS_ALIASES: dict[str, dict[str, str]] = {
     "spawner": {
         "local": "courtyard.spawners.local:LocalProcessSpawner",
         "localprocess": "courtyard.spawners.local:LocalProcessSpawner",
-        "simple": "courtyard.spawners.local:LocalProcessSpawner",
         "jupyterhub.spawner.LocalProcessSpawner": "courtyard.spawners.local:LocalProcessSpawner",
+        # every server as the hub's own user (root if the hub is root): only if chosen by name
+        "simple": "courtyard.spawners.local:SimpleLocalProcessSpawner",
         "jupyterhub.spawner.SimpleLocalProcessSpawner":
-            "courtyard.spawners.local:LocalProcessSpawner",
+            "courtyard.spawners.local:SimpleLocalProcessSpawner",
     },
     "proxy": {
         "builtin": "courtyard.proxy.rest:BuiltinProxy",

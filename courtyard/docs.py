@@ -27,6 +27,7 @@ def documented_classes() -> list[type[HasTraits]]:
                          ("courtyard.auth.oauth_presets", "AzureAdOAuthenticator"),
                          ("courtyard.spawners.base", "Spawner"),
                          ("courtyard.spawners.local", "LocalProcessSpawner"),
+                         ("courtyard.spawners.local", "SimpleLocalProcessSpawner"),
                          ("courtyard.proxy.base", "Proxy"),
                          ("courtyard.proxy.rest", "ConfigurableHTTPProxy")):
         try:

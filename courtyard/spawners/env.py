@@ -37,13 +37,15 @@ def server_env(spawner: Spawner) -> dict[str, str]:
     """The hub's variables for one launch; ``get_env`` adds env_keep and environment."""
     user, server, hub = spawner.user.name, spawner.name, spawner.hub
     prefix = spawner.server_prefix
+    public = spawner.server_host or hub.host  # the server's origin, as browsers see it
     access = json.dumps(access_scopes(user, server))
     env = {
         "JUPYTERHUB_API_TOKEN": spawner.api_token,
         "JPY_API_TOKEN": spawner.api_token,
         "JUPYTERHUB_CLIENT_ID": spawner.oauth_client_id,
         "JUPYTERHUB_HOST": hub.host,
-        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
+        # a full URL on the server's own origin with subdomains (the hub is elsewhere)
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{spawner.server_host}{prefix}oauth_callback",
         "JUPYTERHUB_OAUTH_ACCESS_SCOPES": access,
         "JUPYTERHUB_OAUTH_SCOPES": access,
         "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": json.dumps(
@@ -55,7 +57,7 @@ def server_env(spawner: Spawner) -> dict[str, str]:
         "JUPYTERHUB_BASE_URL": hub.base_url,
         "JUPYTERHUB_SERVICE_PREFIX": prefix,
         "JUPYTERHUB_SERVICE_URL": f"http://{spawner.ip or '127.0.0.1'}:{spawner.port}{prefix}",
-        "JUPYTERHUB_PUBLIC_URL": f"{hub.host}{prefix}" if hub.host else "",
+        "JUPYTERHUB_PUBLIC_URL": f"{public}{prefix}" if public else "",
         "JUPYTERHUB_PUBLIC_HUB_URL": f"{hub.host}{hub.base_url}hub/" if hub.host else "",
         "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",
     }

@@ -1,10 +1,17 @@
 """LocalProcessSpawner: each server is a process on the hub's machine.
 
-As root, a server runs as the system user with the hub user's name (setuid/setgid, the
-user's supplementary groups, home directory, HOME/USER/SHELL); missing users can be made
-with ``useradd`` the way The Littlest JupyterHub does (by default when the authenticator's
-users are not system accounts, i.e. not PAM). Not as root, every server runs as the hub's
-own user in ``<data>/users/<name>``, and users are not isolated from each other.
+As root, a server runs as the system user named after the hub user
+(``system_username_template``; setuid/setgid, the user's supplementary groups, home
+directory, HOME/USER/SHELL); missing users can be made with ``useradd`` the way The Littlest
+JupyterHub does (by default when the authenticator's users are not system accounts, i.e. not
+PAM). Never as root, and never as an account the policy of :mod:`.accounts` refuses (a
+system account, or one Courtyard did not create). Not as root, every server runs as the
+hub's own user in ``<data>/users/<name>``, and users are not isolated from each other.
+:class:`SimpleLocalProcessSpawner` always runs servers as the hub's own user.
+
+A server's environment is built from scratch (:meth:`LocalProcessSpawner.server_env`): the
+system's standard ``PATH``, ``LANG``, the account's variables, and what ``get_env`` gives;
+nothing else of the hub's own environment.
 
 With the default command, servers may run from the users' environment, a venv the hub
 builds on the first spawn that needs it (:mod:`courtyard.spawners.userenv`).
@@ -20,26 +27,25 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import re
+import shutil
 import signal
 import socket
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Unicode
+from traitlets import Bool, Dict, Enum, Float, Set, TraitError, Unicode, validate
 
 from ..errors import SpawnError
-from . import userenv
+from ..files import private_dirs
+from ..names import check_user_name
+from . import accounts, userenv
+from .accounts import SYSTEM_NAME_RE, AccountPolicy, private_dir
 from .base import ProgressEvent, Spawner
 from .progress import ProgressLog
 
-_useradd_lock = threading.Lock()  # two named servers of a new user may start at once
 DEFAULT_CMD = ["courtyard-singleuser"]
-# what useradd accepts everywhere (Debian's NAME_REGEX, without its trailing '$' for Samba)
-SYSTEM_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 def random_port(ip: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
@@ -88,8 +94,9 @@ class LocalProcessSpawner(Spawner):
     kill_timeout = Float(5, help="Seconds to wait for a process to die after SIGKILL.").tag(
         config=True)
     create_system_users = Bool(None, allow_none=True, help="As root: create a missing "
-                               "system user with 'useradd --create-home NAME' before the first "
-                               "start. Default (None): True unless the authenticator's users "
+                               "system user (useradd, a 0700 home, in system_users_group) "
+                               "before the first start. Default (None): True unless the "
+                               "authenticator's users "
                                "are system accounts (PAM), as native, dummy, OAuth and LDAP "
                                "users have no other way to get one.").tag(config=True)
     user_env = Enum(["auto", "never"], "auto", help="'auto': with the default cmd, when the "
@@ -101,6 +108,41 @@ class LocalProcessSpawner(Spawner):
                            "Default: /opt/courtyard/user-env as root, else "
                            "<data_files_path>/user-env.").tag(config=True)
     popen_kwargs = Dict(help="Extra keyword arguments for subprocess.Popen.").tag(config=True)
+    system_username_template = Unicode("{username}", help="As root: the system account a hub "
+                                       "user's server runs as. '{username}' is the hub name "
+                                       "itself; 'jupyter-{username}' (The Littlest "
+                                       "JupyterHub's scheme) gives accounts that cannot be "
+                                       "the system's own, the name escaped (plus a short "
+                                       "hash) where an account name cannot hold it.").tag(
+        config=True)
+    allowed_system_users = Set(Unicode(), help="As root: existing system accounts servers may "
+                               "run as although their uid is outside UID_MIN..UID_MAX "
+                               "(/etc/login.defs) or Courtyard did not create them (account "
+                               "names, after system_username_template). Never uid 0."
+                               ).tag(config=True)
+    allow_existing_system_users = Bool(None, allow_none=True, help="As root: let servers run "
+                                       "as existing accounts Courtyard did not create, when "
+                                       "their uid is within UID_MIN..UID_MAX. Default (None): "
+                                       "True when every authenticator's users are the "
+                                       "machine's accounts (PAM: the password proves the "
+                                       "account is theirs), else False: a name from sign-up, "
+                                       "OAuth, LDAP or a rename proves nothing.").tag(
+        config=True)
+    system_users_group = Unicode("courtyard-users", help="As root: the group the accounts "
+                                 "Courtyard creates are put in (made if missing). Membership "
+                                 "marks an account as Courtyard's; only root can grant it, so "
+                                 "an admin may add an existing account to hand it over.").tag(
+        config=True)
+
+    @validate("system_username_template")
+    def _check_template(self, proposal: dict[str, Any]) -> str:
+        template = str(proposal["value"])
+        sample = accounts.system_name(template, "alice")
+        if "{username}" not in template or not SYSTEM_NAME_RE.fullmatch(sample):
+            raise TraitError(f"c.LocalProcessSpawner.system_username_template = {template!r} "
+                             "must contain '{username}' and make account names (lowercase "
+                             "letters, digits, '_' and '-', starting with a letter or '_')")
+        return template
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -113,6 +155,7 @@ class LocalProcessSpawner(Spawner):
         self._prepared = asyncio.Event()
         self._build: ProgressLog | None = None
         self._env: userenv.UserEnv | None = None
+        self._run_as: tuple[dict[str, Any], str, dict[str, str]] | None = None
 
     @classmethod
     def startup_warnings(cls) -> list[str]:
@@ -121,11 +164,18 @@ class LocalProcessSpawner(Spawner):
         return [f"The hub is not running as root: every server runs as {_me()} and users are "
                 "not isolated from each other (LocalProcessSpawner)"]
 
+    @property
+    def switches_user(self) -> bool:
+        """Whether servers run as their own system accounts (the hub is root)."""
+        return os.geteuid() == 0
+
     # -- contract ------------------------------------------------------------------------------
     async def prepare(self) -> None:
-        """Build the users' environment if this server needs it (outside start_timeout)."""
+        """Find (or create) the account and build the users' environment if this server
+        needs it, outside start_timeout; a refused account fails before anything is built."""
         running = None
         try:
+            self._run_as = await self._account()
             self._env = self.user_environment()
             if self._env is not None:
                 running = userenv.ensure_user_env(self._env)
@@ -146,7 +196,7 @@ class LocalProcessSpawner(Spawner):
         """The users' environment to run the default command from; None to run cmd as is."""
         if self.user_env == "never" or list(self.cmd) != DEFAULT_CMD:
             return None
-        root = os.geteuid() == 0
+        root = self.switches_user
         reason = userenv.user_env_reason(root, _hub_python_shared(), _hub_has_jupyter())
         if reason is None:
             return None
@@ -159,17 +209,20 @@ class LocalProcessSpawner(Spawner):
         if not self.port:
             self.port = self._chosen_port = random_port(self.ip, _handed_out)
             _handed_out.add(self.port)
-        run_as, cwd, account_env = await self._account()
-        env = self.get_env()
-        env.update(account_env)
+        if self._run_as is None:
+            raise SpawnError("the server's account was not resolved (prepare() failed)")
+        run_as, cwd, account_env = self._run_as
+        env = self.server_env(account_env, as_root="user" not in run_as and os.geteuid() == 0)
         command = list(self.cmd)
         if self._env is not None:
             command = self._env.cmd
             env["VIRTUAL_ENV"] = str(self._env.path)
-            env["PATH"] = os.pathsep.join([str(self._env.path / "bin"), env.get("PATH", "")])
+            env["PATH"] = os.pathsep.join([str(self._env.path / "bin"), env["PATH"]])
+        elif command:
+            command[0] = _on_path(command[0], env)
         cmd = [*command, *self.get_args()]
         log_path = self.log_path
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(log_path.parent)  # <data>/logs too: its user names are nobody's business
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             kwargs = {"env": env, "cwd": cwd, "stdin": subprocess.DEVNULL, "stdout": fd,
@@ -245,6 +298,7 @@ class LocalProcessSpawner(Spawner):
         self._started.clear()
         self._prepared.clear()
         self._build = self._env = None
+        self._run_as = None
 
     async def progress(self) -> AsyncIterator[ProgressEvent]:
         await self._prepared.wait()
@@ -270,23 +324,54 @@ class LocalProcessSpawner(Spawner):
 
     def _write_log(self, text: str) -> None:
         """Put ``text`` where read_log finds it (a failure before the server ran)."""
-        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(self.log_path.parent)
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
 
+    def server_env(self, account_env: dict[str, str], as_root: bool = False) -> dict[str, str]:
+        """The whole environment of the server, built from scratch: the system's standard
+        ``PATH`` and ``LANG``, then ``get_env()`` (env_keep, the hub's variables,
+        ``environment``), then the account's HOME/USER/SHELL. Nothing else of the hub's own
+        environment (its PATH, secrets, PYTHON* variables) reaches a server."""
+        env = {"PATH": accounts.system_path(accounts.login_defs(), root=as_root),
+               "LANG": "C.UTF-8"}
+        env.update(self.get_env())
+        env.update(account_env)
+        return env
+
     async def _account(self) -> tuple[dict[str, Any], str, dict[str, str]]:
         """Popen arguments that switch user, the working directory, and account variables."""
         name = self.user.name
-        if os.geteuid() != 0:
+        problem = check_user_name(name)
+        if problem is not None:  # a name stored before names were checked
+            raise SpawnError(f"the user name {name!r} cannot have a server: {problem}")
+        if not self.switches_user:
             home = Path(self.hub.data_dir) / "users" / safe_filename(name)
-            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(home)
             return {}, str(home), {"HOME": str(home)}
-        pw = await self._system_user(name)
-        groups = os.getgrouplist(name, pw.pw_gid)
+        account = accounts.system_name(self.system_username_template, name)
+        pw = await self._system_user(account)
+        problem = self.account_policy().refusal(pw)
+        if problem is not None:
+            self.log.warning("Refused to start the server of %s as system user %s (uid %d): "
+                             "%s", self.log_name, pw.pw_name, pw.pw_uid, problem)
+            raise SpawnError(f"refused: {problem}")
+        groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
         cwd = pw.pw_dir if os.path.isdir(pw.pw_dir) else "/"
-        env = {"HOME": pw.pw_dir, "USER": name, "LOGNAME": name, "SHELL": pw.pw_shell}
+        env = {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name,
+               "SHELL": pw.pw_shell}
         return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}, cwd, env
+
+    def account_policy(self) -> AccountPolicy:
+        """Which existing accounts servers may run as (this system's UID_MIN..UID_MAX)."""
+        allow_existing = self.allow_existing_system_users
+        if allow_existing is None:
+            allow_existing = bool(getattr(self.hub, "system_accounts_only", False))
+        low, high = accounts.uid_range(accounts.login_defs())
+        return AccountPolicy(group=self.system_users_group,
+                             allowed=frozenset(self.allowed_system_users),
+                             allow_existing=allow_existing, uid_min=low, uid_max=high)
 
     @property
     def creates_system_users(self) -> bool:
@@ -306,10 +391,12 @@ class LocalProcessSpawner(Spawner):
             raise SpawnError(
                 f"{name!r} cannot be a system user name (lowercase letters, digits, '_' and "
                 "'-', starting with a letter or '_', at most 32 characters); restrict hub "
-                "user names with c.Authenticator.username_pattern, or create the accounts "
-                "yourself and set c.LocalProcessSpawner.create_system_users = False")
-        self.log.info("Creating system user %s", name)
-        return await asyncio.to_thread(_add_system_user, name)
+                "user names with c.Authenticator.username_pattern, set "
+                "c.LocalProcessSpawner.system_username_template = 'jupyter-{username}', or "
+                "create the accounts yourself and set "
+                "c.LocalProcessSpawner.create_system_users = False")
+        self.log.info("Creating system user %s for %s", name, self.log_name)
+        return await asyncio.to_thread(accounts.add_account, name, self.system_users_group)
 
     def _signal(self, sig: int, alive: bool = False) -> None:
         """Signal the server's process group; the process alone if it has none (and lives)."""
@@ -337,6 +424,42 @@ class LocalProcessSpawner(Spawner):
         return True
 
 
+class SimpleLocalProcessSpawner(LocalProcessSpawner):
+    """JupyterHub's SimpleLocalProcessSpawner, for tests and demos: every server runs as the
+    hub's own user (no setuid, no useradd), in a home from ``home_dir_template``.
+
+    The only way a server may run as root: when the hub does, and only because the admin
+    chose this class; the hub then warns at every start.
+    """
+
+    home_dir_template = Unicode("/tmp/{username}", help="SimpleLocalProcessSpawner: the "
+                                "home directory (and working directory) of each server; "
+                                "{username} expands. Made 0700; refused if it exists and "
+                                "is not the hub user's own directory.").tag(config=True)
+
+    @classmethod
+    def startup_warnings(cls) -> list[str]:
+        if os.geteuid() == 0:
+            return ["SECURITY WARNING: SimpleLocalProcessSpawner with the hub running as ROOT: "
+                    "every user's server runs as root, so any user can take over this "
+                    "machine, the hub and every other user. Use it only for tests and demos; "
+                    "use LocalProcessSpawner for real users"]
+        return [f"SimpleLocalProcessSpawner: every server runs as {_me()}, and users are not "
+                "isolated from each other (for tests and demos)"]
+
+    @property
+    def switches_user(self) -> bool:
+        return False
+
+    async def _account(self) -> tuple[dict[str, Any], str, dict[str, str]]:
+        name = self.user.name
+        problem = check_user_name(name)
+        if problem is not None:
+            raise SpawnError(f"the user name {name!r} cannot have a server: {problem}")
+        home = private_dir(Path(self.format_string(self.home_dir_template)))
+        return {}, str(home), {"HOME": str(home), "USER": name, "SHELL": "/bin/bash"}
+
+
 def _hub_python_shared() -> bool:
     global _SHARED
     if _SHARED is None:
@@ -362,18 +485,18 @@ def _me() -> str:
         return f"uid {os.geteuid()}"
 
 
-def _add_system_user(name: str) -> pwd.struct_passwd:
-    """``useradd --create-home NAME`` unless it exists by now (as TLJH does)."""
-    with _useradd_lock:
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            pass
-        done = subprocess.run(["useradd", "--create-home", name], capture_output=True,
-                              text=True)
-        if done.returncode != 0:
-            raise SpawnError(f"useradd {name} failed: {done.stderr.strip()}")
-        return pwd.getpwnam(name)
+def _on_path(command: str, env: dict[str, str]) -> str:
+    """``command`` as the server will run it, looked up on the hub's own PATH when the
+    server's does not have it, that directory then put first on the server's PATH (a venv's
+    bin, so kernels and terminals use the same environment). Only that one directory of
+    the hub's PATH reaches the server."""
+    if os.sep in command or shutil.which(command, path=env["PATH"]):
+        return command
+    found = shutil.which(command)
+    if found is None:
+        return command
+    env["PATH"] = os.pathsep.join([os.path.dirname(found), env["PATH"]])
+    return found
 
 
 def _read_tail(path: Path, tail: int | None) -> str | None:

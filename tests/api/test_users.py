@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from tests.conftest import new_token, raw_sql
 
@@ -216,6 +217,44 @@ async def test_names_every_database_holds(api):
     r = await api.patch(f"/users/{longest}", json={"name": "v" * 256})
     assert r.status_code == 400 and "Invalid username" in r.json()["message"]
     assert (await api.get(f"/users/{longest}")).status_code == 200
+
+
+# names that are paths once decoded (issue 12): refused wherever a name arrives
+PATH_TRICKS = [".", "..", "%2e%2e", "%2E.", "%2e", "%252e%252e", "a/b", "a%2fb", "%2F",
+               "x%00y", "nul\x00", "bell\x07", "line\nbreak", "%0d%0a"]
+# names JupyterHub accepts, which must keep working
+JUPYTERHUB_NAMES = ["first.last@example.com", "o'brien", "δοκιμή", "a+b", "...", "x.y",
+                    "100%", "a b", "user-1_2"]
+
+
+async def test_path_tricks_are_not_user_names(api):
+    await api.post("/users/alice")
+    for bad in PATH_TRICKS:
+        r = await api.post("/users", json={"usernames": [bad]})
+        assert r.status_code == 400, bad
+        assert r.json()["status"] == 400 and "Invalid username" in r.json()["message"], bad
+        r = await api.patch("/users/alice", json={"name": bad})
+        assert r.status_code == 400 and "Invalid username" in r.json()["message"], bad
+        # in a URL: '/' would be another path, and clients drop literal dot segments ('%2e'
+        # and '%2e%2e' above arrive as '.' and '..' once the server decodes the path)
+        if "/" not in bad and "%2f" not in bad.lower() and bad not in (".", ".."):
+            r = await api.post(f"/users/{quote(bad, safe='')}")
+            assert r.status_code == 400 and "Invalid username" in r.json()["message"], bad
+    for raw in ("%2e%2e", "%2E", ".%2e"):  # decoded by the server: '..' and '.' as names
+        r = await api.post(f"/users/{raw}")
+        assert r.status_code == 400 and "Invalid username" in r.json()["message"], raw
+    names = {u["name"] for u in (await api.get("/users")).json()}
+    assert names == {"admin", "alice"}
+
+
+async def test_jupyterhub_names_still_work(api):
+    for name in JUPYTERHUB_NAMES:
+        r = await api.post(f"/users/{quote(name, safe='')}")
+        assert r.status_code == 201 and r.json()["name"] == name, name
+    r = await api.post("/users", json={"usernames": ["bulk.one@example.org"]})
+    assert r.status_code == 201
+    r = await api.patch("/users/bulk.one@example.org", json={"name": "renamed.one"})
+    assert r.status_code == 200 and r.json()["name"] == "renamed.one"
 
 
 async def test_values_the_database_cannot_hold_are_the_requests_fault(api, hub):

@@ -19,7 +19,7 @@ from courtyard.app import Hub
 from courtyard.spawners.base import Spawner
 from courtyard.spawners.credentials import client_id, token_scopes
 from courtyard.spawners.env import format_template
-from courtyard.spawners.local import LocalProcessSpawner, safe_filename
+from courtyard.spawners.local import LocalProcessSpawner, SimpleLocalProcessSpawner, safe_filename
 from courtyard.spawners.queue import SpawnQueue
 from tests.conftest import ADMIN_TOKEN, client_for, tool_missing
 from tests.spawners.conftest import ROOT, server_get, server_row
@@ -37,7 +37,7 @@ def proc_ids(pid: int, field: str) -> set[int]:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
-async def test_server_runs_as_its_system_user(hub, api, uname):
+async def test_server_runs_as_its_system_user(spawn_hub, uname):
     need_root()
     alice, group = uname("alice"), f"cyg{secrets.token_hex(3)}"
     subprocess.run(["groupadd", group], check=True)
@@ -47,6 +47,10 @@ async def test_server_runs_as_its_system_user(hub, api, uname):
         pw = pwd.getpwnam(alice)
         gid = int(subprocess.run(["getent", "group", group], capture_output=True, text=True,
                                  check=True).stdout.split(":")[2])
+        c = Config()  # an account made by the admin, not by Courtyard: allowed by name
+        c.LocalProcessSpawner.allowed_system_users = {alice}
+        hub = spawn_hub(c)
+        api = client_for(hub, ADMIN_TOKEN)
         await api.post(f"/users/{alice}")
         assert (await api.post(f"/users/{alice}/server")).status_code == 201
         pid = server_row(hub, alice)["state"]["pid"]
@@ -62,6 +66,7 @@ async def test_server_runs_as_its_system_user(hub, api, uname):
         info = log.stat()
         assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == 0
         assert (await api.delete(f"/users/{alice}/server")).status_code == 204
+        await api.aclose()
     finally:
         subprocess.run(["groupdel", group], capture_output=True)
 
@@ -98,10 +103,11 @@ async def test_not_root_runs_in_a_per_user_directory(hub, api, uname, tmp_path, 
 
 # -- the pieces, without processes ---------------------------------------------------------------
 def test_aliases_resolve_to_local_process_spawner():
-    for name in ("local", "localprocess", "simple", "jupyterhub.spawner.LocalProcessSpawner",
-                 "jupyterhub.spawner.SimpleLocalProcessSpawner",
+    for name in ("local", "localprocess", "jupyterhub.spawner.LocalProcessSpawner",
                  "courtyard.spawners.local.LocalProcessSpawner"):
         assert cfg.resolve_class("spawner", name, Spawner) is LocalProcessSpawner
+    for name in ("simple", "jupyterhub.spawner.SimpleLocalProcessSpawner"):
+        assert cfg.resolve_class("spawner", name, Spawner) is SimpleLocalProcessSpawner
 
 
 def test_hub_resolves_spawner_and_knows_its_options(tmp_path):
