@@ -66,8 +66,12 @@ def init_roles(hub: Hub, db: Session) -> None:
         role = q.get_role(db, spec["name"]) or Role(name=spec["name"])
         db.add(role)
         if spec["name"] in DEFAULT_ROLES:
-            role.scopes = list(spec.get("scopes", role.scopes))
-            role.description = spec.get("description", role.description)
+            # a built-in role named only to add members keeps its scopes, even on a new
+            # database, and stays read-only in the roles API
+            default = DEFAULT_ROLES[spec["name"]]
+            role.scopes = list(spec.get("scopes", role.scopes or default["scopes"]))
+            role.description = spec.get("description", role.description or default["description"])
+            role.managed_by = "default"
             continue
         role.scopes = list(spec.get("scopes", []))
         role.description = spec.get("description", "")

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import JUPYTERHUB_API_VERSION
-from ..auth import scopes as sc
+from ..auth import refresh, scopes as sc
 from ..auth.identity import Identity, groups_of
 from ..errors import BadRequest, Conflict, Forbidden, HTTPError, NotFound
 
@@ -180,6 +180,17 @@ class Ctx:
 Endpoint = Callable[[Ctx], Awaitable[Any]]
 
 
+async def _refresh(ctx: Ctx, ident: Identity) -> None:
+    """The caller's ``auth_refresh_age`` has passed: ask the authenticator again. Expired:
+    the request is unauthenticated (403), as in JupyterHub; the token stays, and the next
+    request asks again."""
+    version = ctx.hub.scope_cache.version
+    if not await refresh.check_identity(ctx.hub, ctx.request, ctx.db, ident):
+        raise refresh.AuthExpired(ident.name)
+    if ctx.hub.scope_cache.version != version:  # the refresh changed admin, groups...
+        ctx.identity = ctx.hub.identify(ctx.request, ctx.open_db) or ident
+
+
 def endpoint(*scopes: str, status: int = 200, public: bool = False,
              body_auth: bool = False) -> Callable[[Endpoint], Any]:
     """Make ``f(ctx)`` a Starlette endpoint that needs any one of ``scopes``.
@@ -203,6 +214,9 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False,
                         ctx.identity = await identify_body(hub, request, ctx.db)
                     if ctx.identity is None:
                         raise Forbidden("Missing or invalid credentials.")
+                    if ctx.identity.kind == "user" and refresh.due(hub.authenticator,
+                                                                    ctx.identity.id):
+                        await _refresh(ctx, ctx.identity)
                     if scopes:
                         ctx.require_any(scopes)
                 result = await func(ctx)

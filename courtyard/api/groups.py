@@ -14,6 +14,7 @@ from ..db import queries as q
 from ..db.models import Group, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import check_group_name
+from . import guard
 from .base import Ctx, endpoint
 from .models import group_model
 from .users import normalized_name
@@ -40,6 +41,19 @@ def users_named(ctx: Ctx, raw: Any) -> list[User]:
     if missing:
         raise BadRequest(f"No such user(s): {', '.join(missing)}")
     return [found[n] for n in names]
+
+
+def _require_may_join(ctx: Ctx, group: Group | str, users: list[User]) -> None:
+    """Joining ``group`` must not give anyone rights the caller lacks, nor bring a user who
+    holds more than the caller into the caller's reach."""
+    name = group if isinstance(group, str) else group.name
+    grants = guard.config_scopes_for_group(ctx, name)  # given at the hub's next start
+    if isinstance(group, Group):
+        grants += guard.group_scopes(ctx, group)
+    guard.require_grant(ctx, grants, None, f"add members to group {name}")
+    for user in users:
+        guard.require_user_below(ctx, user, f"add to group {name}")
+        guard.require_grant(ctx, grants, user, f"add {user.name} to group {name}")
 
 
 def _check_body(body: dict[str, Any], allowed: set[str]) -> None:
@@ -77,6 +91,8 @@ async def create_groups(ctx: Ctx) -> Any:
             raise BadRequest(problem)
         ctx.require(["admin:groups"], Target(group=name))
     users = users_named(ctx, body.get("users", []))
+    for name in names:
+        _require_may_join(ctx, name, users)
     taken = list(ctx.db.scalars(select(Group.name).where(Group.name.in_(names))))
     if taken:
         raise Conflict(f"Group(s) already exist: {', '.join(taken)}")
@@ -101,6 +117,7 @@ async def create_group(ctx: Ctx) -> Any:
     body = await ctx.body() or {}
     _check_body(body, {"users"})
     users = users_named(ctx, body.get("users", []))
+    _require_may_join(ctx, name, users)
     if q.get_group(ctx.db, name) is not None:
         raise Conflict(f"Group {name} already exists")
     group = Group(name=name, properties={}, users=users)
@@ -112,7 +129,9 @@ async def create_group(ctx: Ctx) -> Any:
 
 @endpoint("delete:groups", status=204)
 async def delete_group(ctx: Ctx) -> None:
-    ctx.db.delete(load_group(ctx, ("delete:groups",)))
+    group = load_group(ctx, ("delete:groups",))
+    guard.require_group_below(ctx, group, "delete")
+    ctx.db.delete(group)
     ctx.invalidate_permissions()
 
 
@@ -127,9 +146,9 @@ async def _members_body(ctx: Ctx) -> list[User]:
 @endpoint("groups")
 async def add_members(ctx: Ctx) -> Any:
     group = load_group(ctx, ("groups",))
-    for user in await _members_body(ctx):
-        if user not in group.users:
-            group.users.append(user)
+    users = [u for u in await _members_body(ctx) if u not in group.users]
+    _require_may_join(ctx, group, users)
+    group.users.extend(users)
     ctx.db.flush()
     ctx.invalidate_permissions()
     return group_model(ctx, group)
@@ -138,9 +157,11 @@ async def add_members(ctx: Ctx) -> Any:
 @endpoint("groups")
 async def remove_members(ctx: Ctx) -> Any:
     group = load_group(ctx, ("groups",))
-    for user in await _members_body(ctx):
-        if user in group.users:
-            group.users.remove(user)
+    users = [u for u in await _members_body(ctx) if u in group.users]
+    guard.require_group_below(ctx, group, "remove members from")
+    guard.require_users_below(ctx, users, f"remove from group {group.name}")
+    for user in users:
+        group.users.remove(user)
     ctx.db.flush()
     ctx.invalidate_permissions()
     return group_model(ctx, group)
@@ -149,7 +170,11 @@ async def remove_members(ctx: Ctx) -> Any:
 @endpoint("groups")
 async def set_properties(ctx: Ctx) -> Any:
     group = load_group(ctx, ("groups",))
-    group.properties = await ctx.body(required=True) or {}
+    properties = await ctx.body(required=True) or {}
+    # spawner hooks may read a group's properties when its members start their servers
+    guard.require_group_below(ctx, group, "change")
+    guard.require_users_below(ctx, group.users, f"change group {group.name}, which has")
+    group.properties = properties
     ctx.db.flush()
     return group_model(ctx, group)
 

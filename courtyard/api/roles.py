@@ -15,6 +15,7 @@ from ..auth.roles import check_role
 from ..db import queries as q
 from ..db.models import Group, Role, Service, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from . import guard
 from .base import Ctx, endpoint
 
 
@@ -47,22 +48,28 @@ def _members(ctx: Ctx, model: type, names: list[str]) -> list[Any]:
 
 
 def _apply(ctx: Ctx, role: Role, spec: dict[str, Any]) -> None:
+    """Change ``role`` as ``spec`` says; the caller must hold every right the role then
+    grants, and may add or remove only members that hold no more than itself."""
     if "description" in spec:
         role.description = spec["description"]
     if "scopes" in spec:
-        if not (ctx.identity and ctx.identity.admin):
-            # a non-admin must not mint scopes beyond their own
-            held = ctx.identity.expanded if ctx.identity else frozenset()
-            beyond = [s for s in spec["scopes"] if s not in held]
-            if beyond:
-                raise Forbidden(f"Cannot grant scopes you do not hold: {', '.join(beyond)}")
         role.scopes = list(spec["scopes"])
+    action = f"change the members of role {role.name}:"
     if "users" in spec:
-        role.users = _members(ctx, User, spec["users"])
+        users = _members(ctx, User, spec["users"])
+        guard.require_users_below(ctx, set(users) ^ set(role.users), action)
+        role.users = users
     if "groups" in spec:
-        role.groups = _members(ctx, Group, spec["groups"])
+        groups = _members(ctx, Group, spec["groups"])
+        for group in set(groups) ^ set(role.groups):
+            guard.require_group_below(ctx, group, action)
+        role.groups = groups
     if "services" in spec:
-        role.services = _members(ctx, Service, spec["services"])
+        services = _members(ctx, Service, spec["services"])
+        for service in set(services) ^ set(role.services):
+            guard.require_service_below(ctx, service, action)
+        role.services = services
+    guard.require_role_below(ctx, role, "grant")
 
 
 @endpoint("read:roles", "admin:roles")
@@ -104,6 +111,7 @@ def _writable(role: Role) -> None:
 async def edit_role(ctx: Ctx) -> Any:
     role = load_role(ctx)
     _writable(role)
+    guard.require_role_below(ctx, role, "change")
     body = await ctx.body(required=True) or {}
     if "name" in body and body["name"] != role.name:
         raise BadRequest("roles cannot be renamed; create a new one")
@@ -118,6 +126,7 @@ async def edit_role(ctx: Ctx) -> Any:
 async def delete_role(ctx: Ctx) -> None:
     role = load_role(ctx)
     _writable(role)
+    guard.require_role_below(ctx, role, "delete")
     ctx.db.delete(role)
     ctx.invalidate_permissions()
 

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..auth import refresh
 from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Server, User
@@ -22,6 +23,7 @@ from ..errors import BadRequest, Conflict, HTTPError, NotFound
 from ..names import check_server_name
 from ..spawners.base import UserInfo
 from ..spawners.progress import event_stream
+from . import guard
 from .base import Ctx, endpoint, json_response
 from .models import server_model
 
@@ -96,6 +98,8 @@ async def start_server(ctx: Ctx) -> Any:
     """Start a user's server (the body is user_options, or 6.0's ServerRequest)."""
     hub, lifecycle = ctx.hub, ctx.hub.lifecycle
     user, server, name = _load(ctx, ("start:servers",))
+    # not when stopping: the idle culler stops everyone's servers, and that gains nothing
+    guard.require_user_below(ctx, user, "start a server of", self_ok=True)
     display_name, options = _server_request(await ctx.body(), legacy=True)
     _require_named(ctx, name)
     if server is None and name:
@@ -109,6 +113,7 @@ async def start_server(ctx: Ctx) -> Any:
         if await lifecycle.check_alive(user.name, name):
             raise BadRequest(f"{_label(user, name)} is already running")
         ctx.db.refresh(server)
+    await refresh.before_spawn(hub, ctx.db, user, ctx.request)  # refresh_pre_spawn
     lifecycle.check_limits()
     if server is None:
         server = Server(name=name, state={}, user_options={})
@@ -179,6 +184,7 @@ async def get_server(ctx: Ctx) -> Any:
 async def create_server(ctx: Ctx) -> Any:
     """Create a named server without starting it (6.0)."""
     user, server, name = _load(ctx, ("start:servers",))
+    guard.require_user_below(ctx, user, "create a server for", self_ok=True)
     if not name:
         raise Conflict("The default server always exists; start it with POST")
     _require_named(ctx, name)
@@ -198,6 +204,7 @@ async def edit_server(ctx: Ctx) -> Any:
     """Rename a stopped server, or set its display_name or user_options (6.0)."""
     lifecycle = ctx.hub.lifecycle
     user, server, name = _load(ctx, ("start:servers",))
+    guard.require_user_below(ctx, user, "change a server of", self_ok=True)
     _require_named(ctx, name)
     if server is None:
         raise NotFound(f"{user.name} has no server named '{name}'")

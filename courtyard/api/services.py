@@ -11,7 +11,8 @@ from starlette.routing import Route
 from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Service
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from . import guard
 from .base import Ctx, endpoint
 from .models import service_model
 
@@ -66,6 +67,11 @@ async def create_service(ctx: Ctx) -> Any:
         raise BadRequest("Hub-managed services (with a command) can only be defined in the "
                          "config file")
     _check_types(body)
+    if body.get("admin") and not guard.superuser(ctx):
+        raise Forbidden("Only admins can grant admin")  # with a token of the caller's choice
+    if body.get("oauth_no_confirm") and not guard.superuser(ctx):
+        # else its URL gets the scopes of whoever opens it, admins included, unasked
+        raise Forbidden("Only admins can let a service skip the OAuth confirmation")
     if q.get_service(ctx.db, name) is not None:
         raise Conflict(f"Service {name} already exists")
     client_id = body.get("oauth_client_id") or (f"service-{name}" if body.get("url") else None)
@@ -96,6 +102,7 @@ async def create_service(ctx: Ctx) -> Any:
 @endpoint("admin:services")
 async def delete_service(ctx: Ctx) -> Any:
     service = load_service(ctx, ("admin:services",))
+    guard.require_service_below(ctx, service, "delete")
     if service.from_config:
         from ..errors import HTTPError
 

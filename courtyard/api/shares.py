@@ -15,6 +15,7 @@ from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Group, Server, Share, ShareCode, User, utcnow
 from ..errors import BadRequest, NotFound
+from . import guard
 from .base import Ctx, endpoint
 from .models import iso, server_url
 
@@ -33,10 +34,22 @@ def _owner_server(ctx: Ctx, scopes: tuple[str, ...]) -> tuple[User, Server]:
     return owner, server
 
 
+def _owner_below(ctx: Ctx, owner: User) -> None:
+    """Sharing a server lends its owner's access: never for an owner above the caller."""
+    guard.require_user_below(ctx, owner, "change the sharing of a server of", self_ok=True)
+
+
+def _require_held(ctx: Ctx, scopes: list[str]) -> None:
+    guard.require_grant(ctx, scopes, None, "share access you do not have")
+
+
 def _server_info(ctx: Ctx, owner: User, server: Server) -> dict[str, Any]:
     url = server_url(ctx, owner.name, server.name)
     public = ctx.hub.options.public_url.rstrip("/")
-    return {"name": server.name, "url": url, "full_url": public + url if public else None,
+    full_url = public + url if public else None
+    if ctx.hub.origins.enabled:
+        url = full_url = ctx.hub.origins.link(url)
+    return {"name": server.name, "url": url, "full_url": full_url,
             "ready": server.url is not None and ctx.hub.lifecycle.pending(owner.name,
                                                                           server.name) is None,
             "user": {"name": owner.name}}
@@ -137,6 +150,7 @@ async def list_server_shares(ctx: Ctx) -> Any:
 @endpoint("shares")
 async def grant_share(ctx: Ctx) -> Any:
     owner, server = _owner_server(ctx, ("shares",))
+    _owner_below(ctx, owner)
     body = await ctx.body(required=True) or {}
     unknown = set(body) - {"user", "group", "scopes"}
     if unknown:
@@ -145,6 +159,7 @@ async def grant_share(ctx: Ctx) -> Any:
     if user is not None and user.id == owner.id:
         raise BadRequest("Cannot share a server with its owner")
     scopes = _check_scopes(body.get("scopes"), owner, server)
+    _require_held(ctx, scopes)
     share = _find_share(ctx, server, user, group)
     if share is None:
         share = Share(owner_id=owner.id, server=server, user=user, group=group, scopes=scopes)
@@ -159,6 +174,7 @@ async def grant_share(ctx: Ctx) -> Any:
 @endpoint("shares")
 async def revoke_share(ctx: Ctx) -> Any:
     owner, server = _owner_server(ctx, ("shares",))
+    _owner_below(ctx, owner)
     body = await ctx.body(required=True) or {}
     user, group = _grantee(ctx, body)
     share = _find_share(ctx, server, user, group)
@@ -178,7 +194,8 @@ async def revoke_share(ctx: Ctx) -> Any:
 
 @endpoint("shares", status=204)
 async def revoke_all(ctx: Ctx) -> None:
-    _owner, server = _owner_server(ctx, ("shares",))
+    owner, server = _owner_server(ctx, ("shares",))
+    _owner_below(ctx, owner)
     for share in ctx.db.scalars(select(Share).where(Share.server_id == server.id)):
         ctx.db.delete(share)
     for code in ctx.db.scalars(select(ShareCode).where(ShareCode.server_id == server.id)):
@@ -210,6 +227,7 @@ async def list_codes(ctx: Ctx) -> Any:
 @endpoint("shares", status=201)
 async def create_code(ctx: Ctx) -> Any:
     owner, server = _owner_server(ctx, ("shares",))
+    _owner_below(ctx, owner)
     body = await ctx.body() or {}
     unknown = set(body) - {"scopes", "expires_in"}
     if unknown:
@@ -220,6 +238,7 @@ async def create_code(ctx: Ctx) -> Any:
         raise BadRequest(f"expires_in must be between {SHARE_CODE_MIN} and {SHARE_CODE_MAX} "
                          "seconds")
     scopes = _check_scopes(body.get("scopes"), owner, server)
+    _require_held(ctx, scopes)
     secret = "sc_" + secrets.token_urlsafe(24)
     code = ShareCode(owner_id=owner.id, server=server, hashed_code=tokens.fast_hash(secret),
                      prefix=tokens.prefix(secret), scopes=scopes,
@@ -243,6 +262,7 @@ async def delete_codes(ctx: Ctx) -> None:
     owner = q.get_user(ctx.db, owner_name)
     if owner is None:
         raise NotFound(f"No such user: {owner_name}")
+    _owner_below(ctx, owner)
     conds = [ShareCode.owner_id == owner.id]
     if server_name is not None:
         _owner, server = _owner_server(ctx, ("shares",))
@@ -307,7 +327,7 @@ def _shared_list(kind: str) -> Any:
 
 def _shared_one(kind: str, delete: bool) -> Any:
     async def one(ctx: Ctx) -> Any:
-        _row, cond = _shared_with(ctx, kind)
+        row, cond = _shared_with(ctx, kind)
         owner = q.get_user(ctx.db, ctx.arg("owner"))
         server_name = ctx.request.path_params.get("server", "")
         share = None if owner is None else ctx.db.scalar(
@@ -316,6 +336,10 @@ def _shared_one(kind: str, delete: bool) -> Any:
         if share is None:
             raise NotFound("No such share")
         if delete:
+            if isinstance(row, User):
+                guard.require_user_below(ctx, row, "revoke shares of", self_ok=True)
+            else:
+                guard.require_group_below(ctx, row, "revoke shares of")
             ctx.db.delete(share)
             ctx.invalidate_permissions()
             return None

@@ -13,6 +13,7 @@ from ..auth.identity import owner_scopes
 from ..db import queries as q
 from ..db.models import APIToken, User, utcnow
 from ..errors import BadRequest, Forbidden, NotFound
+from . import guard
 from .base import Ctx, endpoint
 from .models import token_model
 from .users import load_user
@@ -50,7 +51,7 @@ def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
     scopes = body.get("scopes")
     roles = body.get("roles")
     if scopes is None and roles is None:
-        return ["inherit"]
+        return _inherit(ctx, user, sc.parse(owner_scopes(ctx.db, user)))
     wanted: list[str] = []
     if scopes is not None:
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
@@ -67,21 +68,50 @@ def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
             if role is None:
                 raise BadRequest(f"No such role: {name}")
             wanted.extend(role.scopes)
-    if "inherit" in wanted:
-        return ["inherit"]
     held = sc.parse(owner_scopes(ctx.db, user))
+    if "inherit" in wanted:
+        return _inherit(ctx, user, held)
     asked = sc.parse(sc.expand(wanted, "user", user.name))
     granted = sc.intersect(asked, held, ctx.groups_of)
     missing = sorted(set(sc.unparse(asked)) - set(sc.unparse(granted)))
     if missing:
         raise BadRequest(f"Not assigning requested scopes {', '.join(missing)}, not held by "
                          f"{user.name}")
+    _require_requester_holds(ctx, user, asked)
     return sorted(set(wanted))
+
+
+def _require_requester_holds(ctx: Ctx, user: User, asked: sc.Parsed) -> None:
+    """A token never holds more than its requester (stricter than JupyterHub, which checks
+    only the owner): a narrowed token cannot mint a wider one for its own owner, and
+    ``tokens`` on another user gives that user's own ``self`` scopes, nothing more."""
+    if guard.superuser(ctx):
+        return
+    if not guard.is_self(ctx, user):
+        asked = sc.minus(asked, guard.baseline(user.name))
+    held = ctx.identity.parsed if ctx.identity else {}
+    lacking = sc.missing(held, asked, ctx.groups_of)
+    if lacking:
+        shown = ", ".join(lacking[:guard.SHOWN])
+        raise Forbidden(f"Cannot create a token with scopes you do not hold: {shown}")
+
+
+def _inherit(ctx: Ctx, user: User, held: sc.Parsed) -> list[str]:
+    """``inherit``, or for a token made by someone else, the owner's scopes of today.
+
+    A token someone else holds must not grow when its owner is later given more rights:
+    it is made with the scopes the owner holds now (full admins still get ``inherit``).
+    """
+    _require_requester_holds(ctx, user, held)
+    if guard.is_self(ctx, user) or guard.superuser(ctx):
+        return ["inherit"]
+    return sc.unparse(held)
 
 
 @endpoint("tokens", status=201, body_auth=True)
 async def create_token(ctx: Ctx) -> Any:
     user = load_user(ctx, ctx.arg("name"), ("tokens",))
+    guard.require_user_below(ctx, user, "create a token for", self_ok=True)
     body = await ctx.body() or {}
     unknown = set(body) - TOKEN_FIELDS
     if unknown:
@@ -123,6 +153,7 @@ async def get_token(ctx: Ctx) -> Any:
 async def delete_token(ctx: Ctx) -> None:
     user = load_user(ctx, ctx.arg("name"), ("tokens",))
     token = _token_of(ctx, user)
+    guard.require_user_below(ctx, user, "revoke a token of", self_ok=True)
     if token.from_config:
         raise Forbidden("This token comes from the config file; remove it there")
     if token.oauth_client_id:

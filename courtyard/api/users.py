@@ -13,9 +13,11 @@ from starlette.routing import Route
 from ..auth import scopes as sc
 from ..auth.scopes import Target
 from ..db import queries as q
-from ..db.models import Group, Server, User, user_group_map, utcnow
+from ..db.models import Group, Role, Server, User, user_group_map, utcnow
 from ..db.records import users_query
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from ..names import check_user_name
+from . import guard
 from .base import Ctx, endpoint
 from .models import user_model
 
@@ -28,6 +30,9 @@ def normalized_name(ctx: Ctx, raw: Any) -> str:
     if not isinstance(raw, str):
         raise BadRequest(f"username must be a string, not {type(raw).__name__}")
     name = ctx.hub.authenticator.normalize_username(raw)
+    problem = check_user_name(name)  # even if a custom validate_username would allow it
+    if problem is not None:
+        raise BadRequest(f"Invalid username: {raw!r}: {problem}")
     if not ctx.hub.authenticator.validate_username(name):
         raise BadRequest(f"Invalid username: {raw!r}")
     return name
@@ -117,7 +122,7 @@ async def list_users(ctx: Ctx) -> Any:
 def _check_admin_grant(ctx: Ctx, admin: Any) -> bool:
     if not isinstance(admin, bool):
         raise BadRequest("admin must be true or false")
-    if admin and not (ctx.identity and ctx.identity.admin):
+    if admin and not guard.superuser(ctx):
         raise Forbidden("Only admins can grant admin")
     return admin
 
@@ -133,6 +138,9 @@ async def create_users(ctx: Ctx) -> Any:
         raise BadRequest("usernames must be a non-empty list of names")
     admin = _check_admin_grant(ctx, body.get("admin", False))
     names = list(dict.fromkeys(normalized_name(ctx, n) for n in raw_names))
+    for name in names:  # a filtered admin creates only users its filter reaches
+        ctx.require(["admin:users"], Target(user=name))
+        guard.require_name_grantable(ctx, name, [], f"create {name}")
     existing = set(ctx.db.scalars(select(User.name).where(User.name.in_(names))))
     new = [n for n in names if n not in existing]
     if not new:
@@ -154,6 +162,7 @@ async def get_user(ctx: Ctx) -> Any:
 async def create_user(ctx: Ctx) -> Any:
     name = normalized_name(ctx, ctx.arg("name"))
     ctx.require(["admin:users"], Target(user=name))
+    guard.require_name_grantable(ctx, name, [], f"create {name}")
     body = await ctx.body() or {}
     unknown = set(body) - {"admin"}
     if unknown:
@@ -166,6 +175,59 @@ async def create_user(ctx: Ctx) -> Any:
     return user_model(ctx, user)
 
 
+def _new_groups(ctx: Ctx, user: User, raw: Any) -> list[Group]:
+    """The groups a PATCH asks for; the caller must manage each group it changes, and may
+    add the user only to groups whose rights it holds itself."""
+    if not isinstance(raw, list) or not all(isinstance(g, str) for g in raw):
+        raise BadRequest("groups must be a list of group names")
+    current = {g.name: g for g in user.groups}
+    found = {g.name: g for g in ctx.db.scalars(select(Group).where(Group.name.in_(raw)))}
+    unseen = {n for n in raw if n not in current and (
+        n not in found or not ctx.can("read:groups:name", Target(group=n)))}
+    if unseen:  # a group the caller may not see is as missing as one that does not exist
+        raise BadRequest(f"No such group(s): {', '.join(sorted(unseen))}")
+    changed = [g for n, g in found.items() if n not in current]
+    removed = [g for n, g in current.items() if n not in found]
+    for group in changed + removed:
+        if not ctx.can("groups", Target(group=group.name)):
+            raise Forbidden(f"Changing membership of group {group.name} requires groups on it")
+    for group in changed:
+        guard.require_grant(ctx, guard.group_scopes(ctx, group), user,
+                            f"add {user.name} to group {group.name}")
+    for group in removed:
+        guard.require_group_below(ctx, group, f"remove {user.name} from")
+    return list(found.values())
+
+
+def _new_roles(ctx: Ctx, user: User, raw: Any) -> list[Role]:
+    """The roles a PATCH asks for; granting one needs every right it gives."""
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        raise BadRequest("roles must be a list of role names")
+    if not (ctx.identity and ctx.identity.has_any(["admin:roles"])):
+        raise Forbidden("Changing a user's roles requires admin:roles")
+    found = [q.get_role(ctx.db, r) for r in raw]
+    if None in found:
+        raise BadRequest("No such role: " + ", ".join(
+            r for r, f in zip(raw, found, strict=True) if f is None))
+    for role in found:
+        if role not in user.roles:  # type: ignore[operator]
+            guard.require_role_below(ctx, role, f"give {user.name}")  # type: ignore[arg-type]
+            guard.require_grant(ctx, role.scopes, user,  # type: ignore[union-attr]
+                                f"give {user.name} role {role.name}")  # type: ignore[union-attr]
+    return found  # type: ignore[return-value]
+
+
+def _check_rename(ctx: Ctx, user: User, new: str, groups: list[str]) -> None:
+    """A rename stays inside the caller's admin:users filter and never lands on a name the
+    configuration gives more rights (``admin_users``, ``load_roles``, ``load_groups``)."""
+    if not sc.allows(ctx.filters("admin:users"), Target(user=new), lambda _u: groups):
+        raise Forbidden(f"Cannot rename {user.name} to {new}: your admin:users does not "
+                        f"reach {new}")
+    guard.require_name_grantable(ctx, new, groups, f"rename {user.name} to {new}")
+    if q.get_user(ctx.db, new) is not None:
+        raise BadRequest(f"User {new} already exists, username must be unique")
+
+
 @endpoint("admin:users")
 async def edit_user(ctx: Ctx) -> Any:
     user = load_user(ctx, ctx.arg("name"), ("admin:users",))
@@ -173,41 +235,27 @@ async def edit_user(ctx: Ctx) -> Any:
     unknown = set(body) - {"name", "admin", "groups", "roles", "auth_state"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    if user.admin and not (ctx.identity and ctx.identity.admin):
-        raise Forbidden("Only admins can edit admin users")
-    if "name" in body:
-        new = normalized_name(ctx, body["name"])
-        if new != user.name:
-            if q.get_user(ctx.db, new) is not None:
-                raise BadRequest(f"User {new} already exists, username must be unique")
-            ctx.hub.lifecycle.rename_user(user.name, new)
-            user.name = new
-    if "admin" in body:
-        q.set_admin(ctx.db, user, _check_admin_grant(ctx, body["admin"]))
-    if "groups" in body:
-        groups = body["groups"]
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise BadRequest("groups must be a list of group names")
-        found = list(ctx.db.scalars(select(Group).where(Group.name.in_(groups))))
-        missing = set(groups) - {g.name for g in found}
-        if missing:
-            raise BadRequest(f"No such group(s): {', '.join(sorted(missing))}")
-        user.groups = found
-    if "roles" in body:
-        roles = body["roles"]
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise BadRequest("roles must be a list of role names")
-        if not (ctx.identity and ctx.identity.has_any(["admin:roles"])):
-            raise Forbidden("Changing a user's roles requires admin:roles")
-        found_roles = [q.get_role(ctx.db, r) for r in roles]
-        if None in found_roles:
-            raise BadRequest("No such role: " + ", ".join(
-                r for r, f in zip(roles, found_roles, strict=True) if f is None))
-        user.roles = found_roles  # type: ignore[assignment]
+    guard.require_user_below(ctx, user, "edit")
+    # every check before any change: the lifecycle's rename is not rolled back with the db
+    admin = _check_admin_grant(ctx, body["admin"]) if "admin" in body else None
+    groups = _new_groups(ctx, user, body["groups"]) if "groups" in body else None
+    roles = _new_roles(ctx, user, body["roles"]) if "roles" in body else None
+    if "auth_state" in body and not isinstance(body["auth_state"], dict | None):
+        raise BadRequest("auth_state must be a JSON object or null")
+    new = normalized_name(ctx, body["name"]) if "name" in body else user.name
+    if new != user.name:
+        _check_rename(ctx, user, new, [g.name for g in (user.groups if groups is None
+                                                         else groups)])
+        ctx.hub.lifecycle.rename_user(user.name, new)
+        user.name = new
+    if admin is not None:
+        q.set_admin(ctx.db, user, admin)
+    if groups is not None:
+        user.groups = groups
+    if roles is not None:
+        user.roles = roles
         user.admin = any(r.name == "admin" for r in user.roles)
     if "auth_state" in body:
-        if not isinstance(body["auth_state"], dict | None):
-            raise BadRequest("auth_state must be a JSON object or null")
         ctx.hub.write_auth_state(user, body["auth_state"])
     ctx.db.flush()
     ctx.invalidate_permissions()
@@ -217,6 +265,7 @@ async def edit_user(ctx: Ctx) -> Any:
 @endpoint("delete:users", status=204)
 async def delete_user(ctx: Ctx) -> None:
     user = load_user(ctx, ctx.arg("name"), ("delete:users",))
+    guard.require_user_below(ctx, user, "delete")
     ident = ctx.identity
     if ident and ident.kind == "user" and ident.id == user.id:
         raise BadRequest("Cannot delete yourself")
