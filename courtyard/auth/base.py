@@ -6,8 +6,10 @@ default. Options follow JupyterHub's names so ``c.Authenticator.*`` carries over
 The hub calls ``check_config(hub)`` and ``startup(hub, db)`` once, ``on_serve(hub)`` when it
 starts serving, and per login ``get_authenticated_user``, which runs ``authenticate`` ->
 ``normalize_username`` -> ``validate_username`` -> ``check_blocked_users`` ->
-``check_allowed`` -> ``is_admin`` -> ``post_auth_hook``. ``refresh_user`` runs before stored
-auth state is trusted, ``pre_spawn_start`` before a spawn and ``post_spawn_stop`` after a stop.
+``check_allowed`` -> ``is_admin`` -> ``post_auth_hook``. ``refresh_user`` runs on a user's
+request once their ``auth_refresh_age`` has passed, and before each spawn with
+``refresh_pre_spawn`` (:mod:`courtyard.auth.refresh`); ``pre_spawn_start`` runs before a spawn
+and ``post_spawn_stop`` after a stop.
 As in JupyterHub each of these hooks may be sync or async, and the hub awaits every one
 (:func:`maybe_await`); ``normalize_username`` and ``validate_username`` are sync, as there,
 and an async one is refused at start (:func:`check_hooks`). A hook that raises refuses the
@@ -17,8 +19,10 @@ successful login (cookies, groups, encrypted auth state) is in :mod:`courtyard.a
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -111,11 +115,25 @@ class Authenticator(LoggingConfigurable):
         return True if model["name"] in self.admin_users else model.get("admin")
 
     async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
-        """True: still valid; False: must sign in again; a dict: the updated model."""
+        """Whether ``user``'s sign-in still holds, asked at most every ``auth_refresh_age``
+        seconds on their requests (and before each spawn with ``refresh_pre_spawn``).
+
+        True: still valid; False or None: expired, the user must sign in again; a dict: the
+        updated model (``auth_state``, ``admin``, ``groups``; the name cannot change). This
+        base one always answers True, so the hub never calls it (:attr:`refreshes`).
+        """
         return True
+
+    @property
+    def refreshes(self) -> bool:
+        """Whether ``refresh_user`` can say anything but True (a subclass overrides it)."""
+        return type(self).refresh_user is not Authenticator.refresh_user
 
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
         """Hook run before a user's server starts."""
+
+    async def post_spawn_stop(self, user: Any, spawner: Any) -> None:
+        """Hook run after a user's server stopped."""
 
     def check_config(self, hub: Any) -> None:
         """Raise ConfigError for unusable options; no side effects (check-config runs it)."""
@@ -133,7 +151,11 @@ class Authenticator(LoggingConfigurable):
         self.hub = hub
         self.throttle = Throttle(self.login_attempts_free, self.login_backoff_max,
                                  global_limit=self.login_global_limit)
-        self.last_refresh: dict[int, float] = {}  # user id -> time of the last refresh_user
+        # user id -> when refresh_user last confirmed the user (or they signed in), and the
+        # lock that makes concurrent requests of one user share a refresh
+        self.last_refresh: dict[int, float] = {}
+        self.refresh_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
         if self.enable_auth_state:
             self.crypt = Crypt.from_env()
 
@@ -216,10 +238,15 @@ class Authenticator(LoggingConfigurable):
     )
     enable_auth_state = Bool(False, help="Keep encrypted auth state per user (needs "
                              "COURTYARD_CRYPT_KEY or JUPYTERHUB_CRYPT_KEY).").tag(config=True)
-    auth_refresh_age = Integer(300, help="Seconds after which auth state is refreshed before "
-                               "it is used (refresh_user).").tag(config=True)
-    refresh_pre_spawn = Bool(False, help="Refresh auth state before every spawn; a failed "
-                             "refresh makes the user sign in again.").tag(config=True)
+    auth_refresh_age = Integer(300, help="Seconds a user's sign-in is trusted before the hub "
+                               "asks refresh_user again, on their next request (token or "
+                               "cookie, API or page): False signs them out, a dict updates "
+                               "their auth state. 0: never refresh (as in JupyterHub).").tag(
+        config=True
+    )
+    refresh_pre_spawn = Bool(False, help="Call refresh_user before every spawn, however "
+                             "recent the last refresh: if it fails the spawn is refused (403 "
+                             "in the API) until the user signs in again.").tag(config=True)
     post_auth_hook = AnyTrait(None, allow_none=True, help="callable(authenticator, handler, "
                               "model) -> model, run after authentication.").tag(config=True)
     auto_login = Bool(False, help="Skip the login page and go straight to the login handler."

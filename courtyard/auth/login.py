@@ -8,7 +8,6 @@ encrypted auth state). Pages, the token API and OAuth callbacks all go through t
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,10 @@ from ..db import queries as q
 from ..db.models import Group, User, utcnow
 from ..errors import BadRequest, HTTPError
 from ..names import check_group_name
-from .base import Authenticator, LoginRefused, maybe_await
+from .base import Authenticator, LoginRefused
 from .crypto import Crypt, DecryptError
 from .identity import Identity
+from .refresh import mark_fresh, refresh_user as refresh_user  # refresh_user: its old home
 from .session import cookie_identity
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def login_user(hub: Hub, db: Session, model: dict[str, Any]) -> User:
     db.flush()
     if changed:
         hub.scope_cache.invalidate()
+    mark_fresh(auth, user.id)  # as good as a refresh: none due for auth_refresh_age
     return user
 
 
@@ -182,28 +183,6 @@ def write_auth_state(hub: Hub, user: User, state: dict[str, Any] | None) -> None
     if not hub.authenticator.enable_auth_state:
         raise BadRequest("auth_state is not enabled (c.Authenticator.enable_auth_state)")
     user.encrypted_auth_state = None if state is None else _crypt(hub).encrypt(state)
-
-
-async def refresh_user(hub: Hub, db: Session, user: User, handler: Any = None,
-                       force: bool = False) -> bool:
-    """Ask the authenticator whether ``user``'s login is still good, storing any update.
-
-    Runs at most every ``auth_refresh_age`` seconds unless ``force``; False means the user
-    must sign in again (the caller logs them out). Spawners call it with ``force`` when
-    ``refresh_pre_spawn`` is on.
-    """
-    auth = hub.authenticator
-    now = time.time()
-    if not force and now - auth.last_refresh.get(user.id, 0) < auth.auth_refresh_age:
-        return True
-    result = await maybe_await(auth.refresh_user(user, handler))
-    auth.last_refresh[user.id] = now
-    if result is False:
-        return False
-    if isinstance(result, dict):
-        result.setdefault("name", user.name)
-        login_user(hub, db, result)
-    return True
 
 
 # -- the token API's "auth" body (POST /users/{name}/tokens without a token) ---------------

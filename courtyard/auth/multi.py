@@ -86,9 +86,24 @@ class MultiAuthenticator(Authenticator):
                 return result
         return True
 
+    @property
+    def refreshes(self) -> bool:
+        return any(child.refreshes for child in self.authenticators)
+
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
         for child in self.authenticators:
             await maybe_await(child.pre_spawn_start(user, spawner))
+
+    async def post_spawn_stop(self, user: Any, spawner: Any) -> None:
+        """Each child's, as for ``pre_spawn_start``: a hook that tidies up after a server
+        (e.g. revokes what ``pre_spawn_start`` handed it) must not be skipped, not even
+        when another child's raised."""
+        for child in self.authenticators:
+            try:
+                await maybe_await(child.post_spawn_stop(user, spawner))
+            except Exception:
+                self.log.exception("Error in %s.post_spawn_stop for %s",
+                                   type(child).__name__, getattr(user, "name", user))
 
     def check_config(self, hub: Any) -> None:
         for child in self.authenticators:

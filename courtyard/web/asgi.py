@@ -23,6 +23,7 @@ from . import admin, login, pages, sharing, spawn, user_redirect
 from .csp import SecurityHeaders, page_headers, with_page_headers
 from .forwarded import ForwardedClient
 from .limits import BodyTooLarge, Refusal
+from .refresh import RefreshAuth
 
 if TYPE_CHECKING:
     from ..app import Hub
@@ -83,8 +84,10 @@ def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> ApiDispatche
         *(extra_routes or []),
     ]
     # HubHostOnly: no hub page (nor its cookies) on a user's origin (subdomain_host)
+    # RefreshAuth: a page's user is asked again after auth_refresh_age (refresh_user)
     app = Starlette(routes=routes, middleware=[Middleware(HubHostOnly, origins=hub.origins),
-                                               Middleware(SecurityHeaders, base_url=base)],
+                                               Middleware(SecurityHeaders, base_url=base),
+                                               Middleware(RefreshAuth)],
                     exception_handlers={HTTPException: _http_error,
                                         BodyTooLarge: _too_large,
                                         DataError: pages.refused_value_page,

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..auth import login as auth_login, scopes as sc, session as sess
+from ..auth import scopes as sc, session as sess
 from ..auth.identity import Identity, groups_of
 from ..db import queries as q
 from ..db.models import Server, User
@@ -158,11 +158,6 @@ async def home(request: Request) -> Response:
         user = page.user
         if user is None:
             return login_redirect(hub, request)
-        if not await auth_login.refresh_user(hub, db, user, page):
-            sess.end_sessions(db, user)
-            db.commit()
-            return page.sign_out(login_redirect(hub, request))
-        db.commit()
         rows = {s.name: s for s in user.servers}
         default = server_view(page, user, rows.get(""), "")
         named = [server_view(page, user, s, s.name) for s in user.servers if s.name]

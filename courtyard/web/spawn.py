@@ -17,11 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..auth import refresh
 from ..db.models import Server, User
 from ..errors import BadRequest, HTTPError, SpawnError
 from ..names import check_server_name
 from ..spawners.base import Spawner, UserInfo
 from .pages import api_path, may, named_server_limit, nav, pending_url, server_state, spawn_url
+from .refresh import spawn_refused
 from .render import Page, login_redirect, safe_next
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ async def start(page: Page, target: Target, options: dict[str, Any] | None) -> N
         if limit and sum(1 for s in user.servers if s.name) >= limit:
             raise BadRequest(f"You already have the maximum of {limit} named servers; delete "
                              "one before you create another.")
+    await refresh.before_spawn(hub, db, user, page.request)  # refresh_pre_spawn
     hub.lifecycle.check_limits()
     server = target.server
     if server is None:
@@ -148,6 +151,8 @@ async def spawn_page(request: Request) -> Response:
             options = options_from_form(spawner, profiles, formdata) if formdata is not None \
                 else None
             await start(page, target, options)
+        except refresh.AuthExpired as e:
+            return spawn_refused(page, target.user, e)
         except HTTPError as e:
             if profiles or form_html:
                 return _render_form(page, target, profiles, form_html, next_url, e.message,

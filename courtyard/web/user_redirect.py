@@ -19,13 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..auth import scopes as sc
+from ..auth import refresh, scopes as sc
 from ..auth.identity import groups_of
 from ..auth.session import cookie_identity
 from ..db.models import Server, User
 from ..errors import HTTPError
 from ..spawners.base import UserInfo
 from .pages import pending_url
+from .refresh import spawn_refused
 from .render import Page, login_redirect
 
 if TYPE_CHECKING:
@@ -57,7 +58,10 @@ async def user_redirect(request: Request) -> Response:
             return page.redirect(url, status=302)
         if pending is None:
             try:
+                await refresh.before_spawn(hub, db, user, request)  # refresh_pre_spawn
                 _start(page, user, server, name)
+            except refresh.AuthExpired as e:
+                return spawn_refused(page, user, e)
             except HTTPError as e:
                 return page.error(e.status, e.message, e.headers)
         elif pending != "spawn":
@@ -86,8 +90,8 @@ def _start(page: Page, user: User, server: Server | None, name: str) -> None:
         user.servers.append(server)
     db.commit()
     log.info("Starting %s's server %r for /hub/user-redirect", user.name, name)
-    hub.lifecycle.spawn(UserInfo(user.name, bool(user.admin), [g.name for g in user.groups]),
-                        server)
+    hub.lifecycle.spawn(UserInfo(user.name, bool(user.admin), [g.name for g in user.groups],
+                                 hub.read_auth_state(user)), server)
 
 
 async def _wait_for_spawn(hub: Hub, user: str, server: str, timeout: float

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from courtyard.auth import refresh
 from courtyard.auth.dummy import DummyAuthenticator
 from courtyard.auth.native import NativeAuthenticator
 from courtyard.auth.oauth import OIDCAuthenticator
@@ -138,9 +139,11 @@ async def test_async_check_blocked_users_at_sign_up(browser):
 
 
 @pytest.mark.parametrize("cls", [SyncRefresh, [SyncRefresh, "dummy"]], ids=["alone", "multi"])
-async def test_sync_refresh_user_refusing_signs_out(browser, cls):
-    _hub, client = await browser(options(cls, **{"Authenticator.auth_refresh_age": 0}))
+async def test_sync_refresh_user_refusing_signs_out(browser, cls, monkeypatch):
+    _hub, client = await browser(options(cls, **{"Authenticator.auth_refresh_age": 60}))
     assert (await login(client, "mallory", PASSWORD)).status_code == 303
+    later = refresh.clock() + 61  # auth_refresh_age has passed since the sign-in
+    monkeypatch.setattr(refresh, "clock", lambda: later)
     response = await client.get("/hub/home")
     assert response.status_code == 302 and "/hub/login" in response.headers["location"]
     assert await whoami(client) == 403
