@@ -8,8 +8,11 @@
     stop   ─► pending "stop" ─► remove route ─► Spawner.stop() ─► revoke, clear state ─► stopped
     watch  ─► poll() every poll_interval; exited ─► remove route, revoke, clear ─► stopped
     hub start ─► every recorded server: pending "check" at once, then in the background (at
-                 most recovery_concurrency at a time): load_state, poll, HTTP check ─► keep
-                 it (its route stays), or clean up; :attr:`Lifecycle.recovered` is set when done
+                 most recovery_concurrency at a time): load_state, poll, check_adopted,
+                 HTTP check ─► keep it (its route stays), or clean up; :attr:`Lifecycle.recovered`
+                 is set when done
+    delete ─► a deleted user's servers stopped ─► Spawner.delete_forever() of each (the
+              default server's last: the user's own resources, e.g. a system account)
 
 Recovery at hub start lives in :mod:`courtyard.recovery`, the grouped database writes in
 :mod:`courtyard.db.writes`. The API and the models only read :meth:`Lifecycle.pending`;
@@ -131,6 +134,24 @@ class Lifecycle(Recovery):
     def forget(self, user: str, server: str) -> None:
         """A stopped server was renamed or removed: drop what is remembered about it."""
         self._failures.pop((user, server), None)
+
+    async def delete_forever(self, user: UserInfo, servers: list[str]) -> None:
+        """``Spawner.delete_forever`` of stopped servers about to be deleted (JupyterHub's
+        hook). For a deleted user pass all their servers and ``""``: the default server's
+        spawner is where what belongs to the user (e.g. its system account) is released,
+        whether or not it ever ran. An error is raised (the deletion should not go on)."""
+        if self.hub.spawner_class is None:
+            return
+        for name in sorted(set(servers), key=lambda n: n == ""):  # the default one last
+            self.forget(user.name, name)
+            # JupyterHub awaits it only if it is a coroutine
+            await _maybe_await(self.make_spawner(user, name).delete_forever())
+
+    async def user_renamed(self, user: UserInfo, old: str) -> None:
+        """``Spawner.user_renamed`` once, on the default server's spawner under the new
+        name: what was tied to the old name is released. An error is raised."""
+        if self.hub.spawner_class is not None:
+            await self.make_spawner(user, "").user_renamed(old)
 
     def progress_events(self, user: str, server: str, ready: bool) -> AsyncIterator[Event] | None:
         """The progress stream of a server; None when it is neither starting nor just done."""
@@ -367,15 +388,33 @@ class Lifecycle(Recovery):
         if task is not None:
             await asyncio.wait({task})
 
-    def remove_after(self, task: asyncio.Task[None], server_id: int) -> None:
-        """Delete a server's record once ``task`` (its stop) is done, if it stayed stopped."""
+    def remove_after(self, task: asyncio.Task[None], server_id: int, user: UserInfo) -> None:
+        """Delete a server's record once ``task`` (its stop) is done, if it stayed stopped
+        (``delete_forever`` first, as for a server removed at once)."""
+
+        def stopped(db: Session) -> Server | None:
+            server = db.get(Server, server_id)
+            if server is None or server.url is not None or \
+                    (server.user.name, server.name) in self._slots:
+                return None
+            return server
 
         async def remove() -> None:
             await asyncio.wait({task})
             with self.hub.session() as db:
-                server = db.get(Server, server_id)
-                if server is not None and server.url is None and \
-                        (server.user.name, server.name) not in self._slots:
+                server = stopped(db)
+                if server is None:
+                    return
+                user.name, name = server.user.name, server.name  # renamed meanwhile?
+            try:
+                await self.delete_forever(user, [name])
+            except Exception:
+                log.exception("Error in delete_forever of %s/%s; its record stays",
+                              user.name, name)
+                return
+            with self.hub.session() as db:
+                server = stopped(db)
+                if server is not None:
                     db.delete(server)
                     db.commit()
 

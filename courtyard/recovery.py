@@ -3,7 +3,9 @@
 Part of :class:`~courtyard.lifecycle.Lifecycle` (which inherits it): at start every recorded
 server is pending ``"check"`` at once; the checks run in the background, at most
 ``recovery_concurrency`` at a time, each building its spawner only then; live servers keep
-(or get back) their route, dead ones are cleaned up as any stopped server.
+(or get back) their route, dead ones are cleaned up as any stopped server, and so are live
+ones that ``Spawner.check_adopted`` refuses (e.g. running as root, started by an earlier
+version).
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ class Recovery:
         status = await spawner.poll()
         if status is not None:
             raise SpawnError(f"it exited (status {status}) while the hub was down")
+        await spawner.check_adopted()  # e.g. started as root by an earlier version
         await self._wait_http(slot, url, spawner.http_timeout)
         spec = self.hub.server_proxy_spec(slot.user, slot.server)
         if routes is not None and routes.get(spec) == url.rstrip("/"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..names import check_user_name
 from . import guard
 from .base import Ctx, endpoint
 from .models import user_model
+from .servers import user_info
 
 USER_READ_SCOPES = ("read:users", "read:users:name", "read:servers", "read:users:groups",
                     "read:users:activity", "read:roles:users")
@@ -246,6 +248,9 @@ async def edit_user(ctx: Ctx) -> Any:
     if new != user.name:
         _check_rename(ctx, user, new, [g.name for g in (user.groups if groups is None
                                                          else groups)])
+        # first, so that a failure changes nothing: e.g. the old name's system account is
+        # released (a later user of that name must not get it)
+        await ctx.hub.lifecycle.user_renamed(replace(user_info(ctx, user), name=new), user.name)
         ctx.hub.lifecycle.rename_user(user.name, new)
         user.name = new
     if admin is not None:
@@ -274,6 +279,10 @@ async def delete_user(ctx: Ctx) -> None:
             raise BadRequest(f"{user.name}'s server {server.name!r} is in the process of "
                              "stopping; try again later")
     await ctx.hub.stop_user_servers(user)
+    # before the row goes (as JupyterHub): should the deletion then fail, the user is
+    # refused a server until an admin hands the account back, never the other way round
+    await ctx.hub.lifecycle.delete_forever(user_info(ctx, user),
+                                           ["", *(s.name for s in user.servers)])
     ctx.db.delete(user)
     ctx.invalidate_permissions()
 

@@ -18,6 +18,10 @@ Courtyard knows it created an account because ``useradd`` put it in the group
 membership of a group is written in ``/etc/group`` by root only, so a user cannot forge it,
 and it survives a new database. An admin may add an existing account to that group to hand
 it over to Courtyard.
+
+The group means "made for a *current* hub user": when that user is deleted or renamed, the
+account leaves the group (:func:`release_account`; account and home stay), so whoever gets
+the name next is refused rather than handed the old account and its files.
 """
 
 from __future__ import annotations
@@ -133,11 +137,71 @@ class AccountPolicy:
                     "'jupyter-{username}'")
         if self.allow_existing or in_group(pw, self.group):
             return None
-        return (f"the system account {name!r} exists but was not created by Courtyard (it "
-                f"is not in the group {self.group!r}); an admin may allow it with "
+        return (f"the system account {name!r} exists but was not created by Courtyard for a "
+                f"current hub user (it is not in the group {self.group!r}: someone else made "
+                "it, or it belonged to a hub user of that name who was deleted or renamed); "
+                f"an admin may remove it with its files (userdel -r {name}), hand it and its "
+                f"files over to this user (usermod -aG {self.group} {name}), allow it with "
                 "c.LocalProcessSpawner.allowed_system_users (or, where hub users are the "
                 "machine's users, allow_existing_system_users), or set "
                 "c.LocalProcessSpawner.system_username_template = 'jupyter-{username}'")
+
+    def process_refusal(self, uids: list[int], gids: list[int]) -> tuple[str, int, str] | None:
+        """None when a running process with these ids (``/proc/PID/status``: real,
+        effective, saved, filesystem) may go on, else ``(account, uid, why)``."""
+        for uid in dict.fromkeys(uids):
+            try:
+                pw = pwd.getpwuid(uid)
+            except KeyError:
+                return f"uid {uid}", uid, f"uid {uid} has no system account (deleted?)"
+            problem = self.refusal(pw)
+            if problem is not None:
+                return pw.pw_name, uid, problem
+        if 0 in gids:  # every uid passed, so each has an account
+            return (pwd.getpwuid(uids[0]).pw_name, uids[0],
+                    "it runs in root's group: no server ever runs as root")
+        return None
+
+
+def process_ids(pid: int) -> tuple[list[int], list[int]] | None:
+    """The uids and gids (real, effective, saved, filesystem) of a process, from
+    ``/proc/PID/status``; None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    ids: dict[str, list[int]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid"):
+            ids[key] = [int(v) for v in value.split()]
+    if "Uid" not in ids or "Gid" not in ids:
+        return None
+    return ids["Uid"], ids["Gid"]
+
+
+def release_account(name: str, group: str) -> str:
+    """Take the account ``name`` out of ``group``: it is no longer made for a current hub
+    user. Nothing else changes (the account, its home and files stay).
+
+    Returns what happened: ``"released"``; ``"none"`` (no such account, or not a member:
+    not Courtyard's, left alone); ``"primary"`` (the group is its primary group, which only
+    an admin should change).
+    """
+    if not SYSTEM_NAME_RE.fullmatch(name):
+        return "none"  # never an account Courtyard made (nor an option to gpasswd)
+    with _useradd_lock:
+        try:
+            pw = pwd.getpwnam(name)
+            entry = grp.getgrnam(group)
+        except KeyError:
+            return "none"
+        if name not in entry.gr_mem:
+            return "primary" if pw.pw_gid == entry.gr_gid else "none"
+        done = subprocess.run(["gpasswd", "-d", name, group], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SpawnError(f"gpasswd -d {name} {group} failed: {done.stderr.strip()}")
+        return "released"
 
 
 def add_account(name: str, group: str) -> pwd.struct_passwd:

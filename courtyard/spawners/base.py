@@ -131,6 +131,22 @@ class Spawner(LoggingConfigurable):
         """The server's output (last ``tail`` lines), or None when this spawner keeps none."""
         return None
 
+    async def delete_forever(self) -> None:
+        """JupyterHub's hook: the server is deleted for good (a named server removed, or
+        every server of a deleted user: the default server's spawner always, so what
+        belongs to the user rather than one server is released there). Only called on a
+        stopped server, before its record goes. Default: nothing."""
+
+    async def user_renamed(self, old_name: str) -> None:
+        """The owner was renamed from ``old_name`` (called once, on a spawner of their
+        default server, under the new name): release what was tied to the old name, which
+        someone else may now take. Default: nothing."""
+
+    async def check_adopted(self) -> None:
+        """Raise if a server a previous hub left running (state loaded, poll() says alive)
+        must not go on running: the hub then stops it, removes its route and revokes its
+        credentials. Default: nothing."""
+
     @classmethod
     def startup_warnings(cls) -> list[str]:
         """Problems worth one warning when the hub starts (e.g. users not isolated)."""

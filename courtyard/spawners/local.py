@@ -5,7 +5,10 @@ As root, a server runs as the system user named after the hub user
 directory, HOME/USER/SHELL); missing users can be made with ``useradd`` the way The Littlest
 JupyterHub does (by default when the authenticator's users are not system accounts, i.e. not
 PAM). Never as root, and never as an account the policy of :mod:`.accounts` refuses (a
-system account, or one Courtyard did not create). Not as root, every server runs as the
+system account, or one Courtyard did not create), checked at each start and again for a
+server found running at hub start (:meth:`LocalProcessSpawner.check_adopted`); the account
+of a deleted or renamed hub user is released (``delete_forever``, ``user_renamed``), so the
+next user of the name does not inherit it. Not as root, every server runs as the
 hub's own user in ``<data>/users/<name>``, and users are not isolated from each other.
 :class:`SimpleLocalProcessSpawner` always runs servers as the hub's own user.
 
@@ -315,6 +318,56 @@ class LocalProcessSpawner(Spawner):
 
     async def read_log(self, tail: int | None = None) -> str | None:
         return await asyncio.to_thread(_read_tail, self.log_path, tail)
+
+    async def delete_forever(self) -> None:
+        """The user is deleted (the default server's hook; a named server shares the
+        user's account with the others, so removing one leaves it): as root, the account
+        leaves ``system_users_group``, so a later hub user of the name does not get it."""
+        if self.switches_user and not self.name:
+            await self._release_account(self.user.name, "was deleted")
+
+    async def user_renamed(self, old_name: str) -> None:
+        """As root, the old name's account leaves ``system_users_group`` (the renamed user
+        gets the new name's account; the old one would otherwise go to the next user
+        called ``old_name``)."""
+        template = self.system_username_template
+        if self.switches_user and (accounts.system_name(template, old_name)
+                                   != accounts.system_name(template, self.user.name)):
+            await self._release_account(old_name, f"was renamed to {self.user.name}")
+
+    async def _release_account(self, hub_name: str, what: str) -> None:
+        account = accounts.system_name(self.system_username_template, hub_name)
+        group = self.system_users_group
+        done = await asyncio.to_thread(accounts.release_account, account, group)
+        if done == "released":
+            self.log.warning(
+                "The hub user %s %s: its system account %s leaves the group %s and no hub "
+                "user's server will run as it (it and its home stay; remove them with "
+                "'userdel -r %s', or hand them to a user with 'usermod -aG %s %s')",
+                hub_name, what, account, group, account, group, account)
+        elif done == "primary":
+            self.log.warning(
+                "The hub user %s %s, but its system account %s has %s as its primary group, "
+                "so it still counts as made by Courtyard: change its primary group "
+                "(usermod -g) or remove it (userdel -r %s) before anyone else is called %s",
+                hub_name, what, account, group, account, hub_name)
+
+    async def check_adopted(self) -> None:
+        """As root, the process a previous hub left must run as an account the policy
+        allows now (an earlier version may have started it as root, or as an account
+        refused since): its uids and gids from ``/proc/PID/status``."""
+        if not self.switches_user or not self.pid:
+            return
+        ids = accounts.process_ids(self.pid)
+        if ids is None:
+            return  # gone meanwhile: the HTTP check fails on its own
+        found = self.account_policy().process_refusal(*ids)
+        if found is None:
+            return
+        account, uid, problem = found
+        self.log.warning("Stopping server %s (pid %d) found running at hub start as system "
+                         "user %s (uid %d): %s", self.log_name, self.pid, account, uid, problem)
+        raise SpawnError(f"refused: it runs as {account} (uid {uid}): {problem}")
 
     # -- helpers -------------------------------------------------------------------------------
     @property

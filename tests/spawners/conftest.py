@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -232,3 +233,48 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- witnessed servers (which uids a server command ever ran as) ----------------------------
+@pytest.fixture
+def witness(open_dir: Path, mocksu_cmd: list[str], tmp_path: Path) -> Iterator[Path]:
+    """A file every server of the test appends its uid to before it starts (any uid may)."""
+    script = open_dir / "witness.py"
+    if not script.exists():
+        script.write_text(textwrap.dedent("""\
+            import os, runpy, sys
+            with open(os.environ["WITNESS"], "a") as f:
+                f.write(f"{os.getuid()}\\n")
+            sys.argv = sys.argv[1:]
+            runpy.run_path(sys.argv[0], run_name="__main__")
+            """))
+        script.chmod(0o644)
+    spool = open_dir / f"witness-{tmp_path.name}"
+    spool.mkdir(mode=0o1777, exist_ok=True)
+    spool.chmod(0o1777)
+    path = spool / "uids"
+    path.touch()
+    path.chmod(0o666)
+    yield path
+    shutil.rmtree(spool, ignore_errors=True)
+
+
+@pytest.fixture
+def policy_hub(spawn_hub: Callable[..., Hub], witness: Path, mocksu_cmd: list[str]
+               ) -> Callable[..., Hub]:
+    """``policy_hub(**spawner_options)``: a hub whose servers are witnessed."""
+    def make(config: Config | None = None, **options: Any) -> Hub:
+        c = Config()
+        c.Spawner.cmd = [mocksu_cmd[0], str(witness.parent.parent / "witness.py"),
+                         *mocksu_cmd[1:]]
+        c.Spawner.environment = {"WITNESS": str(witness)}
+        for key, value in options.items():
+            c.LocalProcessSpawner[key] = value
+        if config is not None:
+            c.merge(config)
+        return spawn_hub(c)
+    return make
+
+
+def uids_run(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
 import subprocess
 
@@ -11,6 +12,7 @@ from traitlets.config import Config
 
 from tests.conftest import ADMIN_TOKEN, client_for
 from tests.spawners.conftest import (
+    ROOT,
     alive,
     server_get,
     server_row,
@@ -206,11 +208,16 @@ async def test_hub_serves_while_servers_are_checked(spawn_hub, uname, mocksu_cmd
     async with client_for(first, ADMIN_TOKEN) as api:
         await api.post(f"/users/{alice}")
         assert (await api.put(f"/users/{alice}/servers/lab")).status_code == 201
+        if ROOT:  # as root, the server runs as alice's own account (made by a first start)
+            assert (await api.post(f"/users/{alice}/server")).status_code == 201
+            assert (await api.delete(f"/users/{alice}/server")).status_code == 204
+    pw = pwd.getpwnam(alice) if ROOT else None
+    account = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []} if pw else {}
     gate = open_dir / f"gate-{alice}"
     port = free_port()
     slow = subprocess.Popen([*mocksu_cmd], start_new_session=True, env={
         **os.environ, "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/user/{alice}/lab/",
-        "MOCKSU_GATE": str(gate)}, stdout=subprocess.DEVNULL)
+        "MOCKSU_GATE": str(gate)}, stdout=subprocess.DEVNULL, **account)
     try:
         with first.session() as db:
             from courtyard.db import queries as q

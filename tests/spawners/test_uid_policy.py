@@ -13,13 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import shutil
 import stat
 import subprocess
-import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +26,7 @@ from courtyard.app import Hub
 from courtyard.spawners import accounts
 from courtyard.spawners.base import only_system_accounts
 from tests.conftest import ADMIN_TOKEN, client_for, tool_missing
-from tests.spawners.conftest import ROOT, server_row, serving
+from tests.spawners.conftest import ROOT, server_row, serving, uids_run
 
 UID_MIN, UID_MAX = accounts.uid_range(accounts.login_defs())
 GROUP = "courtyard-users"
@@ -38,50 +35,6 @@ GROUP = "courtyard-users"
 def need_root() -> None:
     if not ROOT:
         tool_missing("switching users needs root (CI runs the tests as root)")
-
-
-@pytest.fixture
-def witness(open_dir: Path, mocksu_cmd: list[str], tmp_path: Path) -> Iterator[Path]:
-    """A file every server of the test appends its uid to before it starts (any uid may)."""
-    script = open_dir / "witness.py"
-    if not script.exists():
-        script.write_text(textwrap.dedent("""\
-            import os, runpy, sys
-            with open(os.environ["WITNESS"], "a") as f:
-                f.write(f"{os.getuid()}\\n")
-            sys.argv = sys.argv[1:]
-            runpy.run_path(sys.argv[0], run_name="__main__")
-            """))
-        script.chmod(0o644)
-    spool = open_dir / f"witness-{tmp_path.name}"
-    spool.mkdir(mode=0o1777, exist_ok=True)
-    spool.chmod(0o1777)
-    path = spool / "uids"
-    path.touch()
-    path.chmod(0o666)
-    yield path
-    shutil.rmtree(spool, ignore_errors=True)
-
-
-def uids_run(path: Path) -> list[int]:
-    return [int(line) for line in path.read_text().split()]
-
-
-@pytest.fixture
-def policy_hub(spawn_hub: Callable[..., Hub], witness: Path, mocksu_cmd: list[str]
-               ) -> Callable[..., Hub]:
-    """``policy_hub(**spawner_options)``: a hub whose servers are witnessed."""
-    def make(config: Config | None = None, **options: Any) -> Hub:
-        c = Config()
-        c.Spawner.cmd = [mocksu_cmd[0], str(witness.parent.parent / "witness.py"),
-                         *mocksu_cmd[1:]]
-        c.Spawner.environment = {"WITNESS": str(witness)}
-        for key, value in options.items():
-            c.LocalProcessSpawner[key] = value
-        if config is not None:
-            c.merge(config)
-        return spawn_hub(c)
-    return make
 
 
 @pytest.fixture
