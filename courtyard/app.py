@@ -329,11 +329,13 @@ class Hub:
         """Serve the hub until SIGTERM/SIGINT or POST /hub/api/shutdown."""
         import uvicorn
 
+        from .web.protocol import HeadDeadlineProtocol
+
         self.authenticator.on_serve(self)
         host, port = self.hub_bind
         server = uvicorn.Server(uvicorn.Config(
             self.asgi, host=host, port=port, log_level="warning", access_log=False,
-            http="httptools", loop="none", lifespan="off", server_header=False,
+            http=HeadDeadlineProtocol, loop="none", lifespan="off", server_header=False,
             proxy_headers=False,  # X-Forwarded-*: the hub's own rules (web/forwarded.py)
             timeout_graceful_shutdown=5,
         ))

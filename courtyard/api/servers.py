@@ -155,19 +155,20 @@ async def stop_server(ctx: Ctx) -> Any:
         raise BadRequest("Cannot delete the default server")
     if server is None:
         return Response(status_code=204)
+    owner = user_info(ctx, user) if remove else None  # read now: the session closes below
     task = lifecycle.stop(user.name, name)
     ctx.db.commit()
     ctx.db.close()  # no connection held while waiting for the stop
     done = task is None or bool(
         (await asyncio.wait({task}, timeout=ctx.hub.options.slow_spawn_timeout))[0])
-    if remove:
+    if owner is not None:  # remove
         if done:
             server = ctx.db.get(Server, server.id) or server
             if server.url is None and lifecycle.pending(user.name, name) is None:
+                await lifecycle.delete_forever(owner, [name])
                 ctx.db.delete(server)
-                lifecycle.forget(user.name, name)
         elif task is not None:
-            lifecycle.remove_after(task, server.id)
+            lifecycle.remove_after(task, server.id, owner)
     return Response(status_code=204 if done else 202)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 from starlette.routing import Route
 
 from ..auth import tokens
+from ..auth.identity import share_scopes
 from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Group, Server, Share, ShareCode, User, utcnow
@@ -58,7 +59,7 @@ def _server_info(ctx: Ctx, owner: User, server: Server) -> dict[str, Any]:
 def share_model(ctx: Ctx, share: Share) -> dict[str, Any]:
     return {
         "server": _server_info(ctx, share.server.user, share.server),
-        "scopes": sorted(share.scopes),
+        "scopes": share_scopes(share),
         "user": {"name": share.user.name} if share.user else None,
         "group": {"name": share.group.name} if share.group else None,
         "kind": "user" if share.user else "group",
@@ -69,7 +70,7 @@ def share_model(ctx: Ctx, share: Share) -> dict[str, Any]:
 def code_model(ctx: Ctx, code: ShareCode) -> dict[str, Any]:
     return {
         "server": _server_info(ctx, code.server.user, code.server),
-        "scopes": sorted(code.scopes),
+        "scopes": share_scopes(code),
         "id": f"sc_{code.id}",
         "created_at": iso(code.created),
         "expires_at": iso(code.expires_at),
@@ -83,19 +84,19 @@ def _default_scopes(owner: User, server: Server) -> list[str]:
 
 
 def _check_scopes(raw: Any, owner: User, server: Server) -> list[str]:
-    """Share scopes may only grant access to this one server."""
+    """Share scopes may only grant access to this one server: ``access:servers``, filtered
+    to it (as JupyterHub, the filter is added when missing; any other filter, such as
+    ``!user=`` reaching the owner's other servers, is refused)."""
     if raw is None:
         return _default_scopes(owner, server)
     if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
         raise BadRequest("scopes must be a non-empty list of strings")
-    allowed = {f"access:servers!server={owner.name}/{server.name}",
-               f"access:servers!user={owner.name}"} if not server.name else \
-        {f"access:servers!server={owner.name}/{server.name}"}
+    allowed = {"access:servers", *_default_scopes(owner, server)}
     bad = [s for s in raw if s not in allowed]
     if bad:
         raise BadRequest(f"Shares may only grant access:servers!server={owner.name}/"
                          f"{server.name}, not {', '.join(bad)}")
-    return sorted(set(raw))
+    return _default_scopes(owner, server)
 
 
 def _page(ctx: Ctx, items: list[Any]) -> Any:
@@ -165,7 +166,7 @@ async def grant_share(ctx: Ctx) -> Any:
         share = Share(owner_id=owner.id, server=server, user=user, group=group, scopes=scopes)
         ctx.db.add(share)
     else:
-        share.scopes = sorted(set(share.scopes) | set(scopes))
+        share.scopes = sorted(set(share_scopes(share)) | set(scopes))
     ctx.db.flush()
     ctx.invalidate_permissions()
     return share_model(ctx, share)
@@ -185,7 +186,7 @@ async def revoke_share(ctx: Ctx) -> Any:
         ctx.db.delete(share)
         return {}
     remove = set(_check_scopes(body["scopes"], owner, server))
-    share.scopes = sorted(set(share.scopes) - remove)
+    share.scopes = sorted(set(share_scopes(share)) - remove)
     if not share.scopes:
         ctx.db.delete(share)
         return {}
@@ -294,7 +295,7 @@ def accept_share_code(ctx_db: Any, user: User, secret: str) -> Share:
                       scopes=list(code.scopes))
         ctx_db.add(share)
     else:
-        share.scopes = sorted(set(share.scopes) | set(code.scopes))
+        share.scopes = sorted(set(share_scopes(share)) | set(code.scopes))
     code.last_used = utcnow()
     ctx_db.flush()
     return share

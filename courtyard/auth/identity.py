@@ -14,9 +14,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, inspect, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from ..db.models import APIToken, Group, Role, Service, Share, User, user_group_map, utcnow
+from ..db.models import (
+    APIToken,
+    Group,
+    Role,
+    Server,
+    Service,
+    Share,
+    ShareCode,
+    User,
+    user_group_map,
+    utcnow,
+)
 from . import scopes as sc, tokens
 
 IDENTIFY_USER = ("read:users:name", "read:users:groups")
@@ -106,6 +117,10 @@ def _affects_permissions(obj: Any, change: str) -> bool:
         return change != "new"  # a new token is in no cache yet
     if isinstance(obj, Group | Role | Service | Share):
         return True
+    if isinstance(obj, Server):  # shares name their server: a rename or deletion moves them
+        if change == "dirty":
+            return inspect(obj).attrs["name"].history.has_changes()
+        return change == "deleted"
     if isinstance(obj, User):
         if change == "dirty":
             state = inspect(obj)
@@ -125,6 +140,16 @@ def groups_of(db: Session, username: str) -> list[str]:
     )
 
 
+def share_scopes(share: Share | ShareCode) -> list[str]:
+    """A share's (or share code's) scopes, filtered to its server as that server and its
+    owner are named now, as JupyterHub re-applies the filter: the stored names go stale
+    when either is renamed, and a new server or user taking the old name must not inherit
+    the share."""
+    server = share.server
+    where = f"server={server.user.name}/{server.name}"
+    return sorted({f"{scope.partition('!')[0]}!{where}" for scope in share.scopes})
+
+
 def owner_scopes(db: Session, owner: User | Service) -> frozenset[str]:
     """Every scope an owner holds through its roles, its groups' roles and shares."""
     raw: set[str] = set()
@@ -138,8 +163,9 @@ def owner_scopes(db: Session, owner: User | Service) -> frozenset[str]:
         share_filter = Share.user_id == owner.id
         if group_ids:
             share_filter = or_(share_filter, Share.group_id.in_(group_ids))
-        for share in db.scalars(select(Share).where(share_filter)):
-            raw.update(share.scopes)
+        for share in db.scalars(select(Share).where(share_filter).options(
+                joinedload(Share.server).joinedload(Server.user))):
+            raw.update(share_scopes(share))
         return sc.expand(raw, "user", owner.name)
     for role in owner.roles:
         raw.update(role.scopes)

@@ -23,7 +23,11 @@ DEFAULT_SCOPES = ("users:activity!user", "access:servers!server")
 
 
 def client_id(username: str, server: str) -> str:
-    cid = f"jupyterhub-user-{quote(username, safe='')}"
+    """``jupyterhub-user-NAME[-SERVER]``, URL-quoted, ``-`` in NAME too: the first ``-``
+    after the prefix starts the server's name, so alice's server ``x`` and the user
+    ``alice-x`` never share a client (a launch of one would replace the other's, with its
+    sign-ins) or a cookie name."""
+    cid = "jupyterhub-user-" + quote(username, safe="").replace("-", "%2D")
     return f"{cid}-{quote(server, safe='')}" if server else cid
 
 
