@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from traitlets import (
@@ -24,6 +25,37 @@ from traitlets import (
 from traitlets.config import Configurable
 
 from .errors import ConfigError
+
+LOG_LEVEL_NAMES = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
+
+
+def _as_list(value: Any) -> Any:
+    """A set or tuple of names as a (sorted, for sets) list; anything else unchanged."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def in_source_checkout(path: Path) -> bool:
+    """Whether ``path`` is in a source tree of Courtyard (its pyproject.toml and package)."""
+    return any((d / "pyproject.toml").is_file() and (d / "courtyard" / "__init__.py").is_file()
+               for d in (path, *path.parents))
+
+
+def default_data_dir() -> str:
+    """Where the hub keeps its state unless data_files_path says: the working directory,
+    as JupyterHub does, except in a source checkout of Courtyard, where a quick start must
+    not write keys, databases and users' files into the repository; there it is
+    $XDG_DATA_HOME/courtyard, else /var/lib/courtyard as root and ~/.local/share/courtyard
+    for anyone else."""
+    cwd = Path.cwd()
+    if not in_source_checkout(cwd):
+        return str(cwd)
+    if os.environ.get("XDG_DATA_HOME"):
+        return str(Path(os.environ["XDG_DATA_HOME"]) / "courtyard")
+    if os.geteuid() == 0:
+        return "/var/lib/courtyard"
+    return str(Path.home() / ".local" / "share" / "courtyard")
 
 
 class Courtyard(Configurable):
@@ -52,6 +84,9 @@ class Courtyard(Configurable):
         "idna", help="How a user's host name is made: 'idna' (JupyterHub's default: the name, "
         "its IDNA form, or a trimmed hash) or a callable (name, domain, kind) -> host name."
     ).tag(config=True)
+    proxy_api_port = Integer(0, help="Port of the proxy's REST API, on the host of its "
+                             "api_url (0: the api_url's port, which is port + 1 unless "
+                             "configured); --proxy-api-port.").tag(config=True)
     hub_ip = Unicode("127.0.0.1", help="IP the hub's own HTTP server (API and pages) binds.").tag(
         config=True
     )
@@ -63,9 +98,14 @@ class Courtyard(Configurable):
         "from where it binds (e.g. it binds 0.0.0.0)."
     ).tag(config=True)
     db_url = Unicode("sqlite:///courtyard.sqlite", help="SQLAlchemy URL of the database; "
-                     "sqlite:///FILE or postgresql://USER@HOST/DB.").tag(config=True)
-    data_files_path = Unicode("", help="Directory for the hub's own data (secrets, logs); "
-                              "default: the working directory.").tag(config=True)
+                     "sqlite:///FILE or postgresql://USER@HOST/DB. Default: courtyard.sqlite "
+                     "in data_files_path.").tag(config=True)
+    data_files_path = Unicode("", help="Directory for the hub's state (database, secrets, "
+                              "keys, logs, the proxy's pid file, users' files); default: the "
+                              "working directory, except in a source checkout of Courtyard: "
+                              "then $XDG_DATA_HOME/courtyard, else /var/lib/courtyard as root "
+                              "and ~/.local/share/courtyard otherwise. The hub logs it at "
+                              "start.").tag(config=True)
     cookie_secret = AnyTrait(b"", help="Secret key signing cookies (bytes or hex string); "
                              "generated into cookie_secret_file when empty.").tag(config=True)
     cookie_secret_file = Unicode("courtyard_cookie_secret", help="File holding the cookie "
@@ -119,7 +159,8 @@ class Courtyard(Configurable):
                                   "servers to be checked before it serves anyway. 0 (the "
                                   "default): it serves at once and checks them in the "
                                   "background, pending 'check' meanwhile (JupyterHub waits "
-                                  "up to 10).").tag(config=True)
+                                  "up to 10). -1: wait for every check, as in JupyterHub."
+                                  ).tag(config=True)
     recovery_concurrency = Integer(50, help="Most servers recorded as running that are checked "
                                    "at once when the hub starts.").tag(config=True)
     api_page_default_limit = Integer(50, help="Page size for paginated API lists.").tag(
@@ -168,7 +209,12 @@ class Courtyard(Configurable):
                          "keep_running is set.").tag(config=True)
     template_paths = List(Unicode(), help="Directories searched for page templates before the "
                           "built-in ones.").tag(config=True)
-    template_vars = Dict(help="Extra variables for page templates.").tag(config=True)
+    extra_template_paths = List(Unicode(), help="JupyterHub's name for more template "
+                                "directories: searched after template_paths and before the "
+                                "built-in templates.").tag(config=True)
+    template_vars = Union([Dict(), AnyTrait()], default_value={}, help="Extra variables for "
+                          "page templates: a dict, or a callable of the signed-in user (or "
+                          "None) returning one, as in JupyterHub.").tag(config=True)
     logo_file = Unicode("", help="Image file shown as the site's logo.").tag(config=True)
     activity_resolution = Integer(30, help="Seconds; activity updates closer together than "
                                   "this are not written to the database.").tag(config=True)
@@ -184,8 +230,10 @@ class Courtyard(Configurable):
                                                  "that is not running.").tag(config=True)
     redirect_to_server = Bool(True, help="Send a user to their server after login rather "
                               "than to the home page.").tag(config=True)
-    default_url = Unicode("", help="Where /hub/ sends a signed-in user (default: their "
-                          "server or the home page).").tag(config=True)
+    default_url = Union([Unicode(), AnyTrait()], default_value="", help="Where /hub/ sends a "
+                        "signed-in user (default: their server or the home page); or, as in "
+                        "JupyterHub, a callable of the request handler (handler.current_user "
+                        "has name, admin, groups) returning the URL.").tag(config=True)
     authenticate_prometheus = Bool(True, help="Require read:metrics for /hub/metrics.").tag(
         config=True
     )
@@ -195,7 +243,9 @@ class Courtyard(Configurable):
                                       "are always hashed and verified fast after first use."
                                       ).tag(config=True)
     debug = Bool(False, help="Log at debug level.").tag(config=True)
-    log_level = Unicode("INFO", help="Logging level.").tag(config=True)
+    log_level = Union([Integer(), Unicode()], default_value="INFO", help="Logging level: a "
+                      "name (DEBUG, INFO, WARN, WARNING, ERROR, CRITICAL) or its number "
+                      "(10, 20, ...), as JupyterHub takes either.").tag(config=True)
 
     @validate("base_url")
     def _check_base_url(self, proposal: dict[str, Any]) -> str:
@@ -205,6 +255,39 @@ class Courtyard(Configurable):
         if not value.endswith("/"):
             value += "/"
         return value
+
+    @validate("log_level")
+    def _check_log_level(self, proposal: dict[str, Any]) -> int | str:
+        value = proposal["value"]
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 50:
+            return value
+        if isinstance(value, str) and value.upper() in LOG_LEVEL_NAMES:
+            return value.upper()
+        raise ConfigError(f"c.Courtyard.log_level = {value!r} is not a log level; use one of "
+                          f"{', '.join(LOG_LEVEL_NAMES)} or a number from 0 to 50")
+
+    @validate("load_roles")
+    def _listify_roles(self, proposal: dict[str, Any]) -> list[Any]:
+        """JupyterHub iterates a role's scopes and members: a set or tuple is a list."""
+        return [{key: _as_list(value) if key in ("scopes", "users", "groups", "services")
+                 else value for key, value in role.items()} for role in proposal["value"]]
+
+    @validate("load_groups")
+    def _listify_groups(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        """JupyterHub iterates a group's members: a set or tuple of names is a list."""
+        groups = {}
+        for name, spec in proposal["value"].items():
+            if isinstance(spec, dict) and "users" in spec:
+                spec = {**spec, "users": _as_list(spec["users"])}
+            groups[name] = _as_list(spec)
+        return groups
+
+    @validate("default_url")
+    def _check_default_url(self, proposal: dict[str, Any]) -> Any:
+        if not isinstance(proposal["value"], str) and not callable(proposal["value"]):
+            raise ConfigError("c.Courtyard.default_url must be a URL or a callable of the "
+                              "request handler")
+        return proposal["value"]
 
     @validate("subdomain_host")
     def _check_subdomain_host(self, proposal: dict[str, Any]) -> str:
@@ -249,4 +332,12 @@ class Courtyard(Configurable):
 
     @default("data_files_path")
     def _default_data(self) -> str:
-        return os.getcwd()
+        return default_data_dir()
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        """``courtyard.sqlite`` in the data directory (relative when that is the cwd)."""
+        data = self.data_files_path
+        if os.path.abspath(data) == os.getcwd():
+            return "sqlite:///courtyard.sqlite"
+        return f"sqlite:///{os.path.join(os.path.abspath(data), 'courtyard.sqlite')}"

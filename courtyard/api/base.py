@@ -51,6 +51,28 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return json_response({"status": status, "message": message}, status, headers)
 
 
+# The keys of JupyterHub's user and group models (its ``APIHandler._check_model``). JupyterHub
+# takes the whole model wherever one is posted, and ignores the keys an endpoint does not use.
+USER_MODEL = {"name": str, "admin": bool, "groups": list, "roles": list, "auth_state": dict}
+GROUP_MODEL = {"name": str, "users": list, "roles": list}
+
+
+def check_model(body: dict[str, Any], model: dict[str, type], used: set[str], what: str) -> None:
+    """Be as lenient as JupyterHub: 400 for a key outside ``model`` or an unused key of the
+    wrong type; a key of ``model`` the endpoint does not use is accepted and ignored (logged)."""
+    unknown = set(body) - set(model) - used
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    ignored = sorted(set(body) - used)
+    for key in ignored:
+        if not isinstance(body[key], model[key]):
+            raise BadRequest(f"{what}.{key} must be {model[key].__name__}, "
+                             f"not {type(body[key]).__name__}")
+    if ignored:
+        log.info("Ignored %s field(s) %s, as JupyterHub ignores them here", what,
+                 ", ".join(ignored))
+
+
 class Ctx:
     """One API request: the hub, the request, its database session and its caller."""
 
@@ -94,6 +116,8 @@ class Ctx:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise BadRequest(f"invalid JSON in request body: {e}") from None
+        if data is None and not required:  # JupyterHub reads a JSON null as no body
+            return None
         if not isinstance(data, dict):
             raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}")
         return data
@@ -104,11 +128,19 @@ class Ctx:
         value = self.request.query_params.get(name)
         if value is None:
             return False
-        if value.lower() in ("", "1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise BadRequest(f"{name} must be true or false, not {value!r}")
+        # JupyterHub takes every value but "0" and "false" as true
+        return value.lower() not in ("0", "false", "no", "off")
+
+    @property
+    def current_user(self) -> Any:
+        """The calling user's record (``.name``, ``.admin``, ``.groups``), None for a
+        service: what JupyterHub's handlers offer callables such as
+        ``named_server_limit_per_user``."""
+        if self.identity is None or self.identity.kind != "user":
+            return None
+        from ..db.models import User
+
+        return self.db.get(User, self.identity.id)
 
     # -- permissions -------------------------------------------------------------------------
     def groups_of(self, username: str) -> list[str]:
@@ -143,19 +175,18 @@ class Ctx:
     # -- paging ------------------------------------------------------------------------------
     def wants_envelope(self) -> bool:
         accept = self.request.headers.get("accept", "")
-        return any(p.split(";")[0].strip() == PAGINATION_MEDIA_TYPE for p in accept.split(","))
+        return any(p.split(";")[0].strip().lower() == PAGINATION_MEDIA_TYPE
+                   for p in accept.split(","))
 
     def page_args(self, envelope: bool) -> tuple[int, int]:
         opts = self.hub.options
         params = self.request.query_params
-        try:
-            offset = int(params.get("offset", 0))
+        try:  # JupyterHub takes the absolute values: offset=-10 is offset=10
+            offset = abs(int(params.get("offset", 0)))
             default = opts.api_page_default_limit if envelope else opts.api_page_max_limit
-            limit = int(params.get("limit", default))
+            limit = abs(int(params.get("limit", default)))
         except ValueError:
             raise BadRequest("offset and limit must be integers") from None
-        if offset < 0:
-            raise BadRequest("offset must not be negative")
         if offset >= 2**63:  # what SQLite and PostgreSQL take
             raise BadRequest("offset is too large")
         return offset, max(1, min(limit, opts.api_page_max_limit))

@@ -15,7 +15,7 @@ from ..db.models import Group, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import check_group_name
 from . import guard
-from .base import Ctx, endpoint
+from .base import GROUP_MODEL, Ctx, check_model, endpoint
 from .models import group_model
 from .users import normalized_name
 
@@ -57,9 +57,9 @@ def _require_may_join(ctx: Ctx, group: Group | str, users: list[User]) -> None:
 
 
 def _check_body(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = set(body) - allowed
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    """JupyterHub takes a whole group model (``name``, ``users``, ``roles``) in each body and
+    ignores what the endpoint does not use: the seeds post ``{"name", "users"}``."""
+    check_model(body, GROUP_MODEL, allowed, "group")
 
 
 @endpoint("list:groups")

@@ -19,7 +19,7 @@ from ..auth import refresh
 from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Server, User
-from ..errors import BadRequest, Conflict, HTTPError, NotFound
+from ..errors import BadRequest, Conflict, HTTPError, NotFound, error_reason
 from ..names import check_server_name
 from ..spawners.base import UserInfo
 from ..spawners.progress import event_stream
@@ -161,6 +161,10 @@ async def stop_server(ctx: Ctx) -> Any:
     ctx.db.close()  # no connection held while waiting for the stop
     done = task is None or bool(
         (await asyncio.wait({task}, timeout=ctx.hub.options.slow_spawn_timeout))[0])
+    if done and task is not None and not task.cancelled() and task.exception() is not None:
+        # never 204 for a stop that was not recorded (the lifecycle logged why)
+        raise HTTPError(f"Stopping {_label(user, name)} failed: "
+                        f"{error_reason(task.exception())}", 500)
     if owner is not None:  # remove
         if done:
             server = ctx.db.get(Server, server.id) or server
@@ -267,7 +271,7 @@ async def server_logs(ctx: Ctx) -> Any:
     return PlainTextResponse(text)
 
 
-routes = [
+_SERVER_ROUTES = [
     Route("/users/{name}/server", start_server, methods=["POST"]),
     Route("/users/{name}/server", stop_server, methods=["DELETE"]),
     Route("/users/{name}/server", create_server, methods=["PUT"]),
@@ -281,3 +285,9 @@ routes = [
     Route("/users/{name}/servers/{server}/progress", progress, methods=["GET"]),
     Route("/users/{name}/servers/{server}/logs", server_logs, methods=["GET"]),
 ]
+
+# JupyterHub's routes take an empty server name (``/users/{name}/servers/``, and
+# ``.../servers//progress``) as the default server; its own server-API example uses it.
+routes = _SERVER_ROUTES + [
+    Route(route.path.replace("{server}", ""), route.endpoint, methods=list(route.methods or ()))
+    for route in _SERVER_ROUTES if "{server}" in route.path]

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from starlette.routing import Route
 
+from ..auth import scopes as sc
 from ..auth.scopes import Target
 from ..db import queries as q
 from ..db.models import Service
@@ -60,6 +61,7 @@ async def create_service(ctx: Ctx) -> Any:
     if not name or "/" in name:
         raise BadRequest(f"invalid service name {name!r}")
     body = await ctx.body() or {}
+    body.pop("name", None)  # JupyterHub takes a whole service model; the URL names it
     unknown = set(body) - RUNTIME_KEYS
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -69,6 +71,14 @@ async def create_service(ctx: Ctx) -> Any:
     _check_types(body)
     if body.get("admin") and not guard.superuser(ctx):
         raise Forbidden("Only admins can grant admin")  # with a token of the caller's choice
+    allowed = body.get("oauth_client_allowed_scopes") or []
+    problems = sc.validate([s for s in allowed if s != "inherit"], ctx.hub.options.custom_scopes)
+    if problems:
+        raise BadRequest("oauth_client_allowed_scopes: " + "; ".join(problems))
+    if "inherit" in allowed and not guard.superuser(ctx):
+        raise Forbidden("Only admins can let a service's tokens inherit their visitors' rights")
+    # its visitors' tokens would reach the service's owner: no more than the caller holds
+    guard.require_grant(ctx, allowed, None, "let a service's OAuth tokens carry these scopes")
     if body.get("oauth_no_confirm") and not guard.superuser(ctx):
         # else its URL gets the scopes of whoever opens it, admins included, unasked
         raise Forbidden("Only admins can let a service skip the OAuth confirmation")

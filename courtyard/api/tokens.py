@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,8 @@ from .models import token_model
 from .users import load_user
 
 TOKEN_FIELDS = {"expires_in", "note", "scopes", "roles", "auth"}
+
+log = logging.getLogger("courtyard.api")
 
 
 def _token_of(ctx: Ctx, user: User) -> APIToken:
@@ -114,8 +117,9 @@ async def create_token(ctx: Ctx) -> Any:
     guard.require_user_below(ctx, user, "create a token for", self_ok=True)
     body = await ctx.body() or {}
     unknown = set(body) - TOKEN_FIELDS
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if unknown:  # JupyterHub reads the fields it knows and ignores the rest
+        log.warning("Token request for %s: ignored unknown field(s) %s", user.name,
+                    ", ".join(sorted(unknown)))
     note = body.get("note") or "Requested via api"
     if not isinstance(note, str):
         raise BadRequest("note must be a string")

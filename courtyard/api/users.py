@@ -19,7 +19,7 @@ from ..db.records import users_query
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import check_user_name
 from . import guard
-from .base import Ctx, endpoint
+from .base import USER_MODEL, Ctx, check_model, endpoint
 from .models import user_model
 from .servers import user_info
 
@@ -132,9 +132,7 @@ def _check_admin_grant(ctx: Ctx, admin: Any) -> bool:
 @endpoint("admin:users", status=201)
 async def create_users(ctx: Ctx) -> Any:
     body = await ctx.body(required=True) or {}
-    unknown = set(body) - {"usernames", "admin"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    check_model(body, USER_MODEL, {"usernames", "admin"}, "user")
     raw_names = body.get("usernames")
     if not isinstance(raw_names, list) or not raw_names:
         raise BadRequest("usernames must be a non-empty list of names")
@@ -147,7 +145,9 @@ async def create_users(ctx: Ctx) -> Any:
     new = [n for n in names if n not in existing]
     if not new:
         raise Conflict(f"All {len(names)} users already exist")
-    return [user_model(ctx, u) for u in q.insert_users(ctx.db, new, admin)]
+    records = q.insert_users(ctx.db, new, admin)
+    await added_users(ctx, records)
+    return [user_model(ctx, u) for u in records]
 
 
 @endpoint(*USER_READ_SCOPES)
@@ -166,15 +166,25 @@ async def create_user(ctx: Ctx) -> Any:
     ctx.require(["admin:users"], Target(user=name))
     guard.require_name_grantable(ctx, name, [], f"create {name}")
     body = await ctx.body() or {}
-    unknown = set(body) - {"admin"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    check_model(body, USER_MODEL, {"admin"}, "user")
     admin = _check_admin_grant(ctx, body.get("admin", False))
     try:  # the unique name decides; a lookup first would cost a query on every create
         [user] = q.insert_users(ctx.db, [name], admin)
     except IntegrityError:
         raise Conflict(f"User {name} already exists") from None
+    await added_users(ctx, [user])
     return user_model(ctx, user)
+
+
+async def added_users(ctx: Ctx, records: list[Any]) -> None:
+    """A JupyterHub authenticator's ``add_user`` for users the API made, as JupyterHub
+    calls it; if it raises, the request fails and the users are not made (rolled back)."""
+    hook = getattr(ctx.hub.authenticator, "user_added", None)
+    for record in records if hook is not None else []:
+        try:
+            await hook(record)
+        except Exception as e:
+            raise BadRequest(f"Failed to create user {record.name}: {e}") from None
 
 
 def _new_groups(ctx: Ctx, user: User, raw: Any) -> list[Group]:
@@ -283,6 +293,9 @@ async def delete_user(ctx: Ctx) -> None:
     # refused a server until an admin hands the account back, never the other way round
     await ctx.hub.lifecycle.delete_forever(user_info(ctx, user),
                                            ["", *(s.name for s in user.servers)])
+    deleted = getattr(ctx.hub.authenticator, "user_deleted", None)
+    if deleted is not None:  # a JupyterHub authenticator's delete_user, as JupyterHub calls it
+        await deleted(user)
     ctx.db.delete(user)
     ctx.invalidate_permissions()
 

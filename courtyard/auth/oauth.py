@@ -132,7 +132,10 @@ class OAuthenticator(Authenticator):
 
     # -- set-up --------------------------------------------------------------------------
     def check_config(self, hub: Any) -> None:
+        from ..compat.auth import check_oauthenticator_options
+
         super().check_config(hub)
+        check_oauthenticator_options(self)  # a dropped allow rule is a hole or a lock-out
         name = type(self).__name__
         if not self.client_id:
             raise ConfigError(f"c.{name}.client_id is not set (or $OAUTH_CLIENT_ID)")

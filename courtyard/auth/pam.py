@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from traitlets import Bool, List, Set, Unicode
+from traitlets import Bool, Set, Unicode
 
 from ..db.models import User
 from ..errors import ConfigError
+from ..spawners.traits import Command  # a list, or one string as JupyterHub's configs write it
 from .base import Authenticator, AuthResult
 
 
@@ -70,8 +71,8 @@ class LocalAuthenticator(Authenticator):
     create_system_users = Bool(False, help="Create Unix accounts for hub users that lack one "
                                "(with add_user_cmd), at start and before their server starts."
                                ).tag(config=True)
-    add_user_cmd = List(Unicode(), ["useradd", "--create-home", "-K", "HOME_MODE=0700",
-                                    "--shell", "/bin/bash"],
+    add_user_cmd = Command(["useradd", "--create-home", "-K", "HOME_MODE=0700",
+                            "--shell", "/bin/bash"],
                         help="Command creating a Unix user; the name is appended. The new "
                         "home directory is made 0700 afterwards whatever the command did.").tag(
         config=True

@@ -170,12 +170,23 @@ def grant_scopes(requested: Iterable[str], held: sc.Parsed, client: Client, user
     requested = [s for s in requested if s]
     oidc = sorted({s for s in requested if s in OIDC_SCOPES})
     wanted = [s for s in requested if s not in OIDC_SCOPES] or list(client.row.allowed_scopes)
+    # as JupyterHub: every token may read its owner's name and groups and open its client
+    required = {client.access_scope, *identify_scopes(user)}
+    if "inherit" in wanted and "inherit" in client.row.allowed_scopes:
+        return sorted(required | {"inherit"}) + oidc  # the user's own rights, as they change
+    wanted = [s for s in wanted if s != "inherit"]
     if sc.validate(wanted, _custom(wanted)):
         raise OAuthError("invalid_scope", "unknown scope(s): " + ", ".join(sc.validate(wanted)))
     parsed = sc.parse(sc.expand(wanted, "user", user))
     allowed = sc.parse(sc.expand(client.row.allowed_scopes, "user", user))
     granted = sc.intersect(sc.intersect(parsed, allowed, groups_of), held, groups_of)
-    return sorted(set(sc.unparse(granted)) | {client.access_scope}) + oidc
+    return sorted(set(sc.unparse(granted)) | required) + oidc
+
+
+def identify_scopes(user: str) -> list[str]:
+    """JupyterHub's identify scopes (``read:users:name!user``, ``read:users:groups!user``)
+    for ``user``: what a service needs to read the model of whoever signed in to it."""
+    return [f"read:users:name!user={user}", f"read:users:groups!user={user}"]
 
 
 def _custom(scopes: Iterable[str]) -> list[str]:

@@ -27,6 +27,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 from .. import http11
 from ..errors import ProxyError
 from ..files import open_private, refuse_if_open
+from ..spawners.traits import Command
 from .base import Proxy, RouteInfo
 
 if TYPE_CHECKING:  # imported on first use: after the hub already answers its API
@@ -55,12 +56,19 @@ def path_to_routespec(path: str, host_routing: bool) -> str:
     return spec
 
 
+def default_api_port(public_bind_url: str) -> int:
+    """The proxy API's port when none is configured: the public port + 1 (JupyterHub's
+    8001 with the default 8000; also where the port has no successor, or is 0)."""
+    port = urlsplit(public_bind_url).port or 0
+    return port + 1 if 0 < port < 65535 else 8001
+
+
 class RestProxy(Proxy):
     """A proxy driven through CHP's ``/api/routes``."""
 
-    api_url = Unicode("http://127.0.0.1:8001", help="URL of the proxy's REST API.").tag(
-        config=True
-    )
+    api_url = Unicode(help="URL of the proxy's REST API (default: http://127.0.0.1:P+1 for "
+                      "public port P, so 8001 with the default 8000, and two hubs on "
+                      "different ports do not collide).").tag(config=True)
     auth_token = Unicode(help=f"Token for the proxy's REST API (default: ${TOKEN_ENV}).").tag(
         config=True
     )
@@ -76,6 +84,10 @@ class RestProxy(Proxy):
     @default("auth_token")
     def _default_token(self) -> str:
         return os.environ.get(TOKEN_ENV) or secrets.token_hex(32)
+
+    @default("api_url")
+    def _default_api_url(self) -> str:
+        return f"http://127.0.0.1:{default_api_port(self.public_bind_url)}"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -215,7 +227,8 @@ class RestProxy(Proxy):
 class ProcessProxy(RestProxy):
     """A REST proxy that this hub may start as a child process."""
 
-    command = List(Unicode(), help="The proxy command and any fixed arguments.").tag(config=True)
+    command = Command([], help="The proxy command and any fixed arguments (a list, or one "
+                      "string as JupyterHub's configs may write it).").tag(config=True)
     pid_file = Unicode(help="Where the proxy's PID is kept between hub runs.").tag(config=True)
     data_dir = Unicode("", help="Directory for the pid and log files (default: cwd).").tag(
         config=True

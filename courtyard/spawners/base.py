@@ -26,10 +26,12 @@ from traitlets import (
     Float,
     Integer,
     List,
+    TraitError,
     Unicode,
     Union,
     default,
     observe,
+    validate,
 )
 from traitlets.config import LoggingConfigurable
 
@@ -37,6 +39,13 @@ from .env import format_template, server_env
 from .traits import ByteSize, Command
 
 ProgressEvent = dict[str, Any]  # {"progress": 0-100, "message": str, "html_message"?: str}
+
+
+def simple_form_value(values: Any) -> Any:
+    """JupyterHub's 'simple' form reading: a one-value list is its value, 'on' is True."""
+    if isinstance(values, list) and len(values) == 1:
+        values = values[0]
+    return True if values == "on" else values
 
 
 @dataclass
@@ -176,6 +185,10 @@ class Spawner(LoggingConfigurable):
     def run_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         """Turn the form's fields into ``user_options`` with ``options_from_form``."""
         func = self.options_from_form
+        if func in ("passthrough", ""):
+            return dict(formdata)
+        if func == "simple":
+            return {key: simple_form_value(values) for key, values in formdata.items()}
         if "spawner" in inspect.signature(func).parameters:
             return func(formdata, spawner=self)
         return func(formdata)
@@ -247,13 +260,20 @@ class Spawner(LoggingConfigurable):
     options_form = Union([Unicode(), Callable()], default_value="", help="HTML fields of the "
                          "spawn form, or a callable of the spawner returning them.").tag(
         config=True)
-    options_from_form = Callable(help="Callable turning form data {field: [values]} into "
-                                 "user_options; may take spawner= too.").tag(config=True)
-    oauth_client_allowed_scopes = List(Unicode(), help="Extra scopes OAuth tokens issued "
-                                       "to a server may carry.").tag(config=True)
-    server_token_scopes = List(Unicode(), help="Scopes of the server's API token (default: "
-                               "the server role: users:activity!user, "
-                               "access:servers!server).").tag(config=True)
+    options_from_form = Union([Callable(), Unicode()], help="Callable turning form data "
+                              "{field: [values]} into user_options (may take spawner= too), "
+                              "or, as in JupyterHub, 'passthrough' (the form data as it "
+                              "is) or 'simple' (one-value lists unwrapped, a checked "
+                              "box's 'on' made true).").tag(config=True)
+    oauth_client_allowed_scopes = Union([List(Unicode()), Callable()], default_value=[],
+                                        help="Extra scopes OAuth tokens issued to a server "
+                                        "may carry; or a callable of the spawner returning "
+                                        "them (may be async).").tag(config=True)
+    server_token_scopes = Union([List(Unicode()), Callable()], default_value=[],
+                                help="Scopes of the server's API token (default: the server "
+                                "role: users:activity!user, access:servers!server); or a "
+                                "callable of the spawner returning them (may be async)."
+                                ).tag(config=True)
 
     profile_list = Union([List(Dict()), Callable()], default_value=[], help="Choices shown "
                          "as cards on the spawn page (KubeSpawner's): dicts with display_name, "
@@ -264,6 +284,27 @@ class Spawner(LoggingConfigurable):
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         return lambda formdata: formdata
+
+    @validate("options_from_form")
+    def _check_options_from_form(self, proposal: dict[str, Any]) -> Any:
+        value = proposal["value"]
+        if isinstance(value, str) and value not in ("passthrough", "simple", ""):
+            raise TraitError(f"options_from_form = {value!r}: use a callable, 'passthrough' "
+                             "or 'simple'")
+        return value
+
+    async def resolved_scopes(self, name: str) -> list[str]:
+        """``server_token_scopes`` or ``oauth_client_allowed_scopes``, calling the callable
+        JupyterHub allows in their place (with the spawner; it may be async)."""
+        value = getattr(self, name)
+        if callable(value):
+            value = value(self)
+            if inspect.isawaitable(value):
+                value = await value
+        if not isinstance(value, list | tuple | set) or not all(
+                isinstance(scope, str) for scope in value):
+            raise ValueError(f"c.Spawner.{name}: the callable must return a list of scopes")
+        return list(value)
 
     # -- profiles (web/spawn.py renders them; a choice applies here) --------------------------
     def profiles(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from ..api import groups, info, openapi, proxy, roles, servers, services, shares, tokens, users
+from ..api import groups, info, metrics, openapi, proxy, roles, servers, services, shares, tokens, users
 from ..api.base import error_response
 from ..api.dispatch import ApiDispatcher
 from ..oauth import routes as oauth
@@ -28,7 +28,8 @@ from .refresh import RefreshAuth
 if TYPE_CHECKING:
     from ..app import Hub
 
-API_MODULES = [info, users, servers, tokens, groups, services, roles, shares, proxy, oauth, openapi]
+API_MODULES = [info, users, servers, tokens, groups, services, roles, shares, proxy, oauth, openapi,
+               metrics]
 
 
 def api_routes() -> list[Route]:
@@ -74,6 +75,7 @@ def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> ApiDispatche
     routes = [
         Mount(f"{base}hub/api", routes=api),
         Route(f"{base}hub/health", info.health, methods=["GET", "HEAD"]),
+        Route(f"{base}hub/metrics", metrics.metrics, methods=["GET"]),  # JupyterHub has both
         *login.routes(hub),
         *oauth.page_routes(hub),
         *sharing.routes(hub),

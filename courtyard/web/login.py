@@ -48,8 +48,41 @@ def login_methods(page: Page, next_url: str) -> dict[str, Any]:
 
 def _render_login(page: Page, next_url: str, status: int = 200, error: str = "",
                   username: str = "", headers: dict[str, str] | None = None) -> Response:
+    methods = login_methods(page, next_url)
     return page.render("login.html", status=status, headers=headers, next=next_url,
-                       error=error, username=username, **login_methods(page, next_url))
+                       error=error, username=username,
+                       **jupyterhub_login_names(page, next_url, error, username), **methods)
+
+
+def jupyterhub_login_names(page: Page, next_url: str, error: str, username: str
+                           ) -> dict[str, Any]:
+    """JupyterHub's login-page variables, for sites' ``login.html``: ``login_error``,
+    ``login_service``, ``authenticator``, ``authenticator_login_url`` and, from an
+    authenticator that has it, ``custom_html`` (itself a template, as in JupyterHub)."""
+    from urllib.parse import urlencode
+
+    auth = page.hub.authenticator
+    url = auth.login_url(page.base_url) if hasattr(auth, "login_url") else ""
+    names: dict[str, Any] = {
+        "login_error": error, "authenticator": auth,
+        "login_service": getattr(auth, "login_service", "") or "",
+        "authenticator_login_url": f"{url or page.url('login')}?{urlencode({'next': next_url})}",
+    }
+    inner = getattr(auth, "inner", auth)  # a JupyterHub authenticator run by courtyard.compat
+    try:
+        getter = getattr(inner, "get_custom_html", None)
+        custom = getter(page.hub.options.base_url + "hub/") if callable(getter) \
+            else getattr(inner, "custom_html", "")
+        if custom:
+            import jinja2
+
+            names["custom_html"] = jinja2.Template(custom).render(
+                next=next_url, username=username, login_error=error,
+                login_url=page.url("login"), authenticator=auth, xsrf=page.xsrf,
+                authenticator_login_url=names["authenticator_login_url"])
+    except Exception as e:  # the login page always renders: with the built-in form then
+        log.error("The authenticator's custom_html failed: %s: %s", type(e).__name__, e)
+    return names
 
 
 async def login(request: Request) -> Response:

@@ -134,6 +134,19 @@ async def site_root(request: Request) -> Response:
     return RedirectResponse(f"{hub.options.base_url}hub/", status_code=302)
 
 
+def default_url(hub: Hub, user: Any) -> str:
+    """``default_url``, or what JupyterHub's form of it returns: a callable of the request
+    handler, which reads ``handler.current_user`` (name, admin, groups)."""
+    value = hub.options.default_url
+    if not callable(value):
+        return value
+    from ..compat.auth import GroupRef, HubUser, LoginHandler
+
+    current = HubUser(user.name, user.id, bool(user.admin), [GroupRef(g.name) for g in user.groups],
+                      hub.options.base_url)
+    return value(LoginHandler(None, hub, hub.authenticator, current_user=current)) or ""
+
+
 async def root(request: Request) -> Response:
     """Signed out: the login page. Signed in: ``default_url``, else the user's running
     server (``redirect_to_server``), else the home page."""
@@ -142,8 +155,9 @@ async def root(request: Request) -> Response:
         page = Page(request, db)
         if page.user is None:
             return page.redirect(page.url("login"), status=302)
-        if hub.options.default_url:
-            return page.redirect(hub.options.default_url, status=302)
+        url = default_url(hub, page.user)
+        if url:
+            return page.redirect(url, status=302)
         if hub.options.redirect_to_server:
             default = next((s for s in page.user.servers if s.name == ""), None)
             if server_state(page, page.user.name, default, "") == "ready":

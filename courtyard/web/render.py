@@ -7,6 +7,7 @@ fills ``page.html``-based templates and sets the session and ``_xsrf`` cookies.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     import jinja2
 
     from ..app import Hub
+
+log = logging.getLogger("courtyard.web")
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,13 +49,45 @@ def environment(hub: Hub) -> jinja2.Environment:
     if env is None:
         import jinja2  # on the first page, not before the hub answers its API
 
-        loaders = [jinja2.FileSystemLoader(p) for p in hub.options.template_paths]
+        paths = [*hub.options.template_paths, *hub.options.extra_template_paths]
+        loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(p) for p in paths]
+        # as JupyterHub: "templates/page.html" is always the built-in one, so a site's
+        # page.html can extend it
+        loaders.append(jinja2.PrefixLoader({"templates": jinja2.FileSystemLoader(TEMPLATES_DIR)}))
         loaders.append(jinja2.FileSystemLoader(TEMPLATES_DIR))
-        env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders),
-                                 autoescape=jinja2.select_autoescape(default=True),
-                                 trim_blocks=True, lstrip_blocks=True)
+        env = _make_env(jinja2.ChoiceLoader(loaders))
         _environments[hub] = env
     return env
+
+
+def _make_env(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    import jinja2
+
+    return jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(default=True),
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+_builtin: list[jinja2.Environment] = []
+
+
+def builtin_environment() -> jinja2.Environment:
+    """The built-in templates alone: what the login and error pages fall back to when a
+    site's template is broken."""
+    if not _builtin:
+        import jinja2
+
+        _builtin.append(_make_env(jinja2.ChoiceLoader([
+            jinja2.PrefixLoader({"templates": jinja2.FileSystemLoader(TEMPLATES_DIR)}),
+            jinja2.FileSystemLoader(TEMPLATES_DIR)])))
+    return _builtin[0]
+
+
+# the page-specific announcements of JupyterHub's template_vars
+ANNOUNCEMENTS = {"login.html": "announcement_login", "home.html": "announcement_home",
+                 "spawn.html": "announcement_spawn", "logout.html": "announcement_logout"}
+
+# pages that must always render: a broken site template falls back to the built-in one
+ALWAYS_RENDER = ("login.html", "error.html")
 
 
 def safe_next(hub: Hub, value: str | None, default: str | None = None) -> str:
@@ -91,6 +126,12 @@ class Page:
     def base_url(self) -> str:
         return self.hub.options.base_url
 
+    @property
+    def current_user(self) -> User | None:
+        """The signed-in user, as JupyterHub's handlers name it (callables of the handler,
+        e.g. ``named_server_limit_per_user``, read it)."""
+        return self.user
+
     def url(self, path: str) -> str:
         """An absolute path below ``{base_url}hub/``."""
         return f"{self.base_url}hub/{path}"
@@ -121,7 +162,16 @@ class Page:
         return safe_next(self.hub, value if value is not None
                          else self.request.query_params.get("next"))
 
-    def context(self, **ns: Any) -> dict[str, Any]:
+    def context(self, template: str = "", **ns: Any) -> dict[str, Any]:
+        """What every template sees: the hub's names, JupyterHub's names for them, and
+        ``template_vars`` (with the page's own announcement, if it has one)."""
+        values = self._context(**ns)
+        page_announcement = values.get(ANNOUNCEMENTS.get(template, ""))
+        if isinstance(page_announcement, str):  # JupyterHub's announcement_login, ...
+            values["announcement"] = page_announcement
+        return values
+
+    def _context(self, **ns: Any) -> dict[str, Any]:
         hub = self.hub
         auth = hub.authenticator
         return {
@@ -134,9 +184,43 @@ class Page:
             "logout_url": self.url("logout"),
             "version": __version__,
             "can_change_password": bool(getattr(auth, "allow_password_change", False)),
-            **hub.options.template_vars,
+            # JupyterHub's names for the same things, for sites' templates
+            "prefix": self.base_url,
+            "xsrf_token": self.xsrf,
+            "static_url_prefix": self.url("static/"),
+            "services": self.services(),
+            "parsed_scopes": {},
+            "admin_access": False,
+            **self.template_vars(),
             **ns,
         }
+
+    def template_vars(self) -> dict[str, Any]:
+        """``template_vars``, called with the signed-in user if it is a callable."""
+        value = self.hub.options.template_vars
+        if callable(value):
+            try:
+                value = value(self.user)
+            except Exception as e:  # the page still renders, without them
+                log.error("c.JupyterHub.template_vars failed: %s: %s", type(e).__name__, e)
+                return {}
+        if not isinstance(value, dict):
+            log.error("c.JupyterHub.template_vars must be a dict or return one; got %r", value)
+            return {}
+        return value
+
+    def services(self) -> list[dict[str, Any]]:
+        """The services with a URL the signed-in user may open (JupyterHub's ``services``)."""
+        if self.user is None:
+            return []
+        from sqlalchemy import select
+
+        from ..db.models import Service
+
+        rows = self.db.scalars(select(Service).where(Service.url.is_not(None),
+                                                     Service.display.is_(True)))
+        return [{"name": s.name, "href": f"{self.base_url}services/{s.name}/",
+                 "info": s.info} for s in rows]
 
     def _finish(self, response: Response) -> Response:
         for key, value in SECURITY_HEADERS.items():
@@ -151,7 +235,21 @@ class Page:
 
     def render(self, template: str, status: int = 200, headers: dict[str, str] | None = None,
                **ns: Any) -> Response:
-        html = environment(self.hub).get_template(template).render(self.context(**ns))
+        import jinja2
+
+        try:
+            found = environment(self.hub).get_template(template)
+            html = found.render(self.context(template, **ns))
+        except Exception as e:  # a site's template may fail in any way: only its page does
+            where = f" (line {e.lineno} of {e.filename or e.name})" \
+                if isinstance(e, jinja2.TemplateSyntaxError) else ""
+            log.error("Template %s failed: %s: %s%s", template, type(e).__name__, e, where)
+            if template not in ALWAYS_RENDER:
+                template, status, headers = "error.html", 500, None
+                ns = {"status_code": 500, "message": "This page's template is broken; the "
+                      "hub's log says why."}
+            html = builtin_environment().get_template(template).render(
+                self.context(template, **ns))
         return self._finish(HTMLResponse(html, status_code=status, headers=headers))
 
     def redirect(self, url: str, status: int = 303) -> Response:

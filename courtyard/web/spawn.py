@@ -9,6 +9,7 @@ The browser then waits on the pending page, whose script follows the progress st
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -150,6 +151,8 @@ async def spawn_page(request: Request) -> Response:
         try:
             options = options_from_form(spawner, profiles, formdata) if formdata is not None \
                 else None
+            if inspect.isawaitable(options):  # a JupyterHub spawner's may be async
+                options = await options
             await start(page, target, options)
         except refresh.AuthExpired as e:
             return spawn_refused(page, target.user, e)

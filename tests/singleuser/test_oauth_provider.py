@@ -220,7 +220,7 @@ async def test_service_consent(hub: Hub, browser: Callable[[], httpx.AsyncClient
     client = browser()
     await login(client, "alice")
     callback = "/services/dash/oauth_callback"
-    r = await authorize(client, "service-dash", callback, scope="read:users:name")
+    r = await authorize(client, "service-dash", callback, scope="read:users:activity")
     assert r.status_code == 200, r.text
     assert "Authorize access" in r.text and "Service dash" in r.text
     fields = form_fields(r)
@@ -240,7 +240,9 @@ async def test_service_consent(hub: Hub, browser: Callable[[], httpx.AsyncClient
     assert r3.status_code == 200, r3.text
     granted = r3.json()["scope"].split()
     assert "access:services!service=dash" in granted
-    assert "read:users:name!user=alice" not in granted  # not in the client's allowed scopes
+    assert "read:users:activity!user=alice" not in granted  # not in the client's allowed scopes
+    # JupyterHub's identify scopes: every token may read its owner's name and groups
+    assert {"read:users:name!user=alice", "read:users:groups!user=alice"} <= set(granted)
     # once granted, the same scopes need no second consent
     r = await authorize(client, "service-dash", callback)
     code_of(r)

@@ -1,0 +1,505 @@
+"""JupyterHub's Spawner contract on Courtyard's lifecycle.
+
+A subclass of ``jupyterhub.spawner.Spawner`` (a spawn-form ``LocalProcessSpawner``,
+``wrapspawner.ProfilesSpawner``, a site's own) is given the objects JupyterHub gives it
+(``user``, ``hub``, ``server``, ``orm_spawner``, ``db``, ``authenticator``, ``api_token``,
+``oauth_client_id``, ...) and is driven in JupyterHub's order: ``clear_state``, the auth
+state hook, group overrides, ``apply_user_options``, ``pre_spawn_hook``, ``start``; then
+``poll``, ``stop`` and ``post_stop_hook``. Courtyard's lifecycle only sees
+:class:`JupyterHubSpawner`, a Courtyard :class:`~courtyard.spawners.base.Spawner` that holds
+the JupyterHub object; Courtyard's own contract stays as it is.
+
+JupyterHub's ``LocalProcessSpawner`` (and anything a wrapper starts with it) switches to the
+system user of the hub user's name. As root that account is held to Courtyard's account
+policy (:mod:`courtyard.spawners.accounts`) before the start, and the started process's ids
+are checked after it: no server runs as root or a system account this way either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import os
+import weakref
+from collections.abc import AsyncIterator
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from traitlets import Any as AnyTrait, observe
+from traitlets.config import Config
+
+from ..errors import SpawnError
+from ..spawners.base import ProgressEvent, Spawner, UserInfo
+from ..spawners.credentials import client_id
+
+
+def is_jupyterhub_spawner(cls: Any) -> bool:
+    """Whether ``cls`` is a subclass of ``jupyterhub.spawner.Spawner`` (without importing
+    jupyterhub: a config that does not use it never loads it)."""
+    return isinstance(cls, type) and any(
+        k.__module__ == "jupyterhub.spawner" and k.__name__ == "Spawner" for k in cls.__mro__)
+
+
+def adapter_for(cls: type) -> type[JupyterHubSpawner]:
+    """A Courtyard spawner class running ``cls``, named like it (for logs and ``/info``)."""
+    return type(cls.__name__, (JupyterHubSpawner,), {
+        "jupyterhub_class": cls, "__module__": cls.__module__,
+        "__doc__": f"{cls.__module__}.{cls.__qualname__} on Courtyard's lifecycle."})
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+_configs: weakref.WeakKeyDictionary[Any, Config] = weakref.WeakKeyDictionary()
+
+
+def without_courtyard_options(config: Config) -> Config:
+    """``config`` without the options Courtyard adds to ``c.Spawner`` and
+    ``c.LocalProcessSpawner`` (``allowed_system_users``, ...): JupyterHub's classes would
+    warn about each on every spawn."""
+    from jupyterhub import spawner as jh
+
+    config = copy.deepcopy(config)
+    for name in ("Spawner", "LocalProcessSpawner"):
+        if name in config:
+            known = set(getattr(jh, name).class_trait_names(config=True))
+            section = config[name]
+            for key in [k for k in section if k not in known]:
+                del section[key]
+    return config
+
+
+def jupyterhub_config(hub: Any) -> Config:
+    """:func:`without_courtyard_options` of the hub's config, made once per hub."""
+    config = _configs.get(hub)
+    if config is None:
+        config = _configs[hub] = without_courtyard_options(hub.config)
+    return config
+
+
+class NullSession:
+    """``spawner.db``: JupyterHub's shared session is deprecated and Courtyard's database is
+    not JupyterHub's, but spawners (batchspawner) still call ``db.commit()``."""
+
+    def commit(self) -> None:
+        """Nothing to write: the spawner's state is saved through ``get_state``."""
+
+    def rollback(self) -> None:
+        """Nothing was written."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class Group(SimpleNamespace):
+    """A group as JupyterHub's ``user.groups`` lists them (``g.name``)."""
+
+    name: str
+
+
+class JupyterHubUser:
+    """``spawner.user`` as JupyterHub's ``jupyterhub.user.User`` offers it to spawners."""
+
+    def __init__(self, info: UserInfo, *, id: int, created: datetime | None,
+                 last_activity: datetime | None, settings: dict[str, Any], host: str,
+                 authenticator: Any) -> None:
+        self._info = info
+        self.id = id
+        self.created = created
+        self.last_activity = last_activity
+        self.settings = settings
+        self.authenticator = authenticator
+        self.spawners: dict[str, Any] = {}
+        self._host = host  # the user's own origin with subdomains, else ""
+
+    # what follows the Courtyard record, so a rename reaches JupyterHub's object too
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def admin(self) -> bool:
+        return self._info.admin
+
+    @property
+    def groups(self) -> list[Group]:
+        return [Group(name=g) for g in self._info.groups]
+
+    @property
+    def auth_state(self) -> dict[str, Any] | None:
+        return self._info.auth_state
+
+    async def get_auth_state(self) -> dict[str, Any] | None:
+        return self._info.auth_state
+
+    @property
+    def escaped_name(self) -> str:
+        return quote(self.name, safe="@~")
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.settings['base_url']}user/{self.escaped_name}/"
+
+    @property
+    def prefix(self) -> str:
+        return self.base_url
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def url(self) -> str:
+        return f"{self._host}{self.base_url}"
+
+    @property
+    def proxy_spec(self) -> str:
+        return self.base_url
+
+    @property
+    def spawner(self) -> Any:
+        return self.spawners.get("")
+
+    def server_url(self, server_name: str = "") -> str:
+        return self.url + (f"{quote(server_name, safe='')}/" if server_name else "")
+
+    def public_url(self, server_name: str = "") -> str:
+        """The server's full URL: on its own host with subdomains, else on ``public_url``'s
+        host; "" when neither is set."""
+        url = self.server_url(server_name)
+        if "://" in url:
+            return url
+        public = urlsplit(self.settings.get("public_url") or "")
+        return f"{public.scheme}://{public.netloc}{url}" if public.netloc else ""
+
+    def progress_url(self, server_name: str = "") -> str:
+        hub = self.settings["hub"].base_url
+        if server_name:
+            return f"{hub}api/users/{self.escaped_name}/servers/{quote(server_name, safe='')}/progress"
+        return f"{hub}api/users/{self.escaped_name}/server/progress"
+
+    def __repr__(self) -> str:
+        return f"<JupyterHubUser {self.name}>"
+
+
+class JupyterHubSpawner(Spawner):
+    """Runs a ``jupyterhub.spawner.Spawner`` subclass (:attr:`jupyterhub_class`) on the
+    lifecycle; :func:`adapter_for` makes one such class per configured JupyterHub class."""
+
+    jupyterhub_class: type = type(None)
+    courtyard_hub = AnyTrait(None, allow_none=True, help="The Courtyard hub (set by the "
+                             "lifecycle): the database, the options and the authenticator.")
+
+    @classmethod
+    def config_classes(cls) -> list[type]:
+        """The JupyterHub classes whose ``c.Class.*`` options this spawner reads (a wrapper's
+        default child, JupyterHub's LocalProcessSpawner, included), and Courtyard's
+        LocalProcessSpawner, whose account options apply to JupyterHub's."""
+        from jupyterhub.spawner import LocalProcessSpawner
+
+        from ..spawners.local import LocalProcessSpawner as CourtyardLocal
+
+        return [cls.jupyterhub_class, LocalProcessSpawner, CourtyardLocal]
+
+    @classmethod
+    def startup_warnings(cls) -> list[str]:
+        return []
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        """Not ``c.<JupyterHub class>``: that section is the JupyterHub object's to read."""
+        names = super().section_names()
+        return names if cls is JupyterHubSpawner else [n for n in names if n != cls.__name__]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # JupyterHub's hooks are JupyterHub's spawner's to run, on JupyterHub's object
+        self.pre_spawn_hook = self.post_stop_hook = None
+        self.options_form = ""
+        self._jh: Any = None
+        self._begun = False  # _begin() ran for this launch
+        self._started = asyncio.Event()
+        if self.courtyard_hub is not None:
+            self._jh = self._build()
+        else:  # the hub checking the config at start: a bad c.Spawner.* value fails there
+            self.jupyterhub_class(config=without_courtyard_options(self.config), log=self.log)
+
+    @property
+    def jupyterhub_spawner(self) -> Any:
+        """The JupyterHub spawner object this adapter runs."""
+        if self._jh is None:
+            raise SpawnError("this spawner was built without a hub")
+        return self._jh
+
+    # -- building JupyterHub's objects ---------------------------------------------------------
+    def _build(self) -> Any:
+        from jupyterhub import orm
+
+        hub = self.courtyard_hub
+        opts = hub.options
+        from ..db import queries as q
+
+        with hub.session() as db:
+            row = q.get_user(db, self.user.name)
+            server = next((s for s in row.servers if s.name == self.name), None) if row else None
+            user_id = row.id if row else 0
+            created, active = (row.created, row.last_activity) if row else (None, None)
+            display_name = (server.display_name if server else None) or ""
+            user_options = dict(server.user_options or {}) if server else {}
+            started = server.started if server else None
+            last_activity = server.last_activity if server else None
+            url = server.url if server else None
+        api = urlsplit(self.hub.api_url)
+        hub_base = f"{opts.base_url}hub/"
+        hub_view = SimpleNamespace(
+            api_url=self.hub.api_url, base_url=hub_base, public_host=self.hub.host,
+            host=self.hub.host, ip=api.hostname or "127.0.0.1", port=api.port or 80,
+            proto=api.scheme, url=f"{api.scheme}://{api.netloc}{hub_base}",
+            connect_url=f"{api.scheme}://{api.netloc}{hub_base}", is_up=lambda: True)
+        settings = {"base_url": opts.base_url, "hub": hub_view, "config": hub.config,
+                    "authenticator": hub.authenticator, "subdomain_host": opts.subdomain_host,
+                    "public_url": opts.public_url, "internal_ssl": False,
+                    "trusted_alt_names": [], "admin_access": False}
+        user = JupyterHubUser(self.user, id=user_id, created=created, last_activity=active,
+                              settings=settings, host=self.server_host,
+                              authenticator=hub.authenticator)
+        orm_server = orm.Server(base_url=self.server_prefix, proto="http", ip="", port=0,
+                                cookie_name="")
+        if url:
+            parts = urlsplit(url)
+            orm_server.proto, orm_server.ip = parts.scheme, parts.hostname or ""
+            orm_server.port = parts.port or (443 if parts.scheme == "https" else 80)
+        orm_spawner = orm.Spawner(name=self.name, display_name=display_name,
+                                  user_options=user_options, state={}, started=started,
+                                  last_activity=last_activity)
+        orm_spawner.server = orm_server
+        kwargs: dict[str, Any] = {
+            "user": user, "orm_spawner": orm_spawner, "hub": hub_view,
+            "authenticator": hub.authenticator, "config": jupyterhub_config(hub),
+            "db": NullSession(),
+            "proxy_spec": self.server_prefix,
+            "oauth_client_id": self.oauth_client_id or client_id(self.user.name, self.name),
+            "user_options": user_options, "log": self.log}
+        if opts.public_url:
+            kwargs["public_url"] = user.public_url(self.name)
+            public = urlsplit(opts.public_url)
+            kwargs["public_hub_url"] = f"{public.scheme}://{public.netloc}{hub_base}"
+        jh = self.jupyterhub_class(**kwargs)
+        user.spawners[self.name] = jh
+        # what the lifecycle reads from this adapter follows JupyterHub's object
+        for trait in ("start_timeout", "http_timeout", "poll_interval",
+                      "consecutive_failure_limit"):
+            if jh.has_trait(trait):
+                setattr(self, trait, getattr(jh, trait))
+        self.server_token_scopes = self._scopes(jh, "server_token_scopes")
+        self.oauth_client_allowed_scopes = self._scopes(jh, "oauth_client_allowed_scopes")
+        return jh
+
+    @staticmethod
+    def _scopes(jh: Any, trait: str) -> list[str]:
+        """A list of scopes as it is; a callable's only at launch (:meth:`resolved_scopes`)."""
+        value = getattr(jh, trait, None) or []
+        return [] if callable(value) else [str(s) for s in value]
+
+    async def resolved_scopes(self, name: str) -> list[str]:
+        """JupyterHub's ``server_token_scopes`` / ``oauth_client_allowed_scopes``: a
+        callable is called with JupyterHub's spawner (and awaited), as JupyterHub does."""
+        jh = self.jupyterhub_spawner
+        value = getattr(jh, name, None) or []
+        if callable(value):
+            value = await _maybe_await(value(jh))
+        if not isinstance(value, list | tuple | set) or not all(
+                isinstance(scope, str) for scope in value):
+            raise ValueError(f"c.Spawner.{name}: the callable must return a list of scopes")
+        return list(value)
+
+    def hook_subjects(self) -> tuple[Any, Any]:
+        """``(user, spawner)`` for the authenticator's ``pre_spawn_start`` and
+        ``post_spawn_stop``: JupyterHub's objects, as JupyterHub passes them."""
+        jh = self.jupyterhub_spawner
+        self._sync_credentials(jh)
+        return jh.user, jh
+
+    @observe("api_token")
+    def _new_launch(self, change: dict[str, Any]) -> None:
+        """The lifecycle hands out a launch's token just before ``pre_spawn_start``."""
+        if change["new"] and self._jh is not None:
+            self._begin()
+
+    def _begin(self) -> Any:
+        """Once per launch, before the authenticator's ``pre_spawn_start``, as JupyterHub's
+        ``User.spawn``: this launch's ``user_options``, then ``clear_state()`` (a new server
+        restores nothing: a wrapper makes its child afresh, for the profile now chosen)."""
+        jh = self.jupyterhub_spawner
+        if not self._begun:
+            self._begun = True
+            self._user_options_to_jh(self.user_options)
+            jh.clear_state()
+        self._sync_credentials(jh)
+        return jh
+
+    def _sync_credentials(self, jh: Any) -> None:
+        jh.api_token = self.api_token
+        if self.oauth_client_id:
+            jh.oauth_client_id = self.oauth_client_id
+
+    # -- the contract --------------------------------------------------------------------------
+    async def start(self) -> str:
+        jh = self._begin()
+        await jh.run_auth_state_hook(await jh.user.get_auth_state())
+        if hasattr(jh, "apply_group_overrides"):  # JupyterHub 5.3+
+            await jh.apply_group_overrides()
+        if hasattr(jh, "_run_apply_user_options"):  # JupyterHub 5.3+
+            await jh._run_apply_user_options(jh.user_options)
+        await _maybe_await(jh.run_pre_spawn_hook())
+        await self._check_accounts(jh)
+        jh._spawn_pending = True
+        try:
+            pending = jh.start()  # a wrapper makes its child here
+            self._started.set()
+            result = await _maybe_await(pending)
+        finally:
+            jh._spawn_pending = False
+        url = self._url(result)
+        parts = urlsplit(url)
+        server = jh.server
+        if server is not None:
+            server.proto, server.ip = parts.scheme, parts.hostname or ""
+            server.port = parts.port or (443 if parts.scheme == "https" else 80)
+        await self._check_processes(jh)
+        return url
+
+    def _url(self, result: Any) -> str:
+        if isinstance(result, str) and result:
+            return result
+        if isinstance(result, tuple | list) and len(result) == 2:
+            ip, port = result
+            ip = ip or "127.0.0.1"
+            return f"http://[{ip}]:{int(port)}" if ":" in ip else f"http://{ip}:{int(port)}"
+        raise SpawnError(f"{type(self._jh).__name__}.start() returned {result!r}, not a URL or "
+                         "(ip, port)")
+
+    async def stop(self, now: bool = False) -> None:
+        jh = self.jupyterhub_spawner
+        try:
+            await _maybe_await(jh.stop(now=now))
+        finally:
+            await _maybe_await(jh.run_post_stop_hook())
+
+    async def poll(self) -> int | None:
+        return await _maybe_await(self.jupyterhub_spawner.poll())
+
+    def get_state(self) -> dict[str, Any]:
+        return dict(self.jupyterhub_spawner.get_state() or {})
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.jupyterhub_spawner.orm_spawner.state = dict(state)
+        self.jupyterhub_spawner.load_state(dict(state))
+
+    def clear_state(self) -> None:
+        self.jupyterhub_spawner.clear_state()
+
+    async def progress(self) -> AsyncIterator[ProgressEvent]:
+        """JupyterHub's ``progress()``, once ``start()`` has been called (a wrapper's child,
+        whose progress it forwards, exists only then)."""
+        await self._started.wait()
+        async for event in self.jupyterhub_spawner.progress():
+            yield event
+
+    async def delete_forever(self) -> None:
+        await _maybe_await(self.jupyterhub_spawner.delete_forever())
+
+    async def check_adopted(self) -> None:
+        await self._check_processes(self.jupyterhub_spawner)
+
+    def get_env(self) -> dict[str, str]:
+        """JupyterHub's own ``get_env()``: the environment is exactly JupyterHub's."""
+        jh = self.jupyterhub_spawner
+        self._sync_credentials(jh)
+        return dict(jh.get_env())
+
+    async def get_options_form(self) -> str:
+        return await self.jupyterhub_spawner.get_options_form() or ""
+
+    def run_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        return self.jupyterhub_spawner.run_options_from_form(formdata)
+
+    def profiles(self) -> list[dict[str, Any]]:
+        return []  # KubeSpawner-style cards are Courtyard's; a JupyterHub spawner has its form
+
+    def _user_options_to_jh(self, options: dict[str, Any]) -> None:
+        if self._jh is not None:
+            self._jh.user_options = dict(options)
+            self._jh.orm_spawner.user_options = dict(options)
+
+    @observe("user_options")
+    def _apply_profile(self, change: dict[str, Any]) -> None:  # type: ignore[override]
+        """``user_options`` go to JupyterHub's object (no Courtyard profiles here)."""
+        self._user_options_to_jh(change["new"] or {})
+
+    # -- the account policy for JupyterHub's LocalProcessSpawner -------------------------------
+    def _local(self, jh: Any) -> list[Any]:
+        """JupyterHub LocalProcessSpawners among ``jh`` and the children it wraps."""
+        from jupyterhub.spawner import LocalProcessSpawner
+
+        found, seen = [], set()
+        while jh is not None and id(jh) not in seen:
+            seen.add(id(jh))
+            if isinstance(jh, LocalProcessSpawner):
+                found.append(jh)
+            jh = getattr(jh, "child_spawner", None)
+        return found
+
+    def _courtyard_local(self) -> Any:
+        """Courtyard's LocalProcessSpawner with this hub's ``c.LocalProcessSpawner`` options:
+        its policy (allowed_system_users, ...) and account creation apply here too."""
+        from .. import config as cfg
+        from ..spawners.local import LocalProcessSpawner
+
+        return cfg.build(LocalProcessSpawner, self.courtyard_hub.config, user=self.user,
+                         name=self.name, hub=self.hub, log=self.log)
+
+    async def _check_accounts(self, jh: Any) -> None:
+        """As root: the account each JupyterHub LocalProcessSpawner will switch to (the hub
+        user's name) must exist (Courtyard creates it as for its own spawner) and be allowed."""
+        if os.geteuid() != 0:
+            return
+        if getattr(jh, "child_spawner", "absent") is None and hasattr(jh, "construct_child"):
+            jh.construct_child()  # a wrapper's child, which its start() would make
+        from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+        for spawner in self._local(jh):
+            if isinstance(spawner, SimpleLocalProcessSpawner):
+                raise SpawnError("refused: JupyterHub's SimpleLocalProcessSpawner runs every "
+                                 "server as the hub's own user, here root: no server ever runs "
+                                 "as root")
+            local = self._courtyard_local()
+            pw = await local._system_user(spawner.user.name)
+            problem = local.account_policy().refusal(pw)
+            if problem is not None:
+                self.log.warning("Refused to start the server of %s as system user %s "
+                                 "(uid %d): %s", self.log_name, pw.pw_name, pw.pw_uid, problem)
+                raise SpawnError(f"refused: {problem}")
+
+    async def _check_processes(self, jh: Any) -> None:
+        """As root: every process a JupyterHub LocalProcessSpawner runs must run as an allowed
+        account (``popen_kwargs`` could have dropped the switch); else it is stopped."""
+        if os.geteuid() != 0:
+            return
+        from ..spawners import accounts
+
+        for spawner in self._local(jh):
+            pid = getattr(spawner, "pid", 0)
+            ids = accounts.process_ids(pid) if pid else None
+            if ids is None:
+                continue
+            found = self._courtyard_local().account_policy().process_refusal(*ids)
+            if found is not None:
+                account, uid, problem = found
+                self.log.warning("Server %s (pid %d) runs as system user %s (uid %d): %s",
+                                 self.log_name, pid, account, uid, problem)
+                raise SpawnError(f"refused: it runs as {account} (uid {uid}): {problem}")
