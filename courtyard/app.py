@@ -24,6 +24,7 @@ from traitlets.config import Config
 from . import bootstrap, config as cfg
 from .auth.base import Authenticator, check_hooks
 from .auth.identity import Identity, ScopeCache, authenticate_token
+from .db.lease import Lease, claim_database
 from .db.models import User
 from .db.records import RecordCache
 from .db.session import init_db
@@ -38,6 +39,24 @@ if TYPE_CHECKING:
     from .api.dispatch import ApiDispatcher
 
 log = logging.getLogger("courtyard")
+
+
+def _uvicorn_server_class() -> type:
+    """uvicorn's Server without its own signal handling (imported with uvicorn, on serve).
+
+    uvicorn's ``Server.serve`` takes SIGTERM and SIGINT for itself (``capture_signals``)
+    and closes its listening socket at once; the hub's API would then be gone while servers
+    that are stopping still call it. The hub handles both signals (``Hub.serve``) and tells
+    uvicorn to exit only once everything else has stopped.
+    """
+    import uvicorn
+
+    class ApiServer(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return ApiServer
 
 
 class Hub:
@@ -63,6 +82,8 @@ class Hub:
         self.asgi: ApiDispatcher
         self.shutdown_event = asyncio.Event()
         self.shutdown_options: dict[str, bool] = {}
+        self.lease: Lease | None = None  # held while serving (courtyard/db/lease.py)
+        self.init_db_anew = False  # --init-db: a new database over an empty file is wanted
 
     # -- start-up ----------------------------------------------------------------------------
     @classmethod
@@ -75,13 +96,19 @@ class Hub:
                 config.Courtyard[key] = value
         return cls(config, config_file)
 
-    def initialize(self) -> None:
-        """Everything up to serving: the order here is the architecture."""
+    def initialize(self, serving: bool = False) -> None:
+        """Everything up to serving: the order here is the architecture. A hub that will
+        serve claims the database first; commands that only use it (``token``) do not."""
         self.init_logging()
         self.init_components()
         self.warn_unknown_options()
         secure_data_dir(Path(self.options.data_files_path))  # owner-only, as the database
-        self.session = init_db(self.options.db_url, self.upgrade_command())
+        log.info("Data directory: %s (c.JupyterHub.data_files_path)",
+                 os.path.abspath(self.options.data_files_path))
+        self.session = init_db(self.options.db_url, self.upgrade_command(),
+                               None if self.init_db_anew else self.earlier_run())
+        if serving:  # the one hub on this database, or refused naming the one that is
+            self.lease = claim_database(self.options.db_url, self.public_url)
         self.records = RecordCache(self.session)
         self.scope_cache.watch(self.session)
         with self.session() as db:  # slow hashes run in threads while the app is built
@@ -129,6 +156,8 @@ class Hub:
         classes: list[type] = [Courtyard, *self.authenticator.component_classes()]
         if self.spawner_class is not None:
             classes.append(self.spawner_class)
+            # a JupyterHub spawner's own classes read c.Spawner.* etc. (courtyard.compat)
+            classes += getattr(self.spawner_class, "config_classes", list)()
         # every proxy class: a jupyterhub_config.py often sets c.ConfigurableHTTPProxy.* even
         # when it is not the proxy in use, and that is not a mistake worth a warning
         from .proxy.rest import BuiltinProxy, ConfigurableHTTPProxy
@@ -143,6 +172,23 @@ class Hub:
         for problem in problems:
             log.warning("%s", problem)
         return problems
+
+    def earlier_run(self) -> Path | None:
+        """A file an earlier hub run left in the data directory, if any: the database is
+        then expected to hold data, and an empty database file means it was lost."""
+        from .oauth.keys import KEY_FILE
+
+        data = Path(self.options.data_files_path)
+        for path in (data / self.options.cookie_secret_file, data / KEY_FILE):
+            if path.is_file():
+                return path
+        return None
+
+    def database_lost(self) -> None:
+        """Another hub took the database over (this one stalled past its lease): stop, and
+        leave the servers running for it."""
+        self.shutdown_options["servers"] = False
+        self.shutdown_event.set()
 
     def upgrade_command(self) -> str:
         cmd = "courtyard upgrade-db"
@@ -325,6 +371,12 @@ class Hub:
             yield db
 
     # -- running -----------------------------------------------------------------------------
+    def _on_signal(self, sig: int) -> None:
+        """SIGTERM/SIGINT: shut down in order (serve() closes the API last)."""
+        if not self.shutdown_event.is_set():
+            log.info("Received %s", signal.Signals(sig).name)
+        self.shutdown_event.set()
+
     async def serve(self) -> None:
         """Serve the hub until SIGTERM/SIGINT or POST /hub/api/shutdown."""
         import uvicorn
@@ -333,18 +385,19 @@ class Hub:
 
         self.authenticator.on_serve(self)
         host, port = self.hub_bind
-        server = uvicorn.Server(uvicorn.Config(
+        server = _uvicorn_server_class()(uvicorn.Config(
             self.asgi, host=host, port=port, log_level="warning", access_log=False,
             http=HeadDeadlineProtocol, loop="none", lifespan="off", server_header=False,
             proxy_headers=False,  # X-Forwarded-*: the hub's own rules (web/forwarded.py)
             timeout_graceful_shutdown=5,
         ))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.shutdown_event.set)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         sock = self.bind_socket(host, port)
         self.hub_bound = (host, sock.getsockname()[1])
+        if self.lease is not None:  # renewed while serving; asyncio.run ends it
+            self.lease_task = asyncio.create_task(self.lease.keep(self.database_lost))
         from . import routing
         from .services.managed import start_managed_services
 
@@ -376,17 +429,21 @@ class Hub:
                 self.proxy_starting.set()
             sync_task = asyncio.create_task(routing.keep_routes_in_sync(self))
             log.info("Courtyard is at %s", self.public_url)
-        managed = await start_managed_services(self)
-        await self.shutdown_event.wait()
-        log.info("Shutting down")
-        if sync_task is not None:
-            sync_task.cancel()
-        for service in managed:
-            await service.stop()
-        await self.lifecycle.shutdown(
-            self.shutdown_options.get("servers", self.options.cleanup_servers))
-        if self.shutdown_options.get("proxy") and self.proxy is not None:
-            await self.proxy.stop()
-        await routing.stop_proxy(self)
-        server.should_exit = True
-        await task
+        try:
+            managed = await start_managed_services(self)
+            await self.shutdown_event.wait()
+            log.info("Shutting down")
+            if sync_task is not None:
+                sync_task.cancel()
+            for service in managed:
+                await service.stop()
+            await self.lifecycle.shutdown(
+                self.shutdown_options.get("servers", self.options.cleanup_servers))
+            if self.shutdown_options.get("proxy") and self.proxy is not None:
+                await self.proxy.stop()
+            await routing.stop_proxy(self)
+        finally:  # the API closes last: servers and services that are stopping still reach it
+            server.should_exit = True
+            await task
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

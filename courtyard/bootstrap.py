@@ -24,7 +24,7 @@ log = logging.getLogger("courtyard")
 SERVICE_KEYS = {
     "name", "url", "command", "api_token", "admin", "oauth_client_id", "oauth_redirect_uri",
     "oauth_no_confirm", "oauth_client_allowed_scopes", "oauth_roles", "info", "display",
-    "environment", "user", "cwd", "roles",
+    "environment", "user", "cwd", "roles", "timeout",
 }
 
 
@@ -130,9 +130,11 @@ def init_services(hub: Hub, db: Session) -> None:
         if name in seen:
             raise ConfigError(f"{where}: service {name!r} is defined twice")
         seen.add(name)
-        if spec.get("command"):
-            log.warning("%s: service %r has a command; hub-managed services are not started "
-                        "by this version of Courtyard, run it yourself", where, name)
+        client_id = spec.get("oauth_client_id")
+        if client_id and not (isinstance(client_id, str) and client_id.startswith("service-")):
+            raise ConfigError(f"{where}: oauth_client_id {client_id!r} must start with "
+                              "'service-', as in JupyterHub")
+        allowed = service_allowed_scopes(hub, db, spec, where)
         service = q.get_service(db, name) or Service(name=name)
         db.add(service)
         service.admin = bool(spec.get("admin", False))
@@ -143,6 +145,7 @@ def init_services(hub: Hub, db: Session) -> None:
             f"service-{name}" if service.url else None)
         service.oauth_redirect_uri = spec.get("oauth_redirect_uri")
         service.oauth_no_confirm = bool(spec.get("oauth_no_confirm", False))
+        service.oauth_client_allowed_scopes = allowed
         service.from_config = True
         admin_role = q.get_role(db, "admin")
         if service.admin and admin_role not in service.roles:
@@ -155,6 +158,35 @@ def init_services(hub: Hub, db: Session) -> None:
             log.info("Removing service %s, no longer in config", service.name)
             db.delete(service)
     db.flush()
+
+
+def service_allowed_scopes(hub: Hub, db: Session, spec: dict[str, Any], where: str
+                           ) -> list[str]:
+    """A service's ``oauth_client_allowed_scopes`` (custom scopes and ``inherit`` included),
+    or the scopes of its deprecated ``oauth_roles``: what its visitors' tokens may carry."""
+    from .auth import scopes as sc
+
+    scopes = spec.get("oauth_client_allowed_scopes") or []
+    roles = spec.get("oauth_roles") or []
+    if not isinstance(scopes, list | tuple) or not all(isinstance(s, str) for s in scopes):
+        raise ConfigError(f"{where}: oauth_client_allowed_scopes must be a list of scopes")
+    if not isinstance(roles, list | tuple) or not all(isinstance(r, str) for r in roles):
+        raise ConfigError(f"{where}: oauth_roles must be a list of role names")
+    if roles and scopes:
+        log.warning("%s: oauth_roles is deprecated and ignored in favour of "
+                    "oauth_client_allowed_scopes", where)
+    elif roles:
+        log.warning("%s: oauth_roles is deprecated; use oauth_client_allowed_scopes", where)
+        scopes = []
+        for role_name in roles:
+            role = q.get_role(db, role_name)
+            if role is None:
+                raise ConfigError(f"{where}: oauth_roles names no role {role_name!r}")
+            scopes.extend(role.scopes)
+    problems = sc.validate([s for s in scopes if s != "inherit"], hub.options.custom_scopes)
+    if problems:
+        raise ConfigError(f"{where}: oauth_client_allowed_scopes: {'; '.join(problems)}")
+    return sorted(set(scopes))
 
 
 def config_tokens(hub: Hub) -> list[tuple[str, str, str]]:

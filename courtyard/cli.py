@@ -23,12 +23,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="config file (default: ./courtyard_config.py, else "
                         "./jupyterhub_config.py)")
     parser.add_argument("--db", dest="db_url", metavar="URL",
-                        help="database URL (default: sqlite:///courtyard.sqlite)")
+                        help="database URL (default: courtyard.sqlite in the data directory)")
     parser.add_argument("--debug", action="store_true", default=None, help="log at debug level")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("ip", "port", "base_url", "db_url", "debug", "hub_ip", "hub_port")
+    keys = ("ip", "port", "base_url", "db_url", "debug", "hub_ip", "hub_port", "proxy_api_port")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -50,7 +50,13 @@ GC_THRESHOLDS = (20_000, 20, 20)
 def cmd_serve(args: argparse.Namespace) -> int:
     gc.disable()  # start-up makes long-lived objects only: collecting meanwhile finds nothing
     hub = _hub(args, quiet=False)
-    hub.initialize()
+    hub.init_db_anew = bool(getattr(args, "init_db", False))
+    try:
+        hub.initialize(serving=True)
+    except BaseException:
+        if hub.lease is not None:  # claimed, then start-up failed: the next hub need not wait
+            hub.lease.release()
+        raise
     gc.freeze()  # ... so later full collections need not walk them again
     gc.set_threshold(*GC_THRESHOLDS)
     gc.enable()
@@ -60,7 +66,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
         pass
-    asyncio.run(hub.serve())
+    try:
+        asyncio.run(hub.serve())
+    finally:
+        if hub.lease is not None:
+            hub.lease.release()
+    if hub.lease is not None and hub.lease.lost:
+        print("courtyard: error: another hub took over the database while this one stalled; "
+              "this one stopped and left the servers to it", file=sys.stderr)
+        return 1
     if hub.lifecycle.gave_up:
         print("courtyard: error: the hub stopped after c.Spawner.consecutive_failure_limit "
               "spawns failed in a row", file=sys.stderr)
@@ -148,10 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (parser, serve):
         p.add_argument("--ip", help="public IP the proxy listens on (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="public port (default 8000)")
+        p.add_argument("--proxy-api-port", dest="proxy_api_port", type=int,
+                       help="port of the proxy's REST API (default: the public port + 1)")
         p.add_argument("--hub-ip", dest="hub_ip", help="IP of the hub's own port")
         p.add_argument("--hub-port", dest="hub_port", type=int,
                        help="the hub's own port (default 8081)")
         p.add_argument("--base-url", dest="base_url", help="URL prefix of the site (default /)")
+        p.add_argument("--init-db", dest="init_db", action="store_true",
+                       help="make a new, empty database even where the database file is empty "
+                       "but the data directory shows an earlier run (otherwise refused)")
     _common(parser)
 
     token = add("token", cmd_token, "print a new API token for an existing user")
@@ -180,6 +199,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = func(args)
     except CourtyardError as e:
         print(f"courtyard: error: {e}", file=sys.stderr)
+        code = 1
+    except Exception as e:
+        from .db.session import database_error_line
+
+        message = None if args.debug else database_error_line(e)
+        if message is None:
+            raise
+        print(f"courtyard: error: {message} (--debug shows where)", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130

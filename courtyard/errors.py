@@ -3,7 +3,8 @@
     CourtyardError
     ├── ConfigError          bad configuration; the CLI prints it on one line and exits
     ├── DatabaseError
-    │   └── SchemaOutdated   the database needs ``courtyard upgrade-db``
+    │   ├── SchemaOutdated   the database needs ``courtyard upgrade-db``
+    │   └── DatabaseHeld     another live hub serves from this database
     ├── ProxyError           the proxy could not be reached or refused a change
     ├── SpawnError           a server failed to start
     │   └── SpawnTimeout
@@ -28,6 +29,10 @@ class DatabaseError(CourtyardError):
 
 class SchemaOutdated(DatabaseError):
     """The database schema is older (or newer) than this version of Courtyard."""
+
+
+class DatabaseHeld(DatabaseError):
+    """Another live hub holds the database (``courtyard/db/lease.py``)."""
 
 
 class ProxyError(CourtyardError):

@@ -15,8 +15,13 @@
               default server's last: the user's own resources, e.g. a system account)
 
 Recovery at hub start lives in :mod:`courtyard.recovery`, the grouped database writes in
-:mod:`courtyard.db.writes`. The API and the models only read :meth:`Lifecycle.pending`;
-the lifecycle changes it. Work
+:mod:`courtyard.db.writes`. A launch is on record before its process exists (its
+credentials are committed before ``Spawner.start()``; its pid as soon as that returns), so
+a hub killed at any instant leaves nothing the next one cannot find. A database outage
+holds the lifecycle's writes (retried with back-off, logged with its cause) rather than
+failing them: a stop or spawn ends once it is recorded, and the API answers 202 meanwhile.
+
+The API and the models only read :meth:`Lifecycle.pending`; the lifecycle changes it. Work
 runs in background tasks that open short database sessions of their own, never held
 across an ``await``.
 """
@@ -238,6 +243,9 @@ class Lifecycle(Recovery):
     async def _prepare(self, slot: Slot) -> None:
         """Credentials for this launch, then the authenticator's and the admin's hooks."""
         spawner = slot.spawner
+        # lists, or callables of the spawner as JupyterHub allows: called once, at each launch
+        for name in ("server_token_scopes", "oauth_client_allowed_scopes"):
+            setattr(spawner, name, await spawner.resolved_scopes(name))
         scopes = credentials.token_scopes(list(spawner.server_token_scopes), slot.user,
                                           slot.server)
         launch = credentials.Launch(slot.server_id, spawner.server_prefix, scopes,
@@ -248,7 +256,7 @@ class Lifecycle(Recovery):
             raise SpawnError("the server was deleted")
         secret, client_id = launch.secret, launch.client_id
         spawner.api_token, spawner.oauth_client_id = secret, client_id
-        await _maybe_await(self.hub.authenticator.pre_spawn_start(spawner.user, spawner))
+        await _maybe_await(self.hub.authenticator.pre_spawn_start(*_hook_subjects(spawner)))
         if spawner.pre_spawn_hook is not None:
             await _maybe_await(spawner.pre_spawn_hook(spawner))
 
@@ -353,10 +361,12 @@ class Lifecycle(Recovery):
             await slot.spawner.stop(now=True)
         except Exception:
             log.exception("Error stopping %s after a failed spawn", slot.spawner.log_name)
-        await self._release(slot)
-        event = failed_event(message)
-        self._failures[slot.key] = event
-        slot.progress.emit(event)
+        try:
+            await self._release(slot)
+        finally:  # reported as failed even if its clean-up could not be recorded
+            event = failed_event(message)
+            self._failures[slot.key] = event
+            slot.progress.emit(event)
 
     def _count_failure(self, spawner: Spawner) -> None:
         self.consecutive_failures += 1
@@ -441,19 +451,25 @@ class Lifecycle(Recovery):
         """The server is gone: clear its record and credentials, run the stop hooks."""
         spawner = slot.spawner
         spawner.clear_state()
-        await self.write.many(release_servers, (slot.server_id, slot.user, slot.server,
-                                                spawner.get_state()))
-        self.hub.scope_cache.invalidate()
-        if self._slots.get(slot.key) is slot:
-            del self._slots[slot.key]
-        if slot.watcher is not None and slot.watcher is not asyncio.current_task():
-            slot.watcher.cancel()
+        try:  # an outage is waited out (db.writes); anything else fails the stop, logged
+            await self.write.many(release_servers, (slot.server_id, slot.user, slot.server,
+                                                    spawner.get_state()))
+        except Exception as e:
+            log.error("Could not record that %s stopped: %s", spawner.log_name,
+                      error_reason(e))
+            raise
+        finally:  # never left "pending stop": the process is gone either way
+            self.hub.scope_cache.invalidate()
+            if self._slots.get(slot.key) is slot:
+                del self._slots[slot.key]
+            if slot.watcher is not None and slot.watcher is not asyncio.current_task():
+                slot.watcher.cancel()
         hooks: list[Callable[[], Any]] = []
         if spawner.post_stop_hook is not None:
             hooks.append(lambda: spawner.post_stop_hook(spawner))
         post_stop = getattr(self.hub.authenticator, "post_spawn_stop", None)
         if post_stop is not None:
-            hooks.append(lambda: post_stop(spawner.user, spawner))
+            hooks.append(lambda: post_stop(*_hook_subjects(spawner)))
         for hook in hooks:
             try:
                 await _maybe_await(hook())
@@ -505,6 +521,7 @@ class Lifecycle(Recovery):
     async def shutdown(self, stop_servers: bool) -> None:
         """Cancel pending spawns; stop running servers too when ``stop_servers``."""
         self._closing, self._stop_on_close = True, stop_servers
+        self.write.closing = True  # a database outage is not waited out forever now
         waits = []
         for slot in list(self._slots.values()):
             if slot.pending in ("spawn", "check") and slot.task is not None:
@@ -535,7 +552,9 @@ class Lifecycle(Recovery):
         cls = hub.spawner_class
         if cls is None:
             raise SpawnError("no spawner is configured (c.JupyterHub.spawner_class)")
-        return cfg.build(cls, hub.config, user=user, name=server, hub=self.hub_info(),
+        # a JupyterHub spawner's adapter (courtyard.compat) builds JupyterHub's objects from the hub
+        extra = {"courtyard_hub": hub} if hasattr(cls, "courtyard_hub") else {}
+        return cfg.build(cls, hub.config, **extra, user=user, name=server, hub=self.hub_info(),
                          server_prefix=hub.server_routespec(user.name, server),
                          server_host=hub.origins.user_host(user.name),
                          log=logging.getLogger("courtyard.spawner"))
@@ -574,6 +593,13 @@ class Lifecycle(Recovery):
 
 async def _one(event: Event) -> AsyncIterator[Event]:
     yield event
+
+
+def _hook_subjects(spawner: Spawner) -> tuple[Any, Any]:
+    """``(user, spawner)`` for the authenticator's spawn hooks: a JupyterHub spawner's
+    adapter gives JupyterHub's objects, as JupyterHub passes them."""
+    subjects = getattr(spawner, "hook_subjects", None)
+    return subjects() if subjects is not None else (spawner.user, spawner)
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -6,18 +6,30 @@ server is pending ``"check"`` at once; the checks run in the background, at most
 (or get back) their route, dead ones are cleaned up as any stopped server, and so are live
 ones that ``Spawner.check_adopted`` refuses (e.g. running as root, started by an earlier
 version).
+
+A launch is recorded before its process exists: its credentials (the server's API token)
+are committed before ``Spawner.start()`` runs, and its state (pid, process group, start
+time) as soon as ``start()`` returns. A hub killed at any instant of a spawn therefore
+leaves a row with credentials but no URL; the next hub finds such rows, stops any process
+of this machine that holds the launch's token in its environment (the pid may not have
+reached the database), and revokes the credentials, so no server and no token outlives an
+interrupted launch, and starting the user again gives one process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Callable
+import os
+import signal
+from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from .db.models import Group, Server, User, user_group_map
+from .db.models import APIToken, Group, Server, User, user_group_map
 from .errors import SpawnError, error_reason
 from .spawners.base import Spawner, UserInfo
 
@@ -46,6 +58,9 @@ class Recovery:
         from .lifecycle import Slot
 
         found = self._recorded_servers()
+        interrupted = [server_id for _u, _n, server_id, url, _s in found if url is None]
+        if interrupted:  # their processes, found by token: the pid may not be recorded
+            await asyncio.to_thread(self._stop_interrupted, interrupted)
         slots = []
         for user, name, server_id, url, state in found:
             if (user.name, name) in self._slots:
@@ -64,18 +79,22 @@ class Recovery:
             slot.task = self._background(self._recover(slot, url, limit, routes))
         self._background(self._all_recovered([s for s, _ in slots]))
         timeout = self.hub.options.init_spawners_timeout
-        if timeout > 0:
-            await asyncio.wait({s.task for s, _ in slots if s.task}, timeout=timeout)
+        if timeout:  # JupyterHub's -1: wait for every check, however long
+            await asyncio.wait({s.task for s, _ in slots if s.task},
+                               timeout=timeout if timeout > 0 else None)
 
     def _recorded_servers(self: Lifecycle
                           ) -> list[tuple[UserInfo, str, int, str | None, dict[str, Any]]]:
-        """(owner, name, id, url, state) of every server with a URL or a state: two queries
-        (columns only, no ORM objects), however many there are."""
+        """(owner, name, id, url, state) of every server with a URL, a state or a launch's
+        credentials (an interrupted launch): three queries (columns only, no ORM objects),
+        however many there are."""
         with self.hub.session() as db:
+            launched = set(db.scalars(select(APIToken.server_id).where(
+                APIToken.server_id.is_not(None), APIToken.note.startswith("Server at "))))
             rows = db.execute(select(User.id, User.name, User.admin, Server.name, Server.id,
                                      Server.url, Server.state)
                               .join(User, Server.user_id == User.id)).all()
-            rows = [r for r in rows if r.url or r.state]
+            rows = [r for r in rows if r.url or r.state or r.id in launched]
             groups: dict[int, list[str]] = {}
             if rows:
                 for user_id, group in db.execute(
@@ -92,6 +111,25 @@ class Recovery:
                 owner = owners[r[0]] = UserInfo(r[1], bool(r[2]), groups.get(r[0], []))
             found.append((owner, r[3], r[4], r[5], dict(r[6] or {})))
         return found
+
+    def _stop_interrupted(self: Lifecycle, server_ids: list[int]) -> None:
+        """Kill the processes of this machine that hold the API token of one of these
+        launches (interrupted before their server was ready); their records and
+        credentials are cleaned up by their checks."""
+        with self.hub.session() as db:
+            hashes = set(db.scalars(select(APIToken.hashed).where(
+                APIToken.server_id.in_(server_ids), APIToken.note.startswith("Server at "))))
+        for pid, pgid in processes_holding(hashes):
+            log.warning("Killing process %d left by a launch the last hub did not finish", pid)
+            try:
+                if pgid == pid:  # it leads its own group (a session of its own): all of it
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError as e:
+                log.error("Cannot kill process %d of an unfinished launch: %s", pid, e)
 
     def _builder(self: Lifecycle, user: UserInfo, name: str, state: dict[str, Any]
                  ) -> Callable[[], Spawner]:
@@ -171,3 +209,39 @@ class Recovery:
             await self.hub.add_server_route(slot.user, slot.server, url)
         except Exception as e:  # the proxy's own check of routes will add it later
             log.warning("Could not restore the route of %s: %s", spawner.log_name, e)
+
+
+TOKEN_VARS = (b"JUPYTERHUB_API_TOKEN=", b"JPY_API_TOKEN=")
+
+
+def processes_holding(hashes: Collection[str]) -> list[tuple[int, int]]:
+    """``(pid, process group)`` of every process of this machine whose environment holds
+    one of these tokens (given as their stored ``sha256:`` hashes): one pass over /proc.
+    Processes that cannot be read (another user's, when the hub is not root) are skipped."""
+    if not hashes:
+        return []
+    found = []
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue
+        for var in environ.split(b"\0"):
+            if var.startswith(TOKEN_VARS):
+                token = var.split(b"=", 1)[1]
+                if "sha256:" + hashlib.sha256(token).hexdigest() in hashes:
+                    pid = int(entry.name)
+                    found.append((pid, _process_group(pid)))
+                    break
+    return found
+
+
+def _process_group(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[2])

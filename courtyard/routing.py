@@ -12,6 +12,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -152,6 +153,10 @@ async def start_proxy(hub: Hub) -> Any:
         proxy.ssl_cert, proxy.ssl_key = opts.ssl_cert, opts.ssl_key
     proxy.host_routing = bool(opts.subdomain_host)
     proxy.trusted_downstream_ips = list(opts.trusted_downstream_ips)
+    if opts.proxy_api_port and hasattr(proxy, "api_url"):  # --proxy-api-port wins
+        api = urlsplit(proxy.api_url)
+        host = api.netloc.rpartition(":")[0] if api.port else api.netloc
+        proxy.api_url = f"{api.scheme}://{host}:{opts.proxy_api_port}"
     if hasattr(proxy, "data_dir") and not proxy.data_dir:
         proxy.data_dir = opts.data_files_path
     await proxy.start()

@@ -63,11 +63,15 @@ def check_hooks(authenticator: Any) -> None:
 
 class LoginRefused(Exception):
     """Raised by ``authenticate`` after the password checked out, with a message safe to show
-    (e.g. "waiting for approval"). Never raise it before the credentials are verified."""
+    (e.g. "waiting for approval"). Never raise it before the credentials are verified, unless
+    ``failed``: then it counts as a failed attempt, as a wrong password does (a sign-in from
+    the request, whose refusal JupyterHub shows with its own status and message)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int = 403, failed: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.status = status
+        self.failed = failed
 
 
 class Authenticator(LoggingConfigurable):

@@ -59,6 +59,9 @@ class _CachedToken:
     owner_id: int
     expires_at: float | None  # POSIX times: cheaper to compare on every request than datetimes
     last_write: float
+    # the row's stored hash: a revoked token's id may be reused by a new token (SQLite
+    # reuses the highest rowid), which must not make the old secret someone else's
+    hashed: str = ""
 
 
 class ScopeCache:
@@ -66,8 +69,9 @@ class ScopeCache:
 
     Scope sets are dropped whole on any database write (a permission may have changed, a
     token may have been revoked); the map from a token's hash to its row survives, so a
-    slow-hashed config token is verified once per run. A revoked token's row is gone, so
-    rebuilding its identity fails and the mapping is dropped then.
+    slow-hashed config token is verified once per run. A revoked token's row is gone (or its
+    id is another token's now, whose hash differs), so rebuilding its identity fails and the
+    mapping is dropped then.
     """
 
     def __init__(self) -> None:
@@ -95,7 +99,7 @@ class ScopeCache:
         """Map a verified token (by its fast hash) to what requests need of its row."""
         hit = self.tokens[tokens.fast_hash(secret)] = _CachedToken(
             row.id, "user" if row.user_id else "service", row.user_id or row.service_id or 0,
-            _posix(row.expires_at), _posix(row.last_activity) or 0.0)
+            _posix(row.expires_at), _posix(row.last_activity) or 0.0, row.hashed)
         return hit
 
     def forget_tokens(self) -> None:
@@ -233,14 +237,14 @@ def authenticate_token(
     if ident is None:
         db = open_db()
         row = row or db.get(APIToken, hit.token_id)
-        if row is None:
+        if row is None or row.hashed != hit.hashed:  # revoked (its id maybe reused since)
             cache.tokens.pop(digest, None)
             return None
         ident = token_identity(db, row, cache)
     if now - hit.last_write >= activity_resolution:
         db = open_db()
         row = row or db.get(APIToken, hit.token_id)
-        if row is not None:
+        if row is not None and row.hashed == hit.hashed:
             row.last_activity = utcnow()
             if row.user is not None and not row.note.startswith("Server at "):
                 row.user.last_activity = row.last_activity

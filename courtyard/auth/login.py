@@ -74,7 +74,7 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def attempt(ctx: LoginContext, data: dict[str, Any],
+async def attempt(ctx: LoginContext, data: dict[str, Any] | None,
                   authenticator: Authenticator | None = None) -> dict[str, Any] | None:
     """Authenticate ``data`` (username, password, ...) under the throttle.
 
@@ -84,12 +84,12 @@ async def attempt(ctx: LoginContext, data: dict[str, Any],
     Attempts for one username from one address run one at a time, so guesses sent at
     once are counted like guesses sent one after the other.
     """
-    username = str(data.get("username") or "")
+    username = str((data or {}).get("username") or "")  # None: a sign-in from the request
     async with ctx.hub.authenticator.throttle.turn(username, ctx.client_ip):
         return await _attempt(ctx, data, username, authenticator)
 
 
-async def _attempt(ctx: LoginContext, data: dict[str, Any], username: str,
+async def _attempt(ctx: LoginContext, data: dict[str, Any] | None, username: str,
                    authenticator: Authenticator | None) -> dict[str, Any] | None:
     auth = authenticator or ctx.hub.authenticator
     throttle = ctx.hub.authenticator.throttle
@@ -101,8 +101,11 @@ async def _attempt(ctx: LoginContext, data: dict[str, Any], username: str,
         raise TooManyAttempts(wait.seconds, wait.everyone)
     try:
         model = await auth.get_authenticated_user(ctx, data)
-    except LoginRefused:
-        throttle.success(username, address)
+    except LoginRefused as e:
+        if e.failed:
+            throttle.failure(username, address)
+        else:
+            throttle.success(username, address)
         raise
     except Exception:
         log.exception("Sign-in for %r from %s refused: the authenticator failed", username,

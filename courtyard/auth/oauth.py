@@ -27,7 +27,7 @@ from starlette.responses import RedirectResponse, Response
 from traitlets import Any as AnyTrait, Bool, Dict, Float, List, Set, Unicode, default
 
 from ..errors import ConfigError
-from .base import Authenticator, AuthResult, Handler, maybe_await
+from .base import Authenticator, AuthResult, Handler, LoginRefused, maybe_await
 
 STATE_MAX_AGE = 600
 
@@ -260,6 +260,15 @@ class OAuthenticator(Authenticator):
             except OAuthError as e:
                 self.log.warning("OAuth sign-in with %s failed: %s", self.login_service, e)
                 return page.error(403, f"Sign-in with {self.login_service} failed: {e}")
+            except LoginRefused as e:
+                return page.error(e.status, e.message)
+            except Exception:  # a hook raised: an error never signs anyone in
+                from .login import AuthenticatorFailed
+
+                self.log.exception("OAuth sign-in with %s failed: the authenticator raised",
+                                   self.login_service)
+                db.rollback()
+                return page.error(500, AuthenticatorFailed().message)
             if model is None:
                 return page.error(403, f"Your {self.login_service} account may not use this "
                                   "hub; ask its administrators.")
@@ -341,9 +350,14 @@ class OAuthenticator(Authenticator):
             claims.update(info)
         return claims
 
+    def username_from_claims(self, claims: dict[str, Any]) -> Any:
+        """The user name in what the provider said (oauthenticator's
+        ``user_info_to_username``; a subclass's override runs here)."""
+        return claim(claims, self.username_claim)
+
     def build_model(self, claims: dict[str, Any], token: dict[str, Any],
                     previous: dict[str, Any] | None = None) -> dict[str, Any]:
-        name = claim(claims, self.username_claim)
+        name = self.username_from_claims(claims)
         if not name or not isinstance(name, str):
             raise OAuthError(f"no {self.username_claim!r} in what the provider said about you")
         groups = claim(claims, self.claim_groups_key) if self.claim_groups_key else []

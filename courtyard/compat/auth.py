@@ -16,10 +16,14 @@ authenticators, and the login throttle applies.
 
 What cannot run is refused at start with one line, never half-run: tornado login handlers
 (``get_handlers`` beyond JupyterHub's own form), subclasses of ``LocalAuthenticator`` (system
-accounts are Courtyard's PAM authenticator's, under its account policy), and subclasses of
-oauthenticator's classes. oauthenticator's own classes map onto Courtyard's OAuth login with
-the same options; an oauthenticator option Courtyard does not implement is refused
-(:func:`check_oauthenticator_options`).
+accounts are Courtyard's PAM authenticator's, under its account policy). oauthenticator's own
+classes map onto Courtyard's OAuth login with the same options; an oauthenticator option
+Courtyard does not implement is refused (:func:`check_oauthenticator_options`). A subclass of
+them maps the same way, with its overrides of the hooks that login calls run on top
+(:func:`oauth_subclass`); overriding anything else is refused, naming the method.
+
+With ``auto_login`` and no login page of its own, a plugin signs users in from the ``GET`` of
+the hub's login page (``authenticate(handler, None)``), as JupyterHub does.
 
 ``jupyterhub`` is imported only when a config names such a class.
 """
@@ -27,6 +31,7 @@ the same options; an oauthenticator option Courtyard does not implement is refus
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import threading
@@ -77,15 +82,15 @@ def adapt_authenticator(cls: type) -> type | None:
     path = class_path(cls)
     oauth = next((k for k in cls.__mro__ if k.__module__.startswith("oauthenticator")), None)
     if oauth is not None:
-        target = CLASS_ALIASES["authenticator"].get(path)
-        if target is None or cls is not oauth:
+        if CLASS_ALIASES["authenticator"].get(class_path(oauth)) is None:
             raise ConfigError(
-                f"authenticator_class = {path}: subclasses of oauthenticator's classes cannot "
-                "run on Courtyard (their login pages are tornado handlers); use one of "
-                "oauthenticator's GenericOAuthenticator, GitHubOAuthenticator, "
-                "GitLabOAuthenticator, GoogleOAuthenticator, AzureAdOAuthenticator, which map "
-                "onto Courtyard's OAuth login with the same options")
-        return resolve_class("authenticator", path, Authenticator)
+                f"authenticator_class = {path}: {class_path(oauth)} cannot run on Courtyard "
+                "(its login pages are tornado handlers); use one of oauthenticator's "
+                "GenericOAuthenticator, GitHubOAuthenticator, GitLabOAuthenticator, "
+                "GoogleOAuthenticator, AzureAdOAuthenticator (or a subclass), which map onto "
+                "Courtyard's OAuth login with the same options")
+        mapped = resolve_class("authenticator", class_path(oauth), Authenticator)
+        return mapped if cls is oauth else oauth_subclass(cls, oauth, mapped)
     if path in MAPPED_CLASSES:
         return resolve_class("authenticator", path, Authenticator)
     if any(class_path(k) in MAPPED_CLASSES[:2] for k in cls.__mro__):
@@ -329,6 +334,15 @@ class JupyterHubAuthenticator(Authenticator):
         return f"{base_url}hub/login"
 
     @property
+    def signs_in_from_request(self) -> bool:
+        """JupyterHub's ``auto_login`` with the plugin's ``login_url`` left at the hub's login
+        page: JupyterHub then calls ``authenticate(handler, None)`` on the GET of that page
+        (the credentials are in the request)."""
+        hub_prefix = f"{self.hub.options.base_url}hub/" if self.hub is not None else "/hub/"
+        return bool(self.inner.auto_login) and \
+            self.inner.login_url(hub_prefix) == f"{hub_prefix}login"
+
+    @property
     def logout_redirect_url(self) -> str:
         """Where a plugin's own ``logout_url`` points, if not at the hub's logout page: the
         hub signs the user out, then sends them there."""
@@ -364,6 +378,9 @@ class JupyterHubAuthenticator(Authenticator):
             result = await maybe_await(inner.authenticate(jh, data))
         except http_error as e:
             inner.log.warning("Sign-in refused by %s: %s", type(inner).__name__, e)
+            if data is None and 400 <= e.status_code < 500:  # from the request: as JupyterHub
+                raise LoginRefused(e.log_message or e.reason or "You may not sign in here.",
+                                   e.status_code, failed=True) from None
             return None
         if result is None:
             return None
@@ -459,6 +476,187 @@ class JupyterHubAuthenticator(Authenticator):
 
     async def post_spawn_stop(self, user: Any, spawner: Any) -> None:
         await maybe_await(self.inner.post_spawn_stop(self.hub_user(self.hub, user), spawner))
+
+
+# -- subclasses of oauthenticator's classes: their hooks on top of the mapped login ------------
+# the hooks Courtyard's OAuth login calls, and when; any other method of oauthenticator's that
+# a subclass overrides would be silently skipped, so it is refused at start
+OAUTH_HOOKS = frozenset({"authenticate", "check_allowed", "check_blocked_users",
+                         "user_info_to_username", "update_auth_model", "pre_spawn_start",
+                         "post_spawn_stop", "normalize_username", "logout_url"})
+# what oauthenticator's own ``authenticate`` (reached by a subclass's ``super()``) would fetch
+# from the provider: the token and claims Courtyard's login already fetched and verified
+_SIGN_IN: contextvars.ContextVar[tuple[dict[str, Any], dict[str, Any]]] = \
+    contextvars.ContextVar("courtyard_oauth_sign_in")
+OAUTH_TORNADO = frozenset({"get_handlers", "login_handler", "callback_handler",
+                           "logout_handler", "login_url", "get_callback_url"})
+
+
+def oauth_subclass(cls: type, oauth: type, mapped: type) -> type:
+    """The Courtyard class for ``cls``, a subclass of oauthenticator's ``oauth``: Courtyard's
+    ``mapped`` login (same options, read from ``c.{cls.__name__}`` too), running the
+    subclass's own hooks (:data:`OAUTH_HOOKS`) on one instance of it. ConfigError, naming
+    the method, for an override Courtyard cannot call."""
+    own = cls.__mro__[:cls.__mro__.index(oauth)]
+    overridden = sorted({name for k in own for name, value in vars(k).items()
+                         if not name.startswith("_") and hasattr(oauth, name)
+                         and callable(getattr(oauth, name)) and callable(value)})
+    for name in overridden:
+        if name in OAUTH_TORNADO:
+            raise ConfigError(f"authenticator_class = {class_path(cls)}: it overrides {name}, "
+                              "which serves or routes tornado pages; Courtyard's OAuth login "
+                              "serves its own, so this cannot run here")
+        if name not in OAUTH_HOOKS:
+            raise ConfigError(
+                f"authenticator_class = {class_path(cls)}: it overrides {name}, which "
+                "Courtyard's OAuth login never calls (it does the OAuth flow itself); only "
+                f"{', '.join(sorted(OAUTH_HOOKS))} can be overridden")
+    if asyncio.iscoroutinefunction(cls.user_info_to_username):
+        raise ConfigError(f"{cls.__name__}.user_info_to_username is async; it must be a plain "
+                          "(sync) method, as oauthenticator calls it")
+    # options the subclass sets in its body (``login_service = "Campus SSO"``, a trait with
+    # another default) hold for Courtyard's login too
+    values = {name: value for k in reversed(own) for name, value in vars(k).items()
+              if not name.startswith("_") and not callable(value) and hasattr(mapped, name)
+              and mapped.class_traits().get(name) is not None}
+    return type(cls.__name__, (OAuthSubclassHooks, mapped),
+                {**values, "wrapped_class": cls, "hooks": frozenset(overridden),
+                 "__module__": __name__})
+
+
+class OAuthSubclassHooks:
+    """Mixed in before a Courtyard OAuth class: the overrides of an oauthenticator subclass,
+    called with oauthenticator's auth model (``auth_state[user_auth_state_key]`` holds what
+    the provider said), awaited when async. A hook that raises refuses the sign-in."""
+
+    wrapped_class: ClassVar[type]
+    hooks: ClassVar[frozenset[str]]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        cls = self.wrapped_class
+        plugin_log = logging.getLogger(f"courtyard.auth.{cls.__name__}")
+        if _not_option_warnings not in plugin_log.filters:
+            plugin_log.addFilter(_not_option_warnings)
+        self.inner = cls(config=self.config, log=plugin_log)
+        if "authenticate" in self.hooks:
+            self._feed_inner()
+
+    def _feed_inner(self) -> None:
+        """Point the calls oauthenticator's ``authenticate`` makes to the provider at what
+        this sign-in (its context) already has, so ``super().authenticate`` in the subclass
+        runs oauthenticator's own steps without a second exchange of the one-time code."""
+
+        async def get_token_info(handler: Any, params: Any) -> dict[str, Any]:
+            return _SIGN_IN.get()[0]
+
+        async def token_to_user(token_info: Any) -> dict[str, Any]:
+            return _SIGN_IN.get()[1]
+
+        self.inner.build_access_tokens_request_params = lambda handler, data=None: {}
+        self.inner.get_token_info = get_token_info
+        self.inner.token_to_user = token_to_user
+
+    def component_classes(self) -> list[type]:
+        return [*super().component_classes(), type(self.inner)]
+
+    def startup(self, hub: Any, db: Any) -> None:
+        """A ``logout_url`` override pointing away from the hub's logout page (a provider's
+        end-session page) is where the browser goes once the hub has signed it out."""
+        super().startup(hub, db)  # type: ignore[misc]
+        if "logout_url" in self.hooks:
+            hub_prefix = f"{hub.options.base_url}hub/"
+            url = self.inner.logout_url(hub_prefix)
+            if url and url.rstrip("/") != f"{hub_prefix}logout":
+                self.logout_redirect_url = url
+
+    def _theirs(self, name: str, model: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The model as oauthenticator's hooks read it (``admin`` always present)."""
+        if model is None:
+            return None
+        admin = model.get("admin")
+        return {**model, "admin": bool(admin) or name in self.admin_users}
+
+    # JupyterHub's user wrapper for the spawn hooks, as for a JupyterHub authenticator
+    hub_user = JupyterHubAuthenticator.hub_user
+    _user_id = staticmethod(JupyterHubAuthenticator._user_id)
+
+    def username_from_claims(self, claims: dict[str, Any]) -> Any:
+        if "user_info_to_username" in self.hooks:
+            return self.inner.user_info_to_username(claims)
+        return super().username_from_claims(claims)  # type: ignore[misc]
+
+    async def _call(self, value: Any) -> Any:
+        """A hook's result, awaited; its tornado ``HTTPError`` 4xx (oauthenticator's way to
+        refuse with a message) refuses the sign-in with that status and message."""
+        try:
+            return await maybe_await(value)
+        except _tornado_http_error() as e:
+            if e.status_code >= 500:
+                raise
+            raise LoginRefused(e.log_message or e.reason or "You may not sign in here.",
+                               e.status_code) from None
+
+    async def authenticate(self, handler: Any, data: dict[str, Any]) -> Any:
+        model = await super().authenticate(handler, data)  # type: ignore[misc]
+        if model is None:
+            return None
+        if "authenticate" in self.hooks:
+            return await self._their_authenticate(handler, data, model)
+        if "update_auth_model" not in self.hooks:
+            return model
+        return await self._call(self.inner.update_auth_model(self._theirs(model["name"],
+                                                                          model)))
+
+    async def _their_authenticate(self, handler: Any, data: dict[str, Any],
+                                  model: dict[str, Any]) -> dict[str, Any] | None:
+        """The subclass's ``authenticate`` on the verified sign-in; what it returns is
+        merged over Courtyard's model (its ``auth_state`` keys over Courtyard's)."""
+        state = model["auth_state"]
+        token = {**state.get("token_response", {}), "access_token": state["access_token"],
+                 "scope": " ".join(state.get("scope") or [])}
+        token.update({k: state[k] for k in ("refresh_token", "id_token") if state.get(k)})
+        _SIGN_IN.set((token, state.get("oauth_user", {})))
+        jh = LoginHandler(handler if hasattr(handler, "request") else None, self.hub,
+                          self.inner, data)
+        theirs = await self._call(self.inner.authenticate(jh, data))
+        if theirs is None:
+            return None
+        theirs = {"name": theirs} if isinstance(theirs, str) else dict(theirs)
+        merged = {**model, **{k: v for k, v in theirs.items()
+                              if k != "auth_state" and not (k == "admin" and v is None)}}
+        merged["auth_state"] = {**state, **(theirs.get("auth_state") or {})}
+        return merged
+
+    def normalize_username(self, username: str) -> str:
+        if "normalize_username" in self.hooks:
+            return self.inner.normalize_username(username)
+        return super().normalize_username(username)
+
+    async def check_blocked_users(self, username: str, model: dict[str, Any] | None = None
+                                  ) -> bool:
+        if "check_blocked_users" in self.hooks:
+            return bool(await self._call(self.inner.check_blocked_users(
+                username, self._theirs(username, model))))
+        return bool(await maybe_await(super().check_blocked_users(username, model)))
+
+    async def check_allowed(self, username: str, model: dict[str, Any] | None = None) -> bool:
+        if "check_allowed" in self.hooks:
+            return bool(await self._call(self.inner.check_allowed(
+                username, self._theirs(username, model))))
+        return bool(await maybe_await(super().check_allowed(username, model)))
+
+    async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
+        await maybe_await(super().pre_spawn_start(user, spawner))
+        if "pre_spawn_start" in self.hooks:
+            jh_user = self.hub_user(self.hub, user)  # type: ignore[attr-defined]
+            await maybe_await(self.inner.pre_spawn_start(jh_user, spawner))
+
+    async def post_spawn_stop(self, user: Any, spawner: Any) -> None:
+        await maybe_await(super().post_spawn_stop(user, spawner))
+        if "post_spawn_stop" in self.hooks:
+            jh_user = self.hub_user(self.hub, user)  # type: ignore[attr-defined]
+            await maybe_await(self.inner.post_spawn_stop(jh_user, spawner))
 
 
 # -- oauthenticator's classes on Courtyard's OAuth login -----------------------------------------

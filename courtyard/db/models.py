@@ -264,3 +264,24 @@ class NativeAccount(Base):
     password_changed: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     user: Mapped["User | None"] = relationship()
+
+
+class HubLease(Base):
+    """A serving hub's claim on this database (``courtyard/db/lease.py``): who it is, where it
+    answers, and until when it has promised to renew. One row per hub: today one hub holds
+    the database alone (``mode`` ``exclusive``); several hubs sharing it would each keep
+    their own row."""
+
+    __tablename__ = "hub_leases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16), default="exclusive")
+    host: Mapped[str] = mapped_column(String(255))
+    # pids compare only within one kernel boot and pid namespace: "boot id/namespace"
+    machine: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column()
+    pid_start: Mapped[str] = mapped_column(String(32), default="")  # against pid reuse
+    url: Mapped[str] = mapped_column(String(1023), default="")
+    started: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    renewed: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires: Mapped[datetime] = mapped_column(DateTime)

@@ -99,11 +99,38 @@ async def _login_get(page: Page) -> Response:
     if page.user is not None:
         return page.redirect(next_url, status=302)
     auth = page.hub.authenticator
+    if getattr(auth, "signs_in_from_request", False):  # a JupyterHub plugin's auto_login
+        return await _login_from_request(page, next_url)
     if auth.auto_login:
         methods = login_methods(page, next_url)
         if not methods["password_form"] and len(methods["buttons"]) == 1:
             return page.redirect(methods["buttons"][0]["url"], status=302)
     return _render_login(page, next_url)
+
+
+async def _login_from_request(page: Page, next_url: str) -> Response:
+    """JupyterHub's ``auto_login`` with no login handler of the authenticator's own: what
+    signs the user in is in the request itself (a one-time token in the query, a header), so
+    ``authenticate`` runs on this GET with ``data`` None, under the same throttle and rules.
+    Only a top-level navigation signs in: a script's fetch or a frame cannot sign a visitor in
+    to another account (login CSRF), nor spend their one-time token."""
+    if not sess.is_navigation(page.request):
+        return page.error(403, "Open this sign-in link in the browser itself.")
+    ctx = auth_login.LoginContext(page.hub, page.request, page.db)
+    try:
+        model = await auth_login.attempt(ctx, None)
+    except auth_login.TooManyAttempts as e:
+        return page.error(429, e.message, e.headers)
+    except LoginRefused as e:
+        return page.error(e.status, e.message)
+    except auth_login.AuthenticatorFailed as e:
+        return page.error(500, e.message)
+    if model is None:
+        return page.error(403, auth_login.LOGIN_FAILED)
+    user = auth_login.login_user(page.hub, page.db, model)
+    page.db.commit()
+    log.info("User %s signed in from %s", user.name, ctx.client_ip)
+    return page.sign_in(user, next_url)
 
 
 async def _login_post(page: Page) -> Response:

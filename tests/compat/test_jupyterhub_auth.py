@@ -386,11 +386,13 @@ def test_unsupported_oauthenticator_option_refused(hub_from_file):
         hub_from_file(oauth_config(
             type("P", (), {"client_id": "c", "client_secret": "s", "url": "http://x"}),
             'c.GenericOAuthenticator.allowed_scopes = ["admin"]'))
-    with pytest.raises(ConfigError, match="subclasses of oauthenticator's classes"):
+    with pytest.raises(ConfigError, match="it overrides login_handler, which serves or "
+                       "routes tornado pages"):  # its hooks run (test_jupyterhub_examples.py)
         hub_from_file("""\
             from oauthenticator.generic import GenericOAuthenticator
             class Mine(GenericOAuthenticator):
-                pass
+                def login_handler(self):
+                    pass
             c.JupyterHub.authenticator_class = Mine
             """)
 

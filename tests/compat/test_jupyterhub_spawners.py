@@ -79,7 +79,8 @@ async def test_spawn_form_subclass_of_jupyterhubs_local_spawner(spawn_hub, uname
         assert form.status_code == 200 and '<option value="fancy">' in form.text
         r = await browser.post("/hub/spawn", data={
             "_xsrf": XSRF_RE.search(form.text).group(1), "flavour": "fancy"})
-        assert r.status_code in (302, 303), r.text
+        assert r.status_code == 303, r.text  # a form post, answered with its progress page
+        assert r.headers["location"].endswith(f"/hub/spawn-pending/{alice}"), r.headers
 
         async def ready() -> bool:
             model = (await api.get(f"/users/{alice}")).json()

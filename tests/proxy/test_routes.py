@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from courtyard.proxy.api import iso8601, parse_timestamp
@@ -62,16 +60,17 @@ def test_target_parsing() -> None:
         Target.parse("not a url")
 
 
-def test_ten_thousand_routes_route_fast() -> None:
+def test_ten_thousand_routes_each_match_their_own() -> None:
+    # how fast a lookup is among them is measured by bench/timings.py, not asserted here
     t = RouteTable()
     t.add("/", "http://hub:8081")
     for i in range(10_000):
         t.add(f"/user/u{i}/", f"http://10.0.{i // 250}.{i % 250}:8888")
-    start = time.perf_counter()
-    for i in range(0, 10_000, 10):
-        assert t.match(f"/user/u{i}/lab/tree/notebook.ipynb").prefix == f"/user/u{i}"  # type: ignore[union-attr]
-    per_lookup = (time.perf_counter() - start) / 1000
-    assert per_lookup < 50e-6, f"{per_lookup * 1e6:.1f} µs per lookup"
+    for i in range(10_000):
+        route = t.match(f"/user/u{i}/lab/tree/notebook.ipynb")
+        assert route is not None and route.prefix == f"/user/u{i}"
+        assert route.target.url == f"http://10.0.{i // 250}.{i % 250}:8888"
+    assert t.match("/user/u10000/").prefix == "/"  # type: ignore[union-attr]
 
 
 def test_timestamps_round_trip() -> None:

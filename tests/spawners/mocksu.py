@@ -10,7 +10,10 @@ where JUPYTERHUB_SERVICE_URL says and answers, under that URL's prefix:
 - ``whoami`` its uid, gid, groups, cwd and pid
 
 ``MOCKSU_MODE``: ``crash`` prints a line and exits 3 before listening; ``ignore-term``
-ignores SIGTERM (so stopping needs SIGKILL). ``MOCKSU_GATE``: a file path; the server
+ignores SIGTERM (so stopping needs SIGKILL); ``report-term`` on SIGTERM takes a moment to
+shut down (as a real server saving its state does), then asks the hub's API who it is and
+writes the answer's status to ``$MOCKSU_REPORT/<user>-<server>`` before exiting 0 (a server
+that is stopping must still reach its hub). ``MOCKSU_GATE``: a file path; the server
 only starts listening once that file exists (a "slow" server, held by the test).
 """
 
@@ -68,6 +71,26 @@ def answer(conn: socket.socket, prefix: str) -> None:
         print(f'mocksu: "{request_line}" {status}', flush=True)
 
 
+def report_and_exit(signum: int, frame: object) -> None:
+    """``report-term``: shut down slowly, then tell the test what the hub answered."""
+    import http.client
+
+    time.sleep(0.5)  # the server's own shutdown work, while the hub waits for it
+    host, port, prefix = service_address(os.environ["JUPYTERHUB_API_URL"] + "/")
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", prefix + "user",
+                     headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]})
+        outcome = str(conn.getresponse().status)
+    except OSError as e:
+        outcome = f"{type(e).__name__}: {e}"
+    name = f"{os.environ['JUPYTERHUB_USER']}-{os.environ.get('JUPYTERHUB_SERVER_NAME', '')}"
+    with open(os.path.join(os.environ["MOCKSU_REPORT"], name), "w") as f:
+        f.write(outcome)
+    print(f"mocksu: stopping; the hub answered {outcome}", flush=True)
+    os._exit(0)
+
+
 def main() -> None:
     host, port, prefix = service_address(os.environ["JUPYTERHUB_SERVICE_URL"])
     mode = os.environ.get("MOCKSU_MODE", "")
@@ -77,6 +100,8 @@ def main() -> None:
         sys.exit(3)
     if mode == "ignore-term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if mode == "report-term":
+        signal.signal(signal.SIGTERM, report_and_exit)
     gate = os.environ.get("MOCKSU_GATE")
     while gate and not os.path.exists(gate):
         time.sleep(0.02)

@@ -27,7 +27,7 @@ async def test_crash_during_start_fails_with_reason_and_log(hub, uname):
     async with serving(hub) as api:
         await api.post(f"/users/{alice}")
         r = await api.post(f"/users/{alice}/server", json={"mode": "crash"})
-        assert r.status_code in (202, 500)
+        assert r.status_code == 500  # it fails well within slow_spawn_timeout
         events = await sse_events(api, f"/users/{alice}/server/progress")
         last = events[-1]
         assert last["failed"] is True and last["progress"] == 100
@@ -45,7 +45,7 @@ async def test_crash_during_start_fails_with_reason_and_log(hub, uname):
         assert (await api.get(f"/users/{alice}/tokens")).json()["api_tokens"] == []
         # a new start clears the failure
         r = await api.post(f"/users/{alice}/server", json={"mode": ""})
-        assert r.status_code in (201, 202)
+        assert r.status_code == 201  # ready at once
         await wait_until(lambda: server_row(hub, alice)["url"] is not None, what="ready")
 
 

@@ -12,6 +12,7 @@ Without either the tests skip, except under ``CI``, where they fail.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import secrets
@@ -45,7 +46,10 @@ CHROMIUM = os.environ.get("COURTYARD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# The committed screenshots (the README shows them) are rewritten only when asked, with
+# COURTYARD_SCREENSHOTS=1; otherwise a run writes its screenshots to a temp directory, so
+# running the tests never modifies the tree.
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 TOKEN = "web-tests-admin-token-" + secrets.token_hex(8)
 ADMIN_PASSWORD = "admin-" + secrets.token_hex(8)
 BULK_USERS = 50_000
@@ -169,7 +173,7 @@ def _mocksu_cmd(open_dir: Path) -> list[str]:
     return [SYSTEM_PYTHON, str(copy)]
 
 
-def _prepare_database(data: Path, config: Path, admin: str) -> float:
+def _prepare_database(data: Path, config: Path, admin: str, bulk: int = BULK_USERS) -> float:
     """Make the schema and the admin's account, then bulk-insert the users; seconds taken."""
     from sqlalchemy import insert
 
@@ -188,8 +192,9 @@ def _prepare_database(data: Path, config: Path, admin: str) -> float:
         now = utcnow()
         rows = [{"name": f"user{n:06d}", "admin": False, "created": now,
                  "last_activity": None, "cookie_id": secrets.token_hex(16)}
-                for n in range(BULK_USERS)]
-        db.execute(insert(User.__table__), rows)
+                for n in range(bulk)]
+        if rows:
+            db.execute(insert(User.__table__), rows)
         db.commit()
         took = time.monotonic() - started
     hub.session.kw["bind"].dispose()
@@ -198,6 +203,17 @@ def _prepare_database(data: Path, config: Path, admin: str) -> float:
 
 @pytest.fixture(scope="session")
 def web_hub(databases: Databases) -> Iterator[WebHub]:
+    """The hub the browser tests share, with BULK_USERS users besides their own."""
+    yield from _web_hub(databases, BULK_USERS)
+
+
+@pytest.fixture
+def own_web_hub(databases: Databases) -> Iterator[WebHub]:
+    """A hub of the test's own (no bulk users), for what ends a hub: shutting it down."""
+    yield from _web_hub(databases, 0)
+
+
+def _web_hub(databases: Databases, bulk: int) -> Iterator[WebHub]:
     _require_browser()
     data = Path(tempfile.mkdtemp(prefix="courtyard-web-"))
     open_dir = data / "open"
@@ -213,7 +229,7 @@ def web_hub(databases: Databases) -> Iterator[WebHub]:
         gates=str(gates), db_url=db_url, data=str(data),
         admin=admin, token=TOKEN, run=RUN, api_port=api_port, cmd=_mocksu_cmd(open_dir),
         root=ROOT))
-    _prepare_database(data, config, admin)
+    _prepare_database(data, config, admin, bulk)
     log = data / "hub.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -346,11 +362,25 @@ def phone(browser: Any) -> Iterator[Any]:
     context.close()
 
 
+@functools.cache
+def _run_screenshots() -> Path:
+    return Path(tempfile.mkdtemp(prefix="courtyard-screenshots-"))
+
+
+def screenshot_dir() -> Path:
+    """``docs/screenshots`` with COURTYARD_SCREENSHOTS=1, else this run's temp directory."""
+    if os.environ.get("COURTYARD_SCREENSHOTS") == "1":
+        return DOCS_SCREENSHOTS
+    return _run_screenshots()
+
+
 def screenshot(page: Any, name: str, full_page: bool = True) -> None:
-    """Save ``docs/screenshots/NAME.png`` (committed; the README shows them)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """Save ``NAME.png`` in :func:`screenshot_dir` (the committed docs/screenshots only when
+    COURTYARD_SCREENSHOTS=1)."""
+    directory = screenshot_dir()
+    directory.mkdir(parents=True, exist_ok=True)
     page.wait_for_load_state("networkidle")
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page,
+    page.screenshot(path=str(directory / f"{name}.png"), full_page=full_page,
                     animations="disabled", caret="hide")
 
 

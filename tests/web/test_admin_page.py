@@ -8,36 +8,30 @@ and show the API's message when it fails.
 from __future__ import annotations
 
 import re
-import time
 from urllib.parse import parse_qs, urlsplit
 
 from .conftest import BULK_USERS, WebHub, expect, screenshot, sign_up
 
 
-def test_first_page_of_50000_users_is_quick(admin_page, web_hub: WebHub) -> None:
+def test_first_page_of_50000_users_only(admin_page, web_hub: WebHub) -> None:
+    # one page of them is fetched and shown, never the whole list (how long that takes is
+    # measured by bench/timings.py, not asserted here)
     page = admin_page
-    # the API's first page, timed from outside the hub: a generous bound, not a benchmark
     with web_hub.api() as api:
-        started = time.monotonic()
         r = api.get("/users", params={"limit": 50, "sort": "name"},
                     headers={"Accept": "application/jupyterhub-pagination+json"})
-        took = time.monotonic() - started
     assert r.status_code == 200
     assert r.json()["_pagination"]["total"] >= BULK_USERS
     assert len(r.json()["items"]) == 50
-    assert took < 1.0, f"the first page of users took {took:.2f} s"
 
     requests: list[str] = []
     page.on("request", lambda req: requests.append(req.url) if "/hub/api/users" in req.url
             else None)
-    started = time.monotonic()
     response = page.goto(f"{web_hub.url}/hub/admin")
     assert response.status == 200
     rows = page.locator("#users-table tbody tr")
     expect(rows).to_have_count(50)
     expect(page.locator("#users-summary")).to_contain_text(re.compile(r"Showing 1–50 of 50,\d{3} users"))
-    rendered = time.monotonic() - started
-    assert rendered < 10, f"the admin page took {rendered:.1f} s to show its first page"
     # only one page was asked for: never the whole list
     user_lists = [u for u in requests if urlsplit(u).path.endswith("/hub/api/users")]
     assert user_lists
@@ -111,7 +105,7 @@ def test_start_and_stop_someone_elses_server(admin_page, web_hub: WebHub) -> Non
     with web_hub.api() as api:
         assert api.post(f"/users/{owner}").status_code == 201
         r = api.post(f"/users/{owner}/server", json={"profile": "standard"})
-        assert r.status_code in (201, 202), r.text
+        assert r.status_code == 201, r.text  # "standard" is ready at once
     web_hub.wait_server(owner)
     page.goto(f"{web_hub.url}/hub/admin")
     page.get_by_label("Search by name").fill(owner)

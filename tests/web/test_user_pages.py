@@ -1,7 +1,8 @@
 """A new user in a real browser: sign up, sign in, start servers, watch them start, tokens.
 
 Each test drives headless Chromium against the session's hub (``conftest.web_hub``) and
-saves screenshots of the pages it passes through to ``docs/screenshots/``. The ``page``
+saves screenshots of the pages it passes through (to ``docs/screenshots/`` only with
+``COURTYARD_SCREENSHOTS=1``, else to a temp directory). The ``page``
 fixture fails a test whose pages report a Content-Security-Policy violation or a script
 error.
 """
