@@ -31,6 +31,7 @@ from .db.session import init_db
 from .errors import ConfigError
 from .files import secure_data_dir
 from .lifecycle import Lifecycle
+from .metrics import Metrics
 from .oauth import provider as oauth_provider
 from .options import Courtyard
 from .subdomains import Origins, resolve_hook, warn_shared_origin
@@ -69,6 +70,7 @@ class Hub:
         self.origins = Origins(self.options.subdomain_host,
                                resolve_hook(self.options.subdomain_hook), self.options.base_url)
         self.scope_cache = ScopeCache()
+        self.metrics = Metrics()  # what /hub/metrics shows (courtyard/metrics.py)
         self.lifecycle = Lifecycle(self)
         self.hub_bound: tuple[str, int] | None = None  # where serve() listens, once it does
         self.service_specs: dict[str, dict[str, Any]] = {}
@@ -256,6 +258,36 @@ class Hub:
         """Stop one server (or cancel its pending spawn) and wait until it is stopped."""
         await self.lifecycle.stop_and_wait(user.name, server.name)
 
+    def release_deleted_user(self, user: User) -> bool:
+        """What ``DELETE /hub/api/users/{name}`` does before the row goes, for a user that
+        ``delete_invalid_users`` deletes at start: ``Spawner.delete_forever`` of each server
+        (as root the system account leaves ``system_users_group``, or the next user of the
+        name would be handed it and its files) and a JupyterHub plugin's ``delete_user``.
+
+        Done before the hub serves, to its end: ``initialize()`` is sync (and may run under
+        a caller's loop), so on a loop of its own in a thread. False when it failed (logged):
+        the user is kept, and tried again at the next start."""
+        from .compat.auth import run_to_end
+        from .errors import error_reason
+        from .spawners.base import UserInfo
+
+        deleted = getattr(self.authenticator, "user_deleted", None)
+
+        async def release(info: UserInfo, servers: list[str]) -> None:
+            await self.lifecycle.delete_forever(info, servers)
+            if deleted is not None:  # as the API calls it
+                await deleted(user)
+
+        try:  # the row is read here: the thread only runs the hooks
+            info = UserInfo(user.name, bool(user.admin), [g.name for g in user.groups],
+                            self.read_auth_state(user))
+            run_to_end(release(info, ["", *(s.name for s in user.servers)]))
+        except Exception as e:
+            log.error("User %s is kept, not deleted: releasing what is theirs failed (%s); "
+                      "the hub tries again at its next start", user.name, error_reason(e))
+            return False
+        return True
+
     # -- proxy routes (the proxy subsystem is wired in by Hub.start_proxy) ---------------------
     def server_routespec(self, username: str, server_name: str) -> str:
         from urllib.parse import quote
@@ -284,12 +316,14 @@ class Hub:
     async def add_server_route(self, username: str, server_name: str, target: str) -> None:
         """Route ``/user/NAME[/SERVER]/`` to a ready server."""
         if (proxy := await self.ready_proxy()) is not None:
-            await proxy.add_route(self.server_proxy_spec(username, server_name), target,
-                                  {"user": username, "server_name": server_name})
+            with self.metrics.timed(self.metrics.proxy_add):
+                await proxy.add_route(self.server_proxy_spec(username, server_name), target,
+                                      {"user": username, "server_name": server_name})
 
     async def remove_server_route(self, username: str, server_name: str) -> None:
         if (proxy := await self.ready_proxy()) is not None:
-            await proxy.delete_route(self.server_proxy_spec(username, server_name))
+            with self.metrics.timed(self.metrics.proxy_delete):
+                await proxy.delete_route(self.server_proxy_spec(username, server_name))
 
     async def service_added(self, service: Any) -> None:
         """A service was registered at run time (its route is added by the proxy sync)."""

@@ -56,6 +56,10 @@ def init_roles(hub: Hub, db: Session) -> None:
             raise ConfigError("c.JupyterHub.load_roles: the scopes of the admin role cannot "
                               "be changed; define a new role instead")
         config_names.add(spec["name"])
+        if hub.authenticator.manage_roles and (spec.get("users") or spec.get("groups")):
+            raise ConfigError(f"c.JupyterHub.load_roles[{i}] ({spec['name']}) assigns users or "
+                              "groups, but with c.Authenticator.manage_roles the authenticator "
+                              "assigns roles; keep only name, description, scopes, services")
     for name, spec in DEFAULT_ROLES.items():
         role = q.get_role(db, name) or Role(name=name)
         db.add(role)

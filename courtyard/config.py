@@ -179,6 +179,8 @@ JUPYTERHUB_ONLY: dict[str, tuple[str, tuple[Any, ...] | None]] = {
     "Courtyard.active_user_window": ("not supported; ignored", (1800,)),
     "Courtyard.user_redirect_hook": ("not supported; /hub/user-redirect/ goes to the user's "
                                      "default server", (None,)),
+    # config tokens are always stretched and then verified fast: nothing to trust or not
+    "Courtyard.trust_user_provided_tokens": ("", None),
     "Courtyard.allow_existing_invalid_named_servers": (
         "existing servers with names 6.0 refuses can be started and deleted ('allow-start')",
         ("allow-start",)),

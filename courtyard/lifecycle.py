@@ -6,7 +6,8 @@
            ─► add route ─► ready (Server.url, started)
               any failure on the way: stop(now), revoke credentials ─► "failed" event
     stop   ─► pending "stop" ─► remove route ─► Spawner.stop() ─► revoke, clear state ─► stopped
-    watch  ─► poll() every poll_interval; exited ─► remove route, revoke, clear ─► stopped
+    watch  ─► Spawner.wait_exit() (at once) or poll() every poll_interval; exited ─► remove
+              route, revoke, clear ─► stopped
     hub start ─► every recorded server: pending "check" at once, then in the background (at
                  most recovery_concurrency at a time): load_state, poll, check_adopted,
                  HTTP check ─► keep it (its route stays), or clean up; :attr:`Lifecycle.recovered`
@@ -34,6 +35,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -180,10 +182,12 @@ class Lifecycle(Recovery):
         low, high = opts.spawn_throttle_retry_range
         retry = {"Retry-After": str(random.randint(min(low, high), max(low, high)))}
         if opts.active_server_limit and len(self._slots) >= opts.active_server_limit:
+            self.hub.metrics.spawn.observe(0, "failure", "too-many-users")
             raise HTTPError("Active user limit exceeded. Try again in a few minutes.", 429,
                             retry)
         limit = opts.concurrent_spawn_limit
         if not opts.spawn_queue and limit and self.count("spawn") >= limit:
+            self.hub.metrics.spawn.observe(0, "failure", "throttled")
             raise HTTPError("Too many users trying to log in right now. Try again in "
                             f"{retry['Retry-After']} seconds.", 429, retry)
 
@@ -216,20 +220,29 @@ class Lifecycle(Recovery):
     async def _spawn(self, slot: Slot) -> None:
         spawner, granted, stage = slot.spawner, False, "start"
         forward: asyncio.Task[None] | None = None
+        metrics, begun = self.hub.metrics, perf_counter()
         try:
-            await self.queue.acquire(lambda pos, n: slot.progress.emit(queue_event(pos, n)))
+            with metrics.timed(metrics.stage, "queue"):
+                await self.queue.acquire(lambda pos, n: slot.progress.emit(queue_event(pos, n)))
             granted = True
-            await self._prepare(slot)
+            with metrics.timed(metrics.stage, "prepare"):
+                await self._prepare(slot)
             forward = asyncio.create_task(self._forward_progress(slot))
-            url = await self._start(slot)
+            with metrics.timed(metrics.stage, "start"):
+                url = await self._start(slot)
             stage = "check"
-            await self._wait_http(slot, url, spawner.http_timeout)
+            with metrics.timed(metrics.stage, "check"):
+                await self._wait_http(slot, url, spawner.http_timeout)
             stage = "route"
-            await self.hub.add_server_route(slot.user, slot.server, url)
+            with metrics.timed(metrics.stage, "route"):
+                await self.hub.add_server_route(slot.user, slot.server, url)
             await self._mark_ready(slot, url)
+            metrics.spawn.observe(perf_counter() - begun, "success", "")
         except asyncio.CancelledError:
+            metrics.spawn.observe(perf_counter() - begun, "failure", "")
             await self._abort(slot, "Spawn cancelled", route=stage == "route")
         except Exception as e:
+            metrics.spawn.observe(perf_counter() - begun, "failure", "")
             if not isinstance(e, SpawnError):
                 log.exception("Error spawning %s", spawner.log_name)
             await self._abort(slot, f"Spawn failed: {error_reason(e)}", route=stage == "route")
@@ -433,12 +446,20 @@ class Lifecycle(Recovery):
     async def _stop(self, slot: Slot) -> None:
         if slot.watcher is not None:
             slot.watcher.cancel()
+        begun, status = perf_counter(), "success"
         await self._remove_route(slot)
         try:
             await slot.spawner.stop()
         except Exception:
+            status = "failure"
             log.exception("Error stopping %s", slot.spawner.log_name)
-        await self._release(slot)
+        try:
+            await self._release(slot)
+        except BaseException:
+            status = "failure"
+            raise
+        finally:
+            self.hub.metrics.stop.observe(perf_counter() - begun, status)
         log.info("Stopped server %s", slot.spawner.log_name)
 
     async def _remove_route(self, slot: Slot) -> None:
@@ -478,31 +499,52 @@ class Lifecycle(Recovery):
 
     # -- watching ------------------------------------------------------------------------------
     async def _watch(self, slot: Slot) -> None:
-        """Poll a running server every ``poll_interval`` (with jitter) until it exits."""
+        """Watch a running server until it exits: at once when its spawner can tell
+        (``Spawner.wait_exit``, e.g. a pidfd), else by ``poll()`` every ``poll_interval``
+        (with jitter), which also runs in the first case as a safety net."""
         spawner = slot.spawner
-        while True:
-            await asyncio.sleep(spawner.poll_interval * random.uniform(0.9, 1.1))
-            if slot.pending is not None:
-                continue
-            try:
-                status = await spawner.poll()
-            except Exception:
-                log.exception("Error polling %s", spawner.log_name)
-                continue
-            if status is not None:
-                await self._reap(slot, status)
-                return
+        exited = asyncio.ensure_future(spawner.wait_exit())
+        try:
+            while True:
+                interval = spawner.poll_interval * random.uniform(0.9, 1.1)
+                if exited.done():
+                    await asyncio.sleep(interval)
+                elif not (await asyncio.wait({exited}, timeout=interval))[0]:
+                    pass  # the poll_interval went by
+                elif exited.exception() is not None:
+                    log.warning("Cannot watch %s for its exit (%s); polling it instead",
+                                spawner.log_name, error_reason(exited.exception()))
+                if slot.pending is not None:
+                    continue
+                try:
+                    status = await self.poll(spawner)
+                except Exception:
+                    log.exception("Error polling %s", spawner.log_name)
+                    continue
+                if status is not None:
+                    await self._reap(slot, status)
+                    return
+        finally:
+            exited.cancel()
 
     async def check_alive(self, user: str, server: str) -> bool:
         """Poll a running server now (before refusing to start it); a dead one is reaped."""
         slot = self._slots.get((user, server))
         if slot is None or slot.pending is not None:
             return slot is not None
-        status = await slot.spawner.poll()
+        status = await self.poll(slot.spawner)
         if status is None:
             return True
         await self._reap(slot, status)
         return False
+
+    async def poll(self, spawner: Spawner) -> int | None:
+        """``spawner.poll()``, timed as JupyterHub's ``server_poll_duration_seconds``."""
+        begun = perf_counter()
+        status = await spawner.poll()
+        self.hub.metrics.poll.observe(perf_counter() - begun,
+                                      "running" if status is None else "stopped")
+        return status
 
     async def _reap(self, slot: Slot, status: int) -> None:
         """A running server exited on its own: mark it stopped."""

@@ -239,9 +239,6 @@ class Courtyard(Configurable):
     )
     token_expires_in_max_seconds = Integer(0, help="Longest lifetime of a token made through "
                                            "the API (0: unlimited).").tag(config=True)
-    trust_user_provided_tokens = Bool(False, help="Accepted for compatibility; config tokens "
-                                      "are always hashed and verified fast after first use."
-                                      ).tag(config=True)
     debug = Bool(False, help="Log at debug level.").tag(config=True)
     log_level = Union([Integer(), Unicode()], default_value="INFO", help="Logging level: a "
                       "name (DEBUG, INFO, WARN, WARNING, ERROR, CRITICAL) or its number "

@@ -197,7 +197,7 @@ class Recovery:
         spawner = slot.spawner
         if url is None:
             raise SpawnError("its spawn was interrupted by a hub restart")
-        status = await spawner.poll()
+        status = await self.poll(spawner)
         if status is not None:
             raise SpawnError(f"it exited (status {status}) while the hub was down")
         await spawner.check_adopted()  # e.g. started as root by an earlier version

@@ -88,13 +88,19 @@ async def sync_routes(hub: Hub) -> tuple[list[str], list[str]]:
     """Reconcile the proxy with the database; one at a time."""
     from .proxy.base import reconcile
 
+    metrics = hub.metrics
     async with hub.route_lock:
-        routes = await hub.proxy.get_all_routes()
-        with hub.session() as db:
-            record_activity(hub, db, routes)
-            desired, keep = desired_routes(hub, db)
-            db.commit()
-        added, removed = await reconcile(hub.proxy, desired, keep)
+        with metrics.timed(metrics.check_routes):
+            with metrics.timed(metrics.proxy_poll):
+                routes = await hub.proxy.get_all_routes()
+            with hub.session() as db:
+                record_activity(hub, db, routes)
+                desired, keep = desired_routes(hub, db)
+                db.commit()
+            added, removed = await reconcile(hub.proxy, desired, keep)
+    metrics.proxy_routes = len((set(routes) | set(added)) - set(removed))
+    metrics.route_repairs.inc("added", by=len(added))
+    metrics.route_repairs.inc("removed", by=len(removed))
     if added or removed:
         log.info("Proxy routes: added %s, removed %s", added or "none", removed or "none")
     return added, removed
@@ -114,23 +120,47 @@ async def check_proxy(hub: Hub) -> bool:
     return True
 
 
-async def keep_routes_in_sync(hub: Hub, check_interval: float = 5) -> None:
-    """Check the proxy every few seconds (restarting it and restoring routes if it died), and
-    every ``last_activity_interval`` pull activity and repair the table. Errors are logged,
-    never fatal: the next round tries again."""
+async def keep_routes_in_sync(hub: Hub, check_interval: float | None = None) -> None:
+    """Check the proxy every ``check_running_interval`` (5 s), and at once when the proxy
+    process the hub started or adopted exits (restarting it and restoring routes if it
+    died), and every ``last_activity_interval`` pull activity and repair the table. Errors
+    are logged, never fatal: the next round tries again."""
     loop = asyncio.get_running_loop()
     interval = max(1, hub.options.last_activity_interval)
-    check_interval = min(check_interval, interval)
+    if check_interval is None:
+        check_interval = getattr(hub.proxy, "check_running_interval", 5)
+    check_interval = max(0.1, min(check_interval, interval))
     next_sync = loop.time() + interval
-    while True:
-        await asyncio.sleep(check_interval)
-        try:
-            restarted = await check_proxy(hub)
-            if restarted or loop.time() >= next_sync:
-                await sync_routes(hub)
-                next_sync = loop.time() + interval
-        except ProxyError as e:
-            log.warning("Could not sync routes with the proxy: %s", e)
+    exited: asyncio.Future[None] | None = None
+    try:
+        while True:
+            if exited is None or exited.done():
+                exited = asyncio.ensure_future(_proxy_exit(hub.proxy))
+            await asyncio.wait({exited}, timeout=check_interval)
+            try:
+                restarted = await check_proxy(hub)
+                if restarted or loop.time() >= next_sync:
+                    await sync_routes(hub)
+                    next_sync = loop.time() + interval
+            except ProxyError as e:
+                log.warning("Could not sync routes with the proxy: %s", e)
+    finally:
+        if exited is not None:
+            exited.cancel()
+
+
+async def _proxy_exit(proxy: Any) -> None:
+    """Return when the proxy process exits (``wait_exit``); never, when it cannot be
+    watched (an external proxy, no pidfds): the periodic check alone notices then."""
+    watch = getattr(proxy, "wait_exit", None)
+    try:
+        watched = watch is not None and await watch()
+    except Exception as e:
+        log.warning("Cannot watch the proxy process: %s", e)
+        watched = False
+    if not watched:
+        await asyncio.get_running_loop().create_future()
+    log.warning("The proxy process exited")
 
 
 def proxy_class(hub: Hub) -> type:

@@ -151,6 +151,7 @@ def test_tests_take_the_run_database_from_the_fixtures():
         "cli/test_cli.py",  # the same backup, through the command
         "test_file_modes.py",  # the modes of SQLite's own files (-wal, -shm, backups)
         "reliability/test_db_files.py",  # SQLite's own files: corrupt, emptied, read-only
+        "reliability/test_db_outage.py",  # SQLite on a full disk of its own (a small tmpfs)
         "proxy/test_jupyterhub.py",  # JupyterHub's own database, not Courtyard's
         "spawners/test_local_spawner.py",  # a config that is resolved, never opened
         "singleuser/startup_timing.py",  # a timing script, not a test

@@ -56,7 +56,7 @@ SCHEMAS: dict[str, Any] = {
         "users": {"type": "array", "items": {"type": "string"}},
         "groups": {"type": "array", "items": {"type": "string"}},
         "services": {"type": "array", "items": {"type": "string"}},
-        "managed_by": {"enum": ["default", "config", "api"]}}},
+        "managed_by": {"enum": ["default", "config", "api", "authenticator"]}}},
 }
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")

@@ -103,7 +103,8 @@ async def create_role(ctx: Ctx) -> Any:
 
 def _writable(role: Role) -> None:
     if role.managed_by != "api":
-        origin = "the config file" if role.managed_by == "config" else "Courtyard (built in)"
+        origin = {"config": "the config file", "authenticator": "the authenticator "
+                  "(manage_roles)"}.get(role.managed_by, "Courtyard (built in)")
         raise Forbidden(f"Role {role.name} is defined by {origin} and is read-only here")
 
 

@@ -61,6 +61,47 @@ def check_hooks(authenticator: Any) -> None:
                                   "plain (sync) method, as in JupyterHub")
 
 
+def check_existing_users(auth: Authenticator, db: Session,
+                         release: Callable[[Any], bool] | None = None) -> None:
+    """``delete_invalid_users``: the users stored by earlier runs who fail
+    :meth:`Authenticator.invalid_reason` now are deleted (True) or logged (False). Blocked
+    users are left alone (as in JupyterHub), and so is a user with a server the hub may still
+    be running (its process would be orphaned): they are named in the log instead.
+
+    ``release(user)`` (the hub's :meth:`~courtyard.app.Hub.release_deleted_user`) first does
+    what API deletion does before the row goes (e.g. the system account leaves the group, or
+    the next user of the name would get it); when it answers False the user is kept."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from ..db.models import User
+
+    deleted = 0
+    for user in db.scalars(select(User).options(selectinload(User.servers)).order_by(User.id)):
+        if user.name in auth.blocked_users:
+            continue
+        reason = auth.invalid_reason(user)
+        if reason is None:
+            continue
+        if not auth.delete_invalid_users:
+            auth.log.warning("User %s in the database: %s; set "
+                             "c.Authenticator.delete_invalid_users = True to delete such "
+                             "users at start", user.name, reason)
+        elif any(s.url is not None or s.state for s in user.servers):
+            auth.log.warning("User %s in the database: %s; not deleted, as a server of "
+                             "theirs may be running: stop it, then restart the hub",
+                             user.name, reason)
+        else:
+            auth.log.warning("Deleting user %s from the database: %s "
+                             "(c.Authenticator.delete_invalid_users)", user.name, reason)
+            if release is not None and not release(user):
+                continue  # logged by release; tried again at the next start
+            db.delete(user)
+            deleted += 1
+    if deleted:
+        db.flush()
+
+
 class LoginRefused(Exception):
     """Raised by ``authenticate`` after the password checked out, with a message safe to show
     (e.g. "waiting for approval"). Never raise it before the credentials are verified, unless
@@ -81,6 +122,9 @@ class Authenticator(LoggingConfigurable):
     login_service: str = ""
     #: Set by MultiAuthenticator so several authenticators' handlers don't collide.
     url_prefix: str = ""
+    #: Whether startup checks the stored users (``delete_invalid_users``); off for the
+    #: children of a MultiAuthenticator, which checks them against all its children.
+    checks_users: bool = True
 
     async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
         """Check credentials from the login form; return a name, a dict with ``name``
@@ -162,6 +206,17 @@ class Authenticator(LoggingConfigurable):
             weakref.WeakValueDictionary())
         if self.enable_auth_state:
             self.crypt = Crypt.from_env()
+        if self.checks_users:
+            check_existing_users(self, db, getattr(hub, "release_deleted_user", None))
+            self.users_checked()
+
+    def invalid_reason(self, user: Any) -> str | None:
+        """Why ``user`` (a row stored by an earlier run) no longer passes this authenticator's
+        checks (JupyterHub's ``add_user`` at start), or None; asked once per user at start."""
+        return None if self.validate_username(user.name) else "not a valid username"
+
+    def users_checked(self) -> None:
+        """Hook: every stored user has been through :meth:`invalid_reason` (at start)."""
 
     def on_serve(self, hub: Any) -> None:
         """The hub is about to serve (not just run a command): e.g. make the first account."""
@@ -237,9 +292,10 @@ class Authenticator(LoggingConfigurable):
                          "groups it returns replace the user's groups at each login.").tag(
         config=True
     )
-    manage_roles = Bool(False, help="Role assignments come from the authenticator.").tag(
-        config=True
-    )
+    manage_roles = Bool(False, help="Roles come from the authenticator (JupyterHub 5): the "
+                        "'roles' its model returns (at sign-in and from refresh_user) replace "
+                        "the user's roles, creating missing ones; load_roles may then define "
+                        "roles but not assign them to users or groups.").tag(config=True)
     enable_auth_state = Bool(False, help="Keep encrypted auth state per user (needs "
                              "COURTYARD_CRYPT_KEY or JUPYTERHUB_CRYPT_KEY).").tag(config=True)
     auth_refresh_age = Integer(300, help="Seconds a user's sign-in is trusted before the hub "
@@ -255,8 +311,13 @@ class Authenticator(LoggingConfigurable):
                               "model) -> model, run after authentication.").tag(config=True)
     auto_login = Bool(False, help="Skip the login page and go straight to the login handler."
                       ).tag(config=True)
-    delete_invalid_users = Bool(False, help="Delete users whose names are no longer valid at "
-                                "start-up instead of refusing to start.").tag(config=True)
+    delete_invalid_users = Bool(False, help="At start, delete the users in the database "
+                                "who no longer pass the authenticator's checks (a name "
+                                "username_pattern now refuses; with PAM, a Unix account that "
+                                "is gone), as JupyterHub does; off: each is only logged. A "
+                                "user with a server that may still run is never deleted.").tag(
+        config=True
+    )
     login_attempts_free = Integer(5, help="Failed logins per username and client address "
                                   "pair (and 4x that per address, whatever the names) before "
                                   "back-off starts; failures from one address never hold back "

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from ..db import queries as q
-from ..db.models import Group, User, utcnow
-from ..errors import BadRequest, HTTPError
+from ..db.models import Group, Role, Service, User, utcnow
+from ..errors import BadRequest, Conflict, HTTPError
 from ..names import check_group_name
 from .base import Authenticator, LoginRefused
 from .crypto import Crypt, DecryptError
@@ -85,8 +87,14 @@ async def attempt(ctx: LoginContext, data: dict[str, Any] | None,
     once are counted like guesses sent one after the other.
     """
     username = str((data or {}).get("username") or "")  # None: a sign-in from the request
-    async with ctx.hub.authenticator.throttle.turn(username, ctx.client_ip):
-        return await _attempt(ctx, data, username, authenticator)
+    begun, model = perf_counter(), None
+    try:
+        async with ctx.hub.authenticator.throttle.turn(username, ctx.client_ip):
+            model = await _attempt(ctx, data, username, authenticator)
+        return model
+    finally:  # JupyterHub's login_duration_seconds
+        ctx.hub.metrics.login.observe(perf_counter() - begun,
+                                      "success" if model else "failure")
 
 
 async def _attempt(ctx: LoginContext, data: dict[str, Any] | None, username: str,
@@ -133,6 +141,8 @@ def login_user(hub: Hub, db: Session, model: dict[str, Any]) -> User:
         changed = True
     if auth.manage_groups and isinstance(model.get("groups"), list | tuple | set):
         changed = sync_groups(db, user, model["groups"]) or changed
+    if auth.manage_roles and model.get("roles") is not None:
+        changed = sync_roles(hub, db, user, model["roles"]) or changed
     if "auth_state" in model and auth.enable_auth_state:
         write_auth_state(hub, user, model["auth_state"])
     user.last_activity = utcnow()
@@ -162,6 +172,98 @@ def sync_groups(db: Session, user: User, names: Any) -> bool:
         groups.append(group)
     user.groups = groups
     return True
+
+
+def sync_roles(hub: Hub, db: Session, user: User, specs: Any) -> bool:
+    """``manage_roles``: the user holds exactly the roles the authenticator returned, as in
+    JupyterHub 5 (``user`` included: a list without it takes the ``self`` scope away).
+
+    Each entry is a role (a dict as in ``load_roles``, or a name). A missing role is created,
+    marked ``managed_by: authenticator``; the definition (description, scopes) and members
+    (users, groups, services) of such a role follow the entry. A built-in, config or API role
+    is only granted: its definition stays its owner's. The ``admin`` role follows the
+    ``admin`` flag: an entry can grant it, and only ``admin``/``admin_users`` take it away.
+    A role the authenticator made that no one holds any more is deleted. A malformed entry
+    refuses the sign-in (409, as in JupyterHub); nothing is changed then.
+    """
+    from .roles import ROLE_KEYS, check_role
+
+    if not isinstance(specs, list | tuple | set):
+        raise Conflict(f"the authenticator returned roles {specs!r} for {user.name}; "
+                       "expected a list of roles")
+    wanted: dict[str, dict[str, Any]] = {}
+    for raw in specs:
+        spec = {"name": raw} if isinstance(raw, str) else raw
+        if not isinstance(spec, dict):
+            raise Conflict(f"the authenticator returned role {raw!r} for {user.name}; a role "
+                           "is a dict with a name, or a name")
+        # JupyterHub's role rows carry "id", "managed_by_auth" and None for unset fields
+        spec = {k: v for k, v in spec.items() if k in ROLE_KEYS and v is not None}
+        try:
+            check_role(spec, tuple(hub.options.custom_scopes))
+        except BadRequest as e:
+            raise Conflict(f"the authenticator returned an invalid role for {user.name}: "
+                           f"{e.message}") from None
+        wanted[spec["name"]] = spec
+    changed = False
+    held = {role.name: role for role in user.roles}
+    for name, spec in wanted.items():
+        role = q.get_role(db, name)
+        if role is None:
+            log.info("Creating role %s for %s (manage_roles)", name, user.name)
+            role = Role(name=name, description="", scopes=[], managed_by="authenticator")
+            db.add(role)
+            changed = True
+        if role.managed_by == "authenticator":
+            changed = _follow_spec(db, role, spec) or changed
+        elif set(spec) - {"name"}:
+            log.warning("Role %s is defined by %s: the authenticator only grants it (its "
+                        "definition and members in the auth model are ignored)", name,
+                        role.managed_by)
+        if name == "admin":
+            if not user.admin:
+                q.set_admin(db, user, True)
+                changed = True
+        elif role not in user.roles:  # also when the entry's "users" left them out
+            user.roles.append(role)
+            changed = True
+    for name, role in held.items():
+        if name in wanted or name == "admin":
+            continue
+        log.info("Removing role %s from %s (manage_roles)", name, user.name)
+        user.roles.remove(role)
+        changed = True
+        db.flush()
+        if role.managed_by == "authenticator" and not (role.users or role.groups
+                                                       or role.services):
+            log.info("Deleting role %s: the authenticator gives it to no one any more", name)
+            db.delete(role)
+    if changed:
+        db.flush()
+    return changed
+
+
+def _follow_spec(db: Session, role: Role, spec: dict[str, Any]) -> bool:
+    """Bring an authenticator's role in line with its entry; True if anything changed."""
+    changed = False
+    for key in ("description", "scopes"):
+        if key in spec and getattr(role, key) != spec[key]:
+            setattr(role, key, list(spec[key]) if key == "scopes" else spec[key])
+            changed = True
+    for key, model in (("users", User), ("groups", Group), ("services", Service)):
+        if key not in spec:
+            continue
+        names = list(dict.fromkeys(spec[key]))
+        found = {m.name: m for m in db.scalars(select(model).where(model.name.in_(names)))}
+        missing = [n for n in names if n not in found]
+        if missing:
+            log.warning("Could not assign the role %s to %s: %s not found", role.name, key,
+                        ", ".join(missing))
+        members = [found[n] for n in names if n in found]
+        if set(members) != set(getattr(role, key)):
+            setattr(role, key, members)
+            changed = True
+    return changed
 
 
 # -- auth state -----------------------------------------------------------------------------

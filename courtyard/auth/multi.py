@@ -109,12 +109,26 @@ class MultiAuthenticator(Authenticator):
         for child in self.authenticators:
             child.check_config(hub)
 
+    def invalid_reason(self, user: Any) -> str | None:
+        """A stored user is valid while any child still takes them (or blocks them: a
+        blocked user is never deleted). Every child is asked: a JupyterHub plugin learns of
+        each stored user that way (its ``add_user``)."""
+        reasons = [None if user.name in child.blocked_users else child.invalid_reason(user)
+                   for child in self.authenticators]
+        return None if None in reasons else reasons[0]
+
+    def users_checked(self) -> None:
+        for child in self.authenticators:
+            child.users_checked()
+
     def startup(self, hub: Any, db: Session) -> None:
         for child in self.authenticators:
+            child.checks_users = False  # checked once, below, against every child
             child.startup(hub, db)
         # what the hub does with a model (store auth state, sync groups) follows the children
         self.enable_auth_state = any(c.enable_auth_state for c in self.authenticators)
         self.manage_groups = any(c.manage_groups for c in self.authenticators)
+        self.manage_roles = any(c.manage_roles for c in self.authenticators)
         super().startup(hub, db)
         if self.enable_auth_state:
             for child in self.authenticators:

@@ -105,6 +105,15 @@ class LocalAuthenticator(Authenticator):
                                f"{result.stderr.strip()}")
         _private_home(username)
 
+    def invalid_reason(self, user: Any) -> str | None:
+        """As JupyterHub's LocalAuthenticator: a hub user needs a Unix account, unless the
+        hub creates it (``create_system_users``)."""
+        reason = super().invalid_reason(user)
+        if reason is None and not self.create_system_users and not system_user_exists(
+                user.name):
+            reason = "no Unix account of that name"
+        return reason
+
     def startup(self, hub: Any, db: Session) -> None:
         super().startup(hub, db)
         if self.create_system_users:

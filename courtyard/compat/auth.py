@@ -315,20 +315,26 @@ class JupyterHubAuthenticator(Authenticator):
                 raise ConfigError(f"{name}.{hook} is async; it must be a plain (sync) method, "
                                   "as in JupyterHub")
 
-    def startup(self, hub: Any, db: Any) -> None:
-        from sqlalchemy import select
+    def invalid_reason(self, user: Any) -> str | None:
+        """JupyterHub calls ``add_user`` for every stored user (but blocked ones) as it starts
+        (``allow_existing_users`` works through it); one that raises is invalid, deleted
+        with ``delete_invalid_users`` (:func:`courtyard.auth.base.check_existing_users`)."""
+        reason = super().invalid_reason(user)
+        if reason is None:
+            try:
+                run_to_end(self.inner.add_user(self.hub_user(self.hub, user)))
+            except Exception as e:
+                reason = f"{type(self.inner).__name__}.add_user raised {e!r}"
+        return reason
 
-        from ..db.models import User
-
-        super().startup(hub, db)
-        if hasattr(self.inner, "check_allow_config"):
-            self.inner.check_allow_config()
-        # JupyterHub calls add_user for every stored user as it starts (allow_existing_users
-        # works through it)
-        for user in db.scalars(select(User)):
-            run_to_end(self.inner.add_user(self.hub_user(hub, user)))
+    def users_checked(self) -> None:
         for name in COPIED_TRAITS[:3]:  # add_user may have grown the sets
             setattr(self, name, set(getattr(self.inner, name)))
+
+    def startup(self, hub: Any, db: Any) -> None:
+        if hasattr(self.inner, "check_allow_config"):  # first, as in JupyterHub
+            self.inner.check_allow_config()
+        super().startup(hub, db)  # invalid_reason, so add_user, for every stored user
 
     def login_url(self, base_url: str) -> str:
         return f"{base_url}hub/login"

@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 from traitlets import Any as AnyTrait, observe
 from traitlets.config import Config
 
+from .. import pidfd
 from ..errors import SpawnError
 from ..spawners.base import ProgressEvent, Spawner, UserInfo
 from ..spawners.credentials import client_id
@@ -391,7 +392,29 @@ class JupyterHubSpawner(Spawner):
             await _maybe_await(jh.run_post_stop_hook())
 
     async def poll(self) -> int | None:
-        return await _maybe_await(self.jupyterhub_spawner.poll())
+        status = await _maybe_await(self.jupyterhub_spawner.poll())
+        if status is None and self._zombie():
+            return 0  # JupyterHub's signal 0 counts an exited, unreaped non-child as alive
+        return status
+
+    def _zombie(self) -> bool:
+        """Whether a JupyterHub LocalProcessSpawner's process has exited but is not reaped
+        yet (a server a previous hub started: its new parent reaps it when it gets to)."""
+        from ..spawners.local import process_status
+
+        local = self._local(self.jupyterhub_spawner)
+        pid = getattr(local[-1], "pid", 0) if local else 0
+        status = process_status(pid) if pid else None
+        return status is not None and status[0] == "Z"
+
+    async def wait_exit(self) -> None:
+        """The process of a JupyterHub LocalProcessSpawner (or of one a wrapper such as
+        ProfilesSpawner runs) is watched with a pidfd, as Courtyard's own spawner's; any
+        other spawner is polled every ``poll_interval``."""
+        local = self._local(self.jupyterhub_spawner)
+        pid = getattr(local[-1], "pid", 0) if local else 0
+        if not pid or not await pidfd.wait_exit(pid):
+            await super().wait_exit()
 
     def get_state(self) -> dict[str, Any]:
         return dict(self.jupyterhub_spawner.get_state() or {})

@@ -107,7 +107,8 @@ class Group(Base):
 
 
 class Role(Base):
-    """A named set of scopes. ``managed_by`` is ``default``, ``config`` or ``api``."""
+    """A named set of scopes. ``managed_by`` is ``default``, ``config``, ``api`` or
+    ``authenticator`` (``manage_roles``)."""
 
     __tablename__ = "roles"
 

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from .. import http11
+from .. import http11, pidfd
 from ..errors import ProxyError
 from ..files import open_private, refuse_if_open
 from ..spawners.traits import Command
@@ -80,6 +80,12 @@ class RestProxy(Proxy):
         30.0, help="Seconds to keep retrying an API call while the proxy is unreachable."
     ).tag(config=True)
     debug = Bool(False, help="Start the proxy with --log-level debug.").tag(config=True)
+    check_running_interval = Float(5, help="Seconds between checks that the proxy's API "
+                                   "answers; one the hub runs is then started again and "
+                                   "its routes restored. A proxy process the hub started or "
+                                   "adopted is also watched for its exit, noticed at once "
+                                   "(JupyterHub's option, on ConfigurableHTTPProxy).").tag(
+        config=True)
 
     @default("auth_token")
     def _default_token(self) -> str:
@@ -243,6 +249,7 @@ class ProcessProxy(RestProxy):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._gone = 0  # the pid wait_exit last reported gone (never reported twice)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir or os.getcwd(), name)
@@ -318,6 +325,36 @@ class ProcessProxy(RestProxy):
         with contextlib.suppress(OSError):
             os.unlink(self.pid_file)
         await self.aclose()
+
+    async def wait_exit(self) -> bool:
+        """Return True when the proxy process this hub started or adopted exits (a pidfd:
+        at once, whoever its parent is), once its workers are gone too; False at once when
+        there is none to watch (``should_start`` False) or it cannot be watched."""
+        pid = self.proc.pid if self.proc is not None else self._running_pid()
+        if not self.should_start or pid is None or pid == self._gone:
+            return False
+        try:
+            leads_group = os.getpgid(pid) == pid
+        except ProcessLookupError:
+            leads_group = False
+        if not await pidfd.wait_exit(pid):
+            return False
+        self._gone = pid
+        if self.proc is not None and self.proc.pid == pid:
+            self.proc.poll()  # reap it
+        if leads_group:  # its workers leave when its socket closes; they hold the port
+            await self._wait_group_exit(pid, 5.0)
+        return True
+
+    async def _wait_group_exit(self, pgid: int, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.02)
 
     async def _wait_exit(self, pid: int, timeout: float) -> bool:
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ tokens, recovery) lives in :mod:`courtyard.lifecycle`, not here.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 from collections.abc import AsyncIterator
@@ -121,6 +122,12 @@ class Spawner(LoggingConfigurable):
     async def poll(self) -> int | None:
         """None while the server runs, else its exit status (0 when it was never started)."""
         raise NotImplementedError
+
+    async def wait_exit(self) -> None:
+        """Return as soon as the running server exits, for spawners that can tell at once
+        (the hub then calls :meth:`poll` and cleans up without waiting for
+        ``poll_interval``). Default: never returns; the hub polls every ``poll_interval``."""
+        await asyncio.get_running_loop().create_future()
 
     def get_state(self) -> dict[str, Any]:
         """What to remember in the database to find this server again after a restart."""

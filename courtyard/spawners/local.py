@@ -22,7 +22,9 @@ builds on the first spawn that needs it (:mod:`courtyard.spawners.userenv`).
 Each server gets its own session and process group, so stopping it signals everything it
 started. Its output goes to ``<data>/logs/<user>/<server>.log`` (``_default.log`` for
 the default server), mode 0600. The pid, process group and start time are the state kept in
-the database; the start time guards against a recycled pid after a hub restart.
+the database; the start time guards against a recycled pid after a hub restart. A server's
+exit is noticed at once (:meth:`LocalProcessSpawner.wait_exit`, a pidfd), whether this hub
+started it or adopted it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 
 from traitlets import Bool, Dict, Enum, Float, Set, TraitError, Unicode, validate
 
+from .. import pidfd
 from ..errors import SpawnError
 from ..files import private_dirs
 from ..names import check_user_name
@@ -277,6 +280,18 @@ class LocalProcessSpawner(Spawner):
             except ChildProcessError:
                 return 0
         return None
+
+    async def wait_exit(self) -> None:
+        """Return the moment the server's process exits: a pidfd on the event loop, which
+        works for a child of this hub and for a server a previous hub started alike. Where
+        pidfds cannot be used, never returns (the hub polls every poll_interval)."""
+        if self.pid and not await pidfd.wait_exit(self.pid, self._same_process):
+            await asyncio.get_running_loop().create_future()
+
+    def _same_process(self) -> bool:
+        """Whether ``self.pid`` still names the recorded process (not a reused pid)."""
+        status = process_status(self.pid)
+        return status is not None and not (self.starttime and status[1] != self.starttime)
 
     def get_state(self) -> dict[str, Any]:
         if not self.pid:

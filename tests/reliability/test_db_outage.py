@@ -180,9 +180,9 @@ class Postgres:
 
 
 @pytest.fixture
-def own_postgres(request: pytest.FixtureRequest) -> Iterator[Postgres]:
-    if request.config.getoption("--db") != "postgresql":
-        pytest.skip("PostgreSQL outages are tested with --db=postgresql")
+def own_postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server of this test's own, whatever ``--db`` says: it is stopped and
+    started again under the hub, which the session's shared server must not be."""
     server = Postgres()
     yield server
     server.remove()

@@ -2,9 +2,10 @@
 
 As root, with real system users and real processes:
 
-- a deleted or renamed hub user's account leaves ``courtyard-users``, so the next hub user
-  of that name is refused (with the admin's remedies) instead of getting the old account
-  and its files; nothing is deleted, and accounts Courtyard did not make are not touched;
+- a deleted (by the API, or at start by ``delete_invalid_users``) or renamed hub user's
+  account leaves ``courtyard-users``, so the next hub user of that name is refused (with
+  the admin's remedies) instead of getting the old account and its files; nothing is
+  deleted, and accounts Courtyard did not make are not touched;
 - a server a previous hub left running as root, or as an account refused since, is stopped
   at the next hub start, its route removed and its credentials revoked.
 """
@@ -20,7 +21,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -41,6 +42,14 @@ def members(group: str = GROUP) -> list[str]:
         return list(grp.getgrnam(group).gr_mem)
     except KeyError:
         return []
+
+
+def stored(hub: Hub, name: str) -> bool:
+    """Whether the hub's database holds a user called ``name``."""
+    from courtyard.db import queries as q
+
+    with hub.session() as db:
+        return q.get_user(db, name) is not None
 
 
 def runs_as(uid: int) -> bool:
@@ -87,6 +96,37 @@ async def test_deleted_users_account_is_not_the_next_users(policy_hub, witness, 
         assert (await api.post(f"/users/{alice}/server")).status_code == 201
         assert (await api.delete(f"/users/{alice}/server")).status_code == 204
     assert uids_run(witness) == [old.pw_uid] * 3
+
+
+async def test_users_deleted_at_start_release_their_account(policy_hub, witness, uname, caplog):
+    """``delete_invalid_users`` deletes a user as the hub starts with the release DELETE
+    /users/{name} gives: their account leaves the group, so whoever is called that next (the
+    name valid again) is refused it instead of getting its files."""
+    need_root()
+    alice = uname("alice")
+    first = policy_hub()
+    async with client_for(first, ADMIN_TOKEN) as api:
+        await api.post(f"/users/{alice}")
+        assert (await api.post(f"/users/{alice}/server")).status_code == 201
+        assert (await api.delete(f"/users/{alice}/server")).status_code == 204
+    old = pwd.getpwnam(alice)
+    assert alice in members()
+
+    c = Config()  # the operator narrows the names: alice's no longer passes
+    c.Authenticator.username_pattern = f"(?!{alice}$)[a-z0-9]+"
+    c.Authenticator.delete_invalid_users = True
+    with caplog.at_level(logging.WARNING):
+        second = policy_hub(c)
+    assert not stored(second, alice)
+    assert alice not in members()
+    assert f"The hub user {alice} was deleted: its system account {alice} leaves" in caplog.text
+
+    third = policy_hub()  # the pattern is lifted again: a new alice gets no old account
+    async with client_for(third, ADMIN_TOKEN) as api:
+        assert (await api.post(f"/users/{alice}")).status_code == 201
+        assert f"userdel -r {alice}" in await refused(api, third, alice)
+    assert pwd.getpwnam(alice).pw_uid == old.pw_uid and Path(old.pw_dir).is_dir()
+    assert uids_run(witness) == [old.pw_uid]
 
 
 async def test_rename_releases_the_old_names_account(policy_hub, witness, uname):
@@ -240,3 +280,61 @@ async def test_the_hooks_are_called_as_in_jupyterhub(spawn_hub, uname):
         assert calls[2] == ("user_renamed", alice, renamed, "")
         assert (await api.delete(f"/users/{renamed}")).status_code == 204
     assert calls[3:] == [("delete_forever", renamed, "c"), ("delete_forever", renamed, "")]
+
+
+class RefusingSpawner(LocalProcessSpawner):
+    """Its ``delete_forever`` fails, as releasing an account can (a locked /etc/group)."""
+
+    async def delete_forever(self) -> None:
+        raise OSError("cannot lock /etc/group")
+
+
+async def test_users_deleted_at_start_get_the_hooks_api_deletion_calls(spawn_hub, uname,
+                                                                       caplog):
+    """As DELETE /users/{name}: ``delete_forever`` of each server, the default one last,
+    then a JupyterHub plugin's ``delete_user``; should a hook fail, the user is kept (to be
+    tried at the next start) and the log says why."""
+    from jupyterhub.auth import Authenticator as JupyterHubAuthenticator
+
+    alice, bob = uname("alice"), uname("bob")
+    gone: set[str] = set()
+    told: list[str] = []
+
+    class Directory(JupyterHubAuthenticator):
+        def add_user(self, user: Any) -> None:
+            if user.name in gone:
+                raise KeyError(f"{user.name} left the directory")
+            super().add_user(user)
+
+        def delete_user(self, user: Any) -> None:
+            told.append(user.name)
+            super().delete_user(user)
+
+    c = Config()
+    c.Courtyard.spawner_class = RecordingSpawner
+    c.Courtyard.authenticator_class = Directory
+    c.Authenticator.allow_all = True
+    c.Authenticator.delete_invalid_users = True
+    hub = spawn_hub(c)
+    async with client_for(hub, ADMIN_TOKEN) as api:
+        await api.post("/users", json={"usernames": [alice, bob]})
+        assert (await api.post(f"/users/{alice}/servers/lab")).status_code == 201
+        assert (await api.delete(f"/users/{alice}/servers/lab")).status_code == 204
+    calls = RecordingSpawner.calls
+    calls.clear()
+    gone.update({alice, bob})
+
+    c.Courtyard.spawner_class = RefusingSpawner
+    with caplog.at_level(logging.ERROR):
+        hub = spawn_hub(c)
+    assert stored(hub, alice) and stored(hub, bob) and told == []
+    for name in (alice, bob):
+        assert f"User {name} is kept, not deleted: releasing what is theirs failed (OSError: " \
+            "cannot lock /etc/group); the hub tries again at its next start" in caplog.text
+
+    c.Courtyard.spawner_class = RecordingSpawner
+    hub = spawn_hub(c)
+    assert calls == [("delete_forever", alice, "lab"), ("delete_forever", alice, ""),
+                     ("delete_forever", bob, "")]
+    assert told == [alice, bob]
+    assert not stored(hub, alice) and not stored(hub, bob)
