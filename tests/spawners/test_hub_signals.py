@@ -234,10 +234,11 @@ def test_sigkill_restart_servers_stay_reachable_through_the_proxy(serve, uname):
         t.stop()
     assert [t.failed for t in traffic] == [[], []]  # not one request to a server failed
     # the hub's own paths failed only while it was down: every request sent to a dead hub
-    # gets the proxy's 503; the one request that may have been in flight at the SIGKILL gets
-    # 502 if the hub died mid-answer (which one it is depends on the instant of the kill)
+    # gets the proxy's 503. The one request that may have been in flight at the SIGKILL gets
+    # 502 if the hub died before its answer began, or a cut connection if the proxy had
+    # already passed the head on; which of these depends on the instant of the kill
     in_flight, *sent_while_down = failed_while_down
-    assert in_flight in (502, 503)
+    assert in_flight in (502, 503, "RemoteProtocolError", "ReadError")
     assert set(sent_while_down) <= {503}
     assert to_hub.failed[len(failed_while_down):] == []
     assert hub.whoami(alice)["pid"] == pids[(alice, "")]  # adopted, not started again
