@@ -35,7 +35,7 @@ from traitlets.config import Config
 
 from courtyard.app import Hub
 from courtyard.db import queries as q
-from tests.conftest import ADMIN_TOKEN, free_port, tool_missing
+from tests.conftest import ADMIN_TOKEN, free_ports, tool_missing
 
 from .venv import ensure_venv
 
@@ -244,10 +244,13 @@ async def make_stack(stack_config: Config, tmp_path: Path
         c = copy.deepcopy(stack_config)
         if config is not None:
             c.merge(copy.deepcopy(config))
-        port = free_port()
+        # three distinct ports, the hub's too: a hub on port 0 could be given the proxy's
+        # public port by the kernel once free_port() has let it go
+        port, api_port, hub_port = free_ports(3)
         c.Courtyard.port = port
         c.Courtyard.bind_url = f"http://127.0.0.1:{port}/"
-        c.BuiltinProxy.api_url = f"http://127.0.0.1:{free_port()}"
+        c.Courtyard.hub_port = hub_port
+        c.BuiltinProxy.api_url = f"http://127.0.0.1:{api_port}"
         c.BuiltinProxy.workers = 1
         for key, value in options.items():
             c.Courtyard[key] = value
