@@ -276,6 +276,15 @@ def _not_option_warnings(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Config option `")
 
 
+def plugin_instance(cls: type, config: Any) -> Any:
+    """One instance of a plugin class from the hub's config, logging under ``courtyard.auth``
+    without traitlets' "not recognized" lines (``unknown_options`` reports those once)."""
+    plugin_log = logging.getLogger(f"courtyard.auth.{cls.__name__}")
+    if _not_option_warnings not in plugin_log.filters:
+        plugin_log.addFilter(_not_option_warnings)
+    return cls(config=config, log=plugin_log)
+
+
 class JupyterHubAuthenticator(Authenticator):
     """Runs one instance of ``wrapped_class`` (a ``jupyterhub.auth.Authenticator`` subclass)
     under Courtyard's login, refresh and spawn lifecycle."""
@@ -284,11 +293,7 @@ class JupyterHubAuthenticator(Authenticator):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        cls = self.wrapped_class
-        plugin_log = logging.getLogger(f"courtyard.auth.{cls.__name__}")
-        if _not_option_warnings not in plugin_log.filters:
-            plugin_log.addFilter(_not_option_warnings)
-        self.inner = cls(config=self.config, log=plugin_log)
+        self.inner = plugin_instance(self.wrapped_class, self.config)
         self.jupyterhub_base = jupyterhub_base()
         for name in COPIED_TRAITS:
             if self.inner.has_trait(name):
@@ -540,11 +545,7 @@ class OAuthSubclassHooks:
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        cls = self.wrapped_class
-        plugin_log = logging.getLogger(f"courtyard.auth.{cls.__name__}")
-        if _not_option_warnings not in plugin_log.filters:
-            plugin_log.addFilter(_not_option_warnings)
-        self.inner = cls(config=self.config, log=plugin_log)
+        self.inner = plugin_instance(self.wrapped_class, self.config)
         if "authenticate" in self.hooks:
             self._feed_inner()
 
