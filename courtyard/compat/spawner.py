@@ -35,6 +35,7 @@ from .. import pidfd
 from ..errors import SpawnError
 from ..spawners.base import ProgressEvent, Spawner, UserInfo
 from ..spawners.credentials import client_id
+from . import engines
 
 
 def is_jupyterhub_spawner(cls: Any) -> bool:
@@ -358,6 +359,9 @@ class JupyterHubSpawner(Spawner):
             await jh._run_apply_user_options(jh.user_options)
         await _maybe_await(jh.run_pre_spawn_hook())
         await self._check_accounts(jh)
+        found = engines.hook(jh, "check_start")
+        if found is not None:
+            await found[0](self, found[1])
         jh._spawn_pending = True
         try:
             pending = jh.start()  # a wrapper makes its child here
@@ -430,14 +434,24 @@ class JupyterHubSpawner(Spawner):
         """JupyterHub's ``progress()``, once ``start()`` has been called (a wrapper's child,
         whose progress it forwards, exists only then)."""
         await self._started.wait()
-        async for event in self.jupyterhub_spawner.progress():
+        found = engines.hook(self.jupyterhub_spawner, "progress")
+        events = found[0](found[1]) if found else self.jupyterhub_spawner.progress()
+        async for event in events:
             yield event
+
+    async def read_log(self, tail: int | None = None) -> str | None:
+        """The engine's own record of the server (job output, container or pod log)."""
+        found = engines.hook(self.jupyterhub_spawner, "read_log")
+        return await found[0](found[1], tail) if found else None
 
     async def delete_forever(self) -> None:
         await _maybe_await(self.jupyterhub_spawner.delete_forever())
 
     async def check_adopted(self) -> None:
         await self._check_processes(self.jupyterhub_spawner)
+        found = engines.hook(self.jupyterhub_spawner, "check_adopted")
+        if found is not None:
+            await found[0](self, found[1])
 
     def get_env(self) -> dict[str, str]:
         """JupyterHub's own ``get_env()``: the environment is exactly JupyterHub's."""
