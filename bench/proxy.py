@@ -136,10 +136,11 @@ _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, duration: int, connections: int) -> tuple[float, float, str]:
-    """(req/s, p99 ms, errors line) from one wrk run."""
+def wrk(url: str, duration: int, connections: int, close: bool = False) -> tuple[float, float, str]:
+    """(req/s, p99 ms, errors line) from one wrk run; ``close``: a new connection per request."""
+    extra = ["-H", "Connection: close"] if close else []
     out = subprocess.run(
-        ["wrk", f"-c{connections}", f"-d{duration}s", "-t2", "--latency", url],
+        ["wrk", f"-c{connections}", f"-d{duration}s", "-t2", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -258,22 +259,25 @@ def main() -> None:
             "chp": f"http://127.0.0.1:{chp_port}/",
             "courtyard": f"http://127.0.0.1:{cy_port}/",
         }
-        results = {}
-        for name, url in targets.items():
-            wrk(url, 1, args.connections)  # warm-up: pools, JIT, page cache
-            results[name] = wrk(url, args.duration, args.connections)
-        rss = {name: tree_rss_mib(procs[name].pid) for name in ("chp", "courtyard")}
+        for close in (False, True):
+            results = {}
+            for name, url in targets.items():
+                wrk(url, 1, args.connections, close)  # warm-up: pools, JIT, page cache
+                results[name] = wrk(url, args.duration, args.connections, close)
+            rss = {name: tree_rss_mib(procs[name].pid) for name in ("chp", "courtyard")}
 
-        print(
-            f"\nwrk -c{args.connections} -d{args.duration}s -t2, {os.cpu_count()} CPUs, "
-            f"courtyard-proxy --workers {args.workers}\n"
-        )
-        print(f"{'':10} {'req/s':>10} {'p99 ms':>9} {'vs CHP':>8} {'vs direct':>10} {'RSS MiB':>8}  errors")
-        for name, (rps, p99, errors) in results.items():
+            kind = "a new connection per request" if close else "keep-alive"
             print(
-                f"{name:10} {rps:10.0f} {p99:9.2f} {rps / results['chp'][0]:7.2f}x "
-                f"{rps / results['direct'][0]:9.1%} {rss.get(name, 0):8.1f}  {errors}"
+                f"\nwrk -c{args.connections} -d{args.duration}s -t2 ({kind}), {os.cpu_count()} "
+                f"CPUs, courtyard-proxy --workers {args.workers}\n"
             )
+            print(f"{'':10} {'req/s':>10} {'p99 ms':>9} {'vs CHP':>8} {'vs direct':>10} "
+                  f"{'RSS MiB':>8}  errors")
+            for name, (rps, p99, errors) in results.items():
+                print(
+                    f"{name:10} {rps:10.0f} {p99:9.2f} {rps / results['chp'][0]:7.2f}x "
+                    f"{rps / results['direct'][0]:9.1%} {rss.get(name, 0):8.1f}  {errors}"
+                )
 
         try:
             import websockets  # noqa: F401

@@ -57,6 +57,24 @@ def _uvicorn_server_class() -> type:
         def capture_signals(self) -> Iterator[None]:
             yield
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            """uvicorn's start on the one socket the hub bound, served through
+            :class:`~courtyard.listener.Listener` (every waiting connection when it takes
+            one, where a uvloop server takes one per loop iteration)."""
+            from .listener import Listener
+
+            assert sockets is not None and len(sockets) == 1, "serve() passes its socket"
+            await self.lifespan.startup()
+            config, state = self.config, self.server_state
+
+            def protocol() -> asyncio.Protocol:
+                return config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=state, app_state=self.lifespan.state)
+
+            listener = Listener(sockets[0], protocol, ssl=config.ssl, backlog=config.backlog)
+            self.servers = [await listener.start()]  # type: ignore[list-item]
+            self.started = True
+
     return ApiServer
 
 

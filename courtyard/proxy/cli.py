@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 
+from ..listener import Listener
 from .api import RouteApi, close_quietly, serve_api
 from .options import ProxyOptions
 from .routes import RouteTable
@@ -188,7 +189,7 @@ async def run_master(options: ProxyOptions, auth_token: str) -> None:
 
     reservation: socket.socket | None = None
     workers: WorkerSet | None = None
-    public: asyncio.Server | None = None
+    public: Listener | None = None
     if options.workers:
         reservation = reserve_port(options.ip, options.port)
         options.port = reservation.getsockname()[1]

@@ -20,6 +20,7 @@ from collections import deque
 
 import httptools
 
+from ..listener import Listener, listening_socket
 from . import http
 from .exchange import Exchange
 from .http import Headers
@@ -368,18 +369,16 @@ class _RequestRejected(Exception):
         self.status = status
 
 
-async def serve(ctx: ProxyContext, reuse_port: bool = False) -> asyncio.Server:
-    """Start the public listener on ``ctx.options.ip/port`` and the once-a-second tick."""
+async def serve(ctx: ProxyContext, reuse_port: bool = False) -> Listener:
+    """Start the public listener on ``ctx.options.ip/port`` and the once-a-second tick.
+
+    Served through :class:`~courtyard.listener.Listener`, which takes every waiting
+    connection when it takes one (a uvloop server takes one per loop iteration)."""
     loop = asyncio.get_running_loop()
     opts = ctx.options
-    server = await loop.create_server(
-        lambda: ClientConnection(ctx),
-        host=opts.ip,
-        port=opts.port,
-        ssl=opts.server_ssl_context(),
-        reuse_port=reuse_port,
-        backlog=2048,
-    )
+    sock = listening_socket(opts.ip, opts.port, reuse_port=reuse_port)
+    server = await Listener(sock, lambda: ClientConnection(ctx),
+                            ssl=opts.server_ssl_context()).start()
 
     def tick() -> None:
         try:
