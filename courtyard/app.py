@@ -417,11 +417,6 @@ class Hub:
         sock.setblocking(False)
         return sock
 
-    @contextmanager
-    def db(self) -> Iterator[Session]:
-        with self.session() as db:
-            yield db
-
     # -- running -----------------------------------------------------------------------------
     def _on_signal(self, sig: int) -> None:
         """SIGTERM/SIGINT: shut down in order (serve() closes the API last)."""

@@ -102,10 +102,6 @@ class ScopeCache:
             _posix(row.expires_at), _posix(row.last_activity) or 0.0, row.hashed)
         return hit
 
-    def forget_tokens(self) -> None:
-        self.invalidate()
-        self.tokens.clear()
-
 
 def _posix(naive_utc: datetime | None) -> float | None:
     return None if naive_utc is None else naive_utc.replace(tzinfo=UTC).timestamp()

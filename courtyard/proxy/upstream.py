@@ -244,9 +244,6 @@ class UpstreamPool:
                 conn.close()
         self._idle.clear()
 
-    def idle_count(self) -> int:
-        return sum(len(c) for c in self._idle.values())
-
 
 class _Page:
     """Collects a whole response for :func:`fetch`."""

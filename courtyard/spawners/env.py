@@ -1,7 +1,7 @@
 """The environment the hub gives every single-user server (JupyterHub's ``get_env``).
 
 The names and meanings are the wire contract ``jupyterhub-singleuser`` reads; see
-``docs/spawners.md`` and the reference notes, section 8.1.
+``docs/spawners.md``.
 """
 
 from __future__ import annotations

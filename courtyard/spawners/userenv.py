@@ -375,8 +375,3 @@ def ensure_user_env(env: UserEnv) -> tuple[asyncio.Task[None], ProgressLog] | No
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # reported by the spawns that await it
-
-
-def forget_ready() -> None:
-    """Forget which envs were found ready (tests that rebuild)."""
-    _ready.clear()
