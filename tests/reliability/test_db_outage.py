@@ -67,7 +67,6 @@ async def test_full_disk_during_stop_and_start(spawn_hub, uname, small_disk, cap
     caplog.set_level(logging.INFO, logger="courtyard.lifecycle")
     c = Config()
     c.Courtyard.db_url = f"sqlite:///{small_disk}/courtyard.sqlite"
-    c.Courtyard.slow_spawn_timeout = 1
     hub = spawn_hub(c)
     alice, bob, carol = uname("alice"), uname("bob"), uname("carol")
     async with serving(hub) as api:
@@ -82,6 +81,7 @@ async def test_full_disk_during_stop_and_start(spawn_hub, uname, small_disk, cap
         assert all([await token_status(hub, t) == 200 for t in tokens.values()])
 
         filler = fill(small_disk)
+        hub.options.slow_spawn_timeout = 1  # what cannot finish is not waited for
         for name in (alice, bob):
             # the process is stopped, but the hub cannot record it yet: not 204
             assert (await api.delete(f"/users/{name}/server")).status_code == 202
@@ -105,6 +105,7 @@ async def test_full_disk_during_stop_and_start(spawn_hub, uname, small_disk, cap
             assert (await api.get(f"/users/{name}")).json()["servers"] == {}
         assert server_row(hub, carol)["url"] is not None
         # and they start again, one process each
+        hub.options.slow_spawn_timeout = 10
         for name in (alice, bob):
             assert (await api.post(f"/users/{name}/server")).status_code == 201
             assert server_row(hub, name)["state"]["pid"] != pids[name]
@@ -121,7 +122,6 @@ async def test_shutdown_during_an_outage_ends(spawn_hub, uname, small_disk, capl
     (CLOSING_PATIENCE), then exits; the next hub start cleans up what was not recorded."""
     c = Config()
     c.Courtyard.db_url = f"sqlite:///{small_disk}/courtyard.sqlite"
-    c.Courtyard.slow_spawn_timeout = 1
     hub = spawn_hub(c)
     alice = uname("alice")
     async with serving(hub) as api:
@@ -129,6 +129,7 @@ async def test_shutdown_during_an_outage_ends(spawn_hub, uname, small_disk, capl
         assert (await api.post(f"/users/{alice}/server")).status_code == 201
         pid = server_row(hub, alice)["state"]["pid"]
         filler = fill(small_disk)
+        hub.options.slow_spawn_timeout = 1  # the stop is not waited for
         assert (await api.delete(f"/users/{alice}/server")).status_code == 202
         await wait_until(lambda: OUTAGE_LOGGED in caplog.text, what="the failed write logged")
     # serving() ended with the hub's shutdown: it did not wait for the disk
@@ -194,7 +195,6 @@ async def test_postgresql_down_while_servers_stop(spawn_hub, uname, own_postgres
     caplog.set_level(logging.INFO, logger="courtyard.lifecycle")
     c = Config()
     c.Courtyard.db_url = own_postgres.url
-    c.Courtyard.slow_spawn_timeout = 1
     hub = spawn_hub(c)
     names = [uname("alice"), uname("bob")]
     async with serving(hub) as api:
@@ -205,6 +205,7 @@ async def test_postgresql_down_while_servers_stop(spawn_hub, uname, own_postgres
         pids = {n: server_row(hub, n)["state"]["pid"] for n in names}
         tokens = {n: (await server_get(hub, n, "", "env"))["JUPYTERHUB_API_TOKEN"]
                   for n in names}
+        hub.options.slow_spawn_timeout = 1
         for name in names:  # SIGTERM is ignored: they take term_timeout (3 s) to stop
             assert (await api.delete(f"/users/{name}/server")).status_code == 202
         own_postgres.stop()
@@ -215,6 +216,7 @@ async def test_postgresql_down_while_servers_stop(spawn_hub, uname, own_postgres
         own_postgres.start()
         await wait_until(lambda: all(hub.lifecycle.pending(n, "") is None for n in names),
                          what="the writes")
+        hub.options.slow_spawn_timeout = 10
         for name in names:
             assert server_row(hub, name)["url"] is None
             assert await token_status(hub, tokens[name]) == 403
