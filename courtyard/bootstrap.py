@@ -151,11 +151,12 @@ def init_services(hub: Hub, db: Session) -> None:
         service.oauth_no_confirm = bool(spec.get("oauth_no_confirm", False))
         service.oauth_client_allowed_scopes = allowed
         service.from_config = True
-        admin_role = q.get_role(db, "admin")
-        if service.admin and admin_role not in service.roles:
-            service.roles.append(admin_role)  # type: ignore[arg-type]
-        elif not service.admin and admin_role in service.roles:
-            service.roles.remove(admin_role)  # type: ignore[arg-type]
+        admin_role = q.get_role(db, "admin")  # built in: always there
+        if admin_role is not None and service.admin != (admin_role in service.roles):
+            if service.admin:
+                service.roles.append(admin_role)
+            else:
+                service.roles.remove(admin_role)
         hub.service_specs[name] = dict(spec)
     for service in db.scalars(select(Service).where(Service.from_config.is_(True))):
         if service.name not in seen:
@@ -214,6 +215,12 @@ def config_tokens(hub: Hub) -> list[tuple[str, str, str]]:
 ConfigTokenCheck = tuple[str, str, str, "Future[int | None]"]  # secret, kind, owner, match
 
 
+def _matching_row(secret: str, candidates: list[tuple[int, str]]) -> int | None:
+    """The id of the row whose hash ``secret`` matches (a slow hash: run in a thread)."""
+    return next((row_id for row_id, hashed in candidates if tokens.matches(secret, hashed)),
+                None)
+
+
 def check_config_tokens(hub: Hub, db: Session) -> list[ConfigTokenCheck]:
     """Start matching each config token against the stored slow hashes, in threads.
 
@@ -221,12 +228,11 @@ def check_config_tokens(hub: Hub, db: Session) -> list[ConfigTokenCheck]:
     other start-up steps overlap it. Each future gives the id of the matching row, or None.
     """
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="token-check")
-    checks = []
+    checks: list[ConfigTokenCheck] = []
     for secret, kind, name in config_tokens(hub):
         candidates = [(row.id, row.hashed) for row in db.scalars(select(APIToken).where(
             APIToken.prefix == tokens.prefix(secret), APIToken.from_config.is_(True)))]
-        checks.append((secret, kind, name, pool.submit(
-            lambda s=secret, c=candidates: next((i for i, h in c if tokens.matches(s, h)), None))))
+        checks.append((secret, kind, name, pool.submit(_matching_row, secret, candidates)))
     pool.shutdown(wait=False)
     return checks
 

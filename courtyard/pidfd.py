@@ -61,7 +61,11 @@ async def wait_exit(pid: int, still_ours: Callable[[], bool] | None = None) -> b
             return True
         loop = asyncio.get_running_loop()
         readable = loop.create_future()
-        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+        def exited() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, exited)
         try:
             await readable
         finally:

@@ -134,7 +134,7 @@ class Authenticator(LoggingConfigurable):
     def normalize_username(self, username: str) -> str:
         """Lower-case and map the name, so one person gets one account."""
         username = username.lower()
-        return self.username_map.get(username, username)
+        return str(self.username_map.get(username, username))
 
     def validate_username(self, username: str) -> bool:
         """Whether a (normalized) name is acceptable at all: at most 255 printable characters
@@ -250,7 +250,8 @@ class Authenticator(LoggingConfigurable):
         with self.hub.session() as db:
             return q.get_user(db, username) is not None
 
-    async def get_authenticated_user(self, handler: Any, data: dict[str, Any]) -> dict | None:
+    async def get_authenticated_user(self, handler: Any,
+                                     data: dict[str, Any] | None) -> dict[str, Any] | None:
         """Run authenticate and the allow/block checks; the model, or None when refused."""
         result = await maybe_await(self.authenticate(handler, data))
         if result is None:

@@ -175,7 +175,7 @@ def owner_scopes(db: Session, owner: User | Service) -> frozenset[str]:
 def token_identity(db: Session, token: APIToken, cache: ScopeCache) -> Identity:
     """Scopes of a token: its own, never more than its owner's."""
     key = ("user" if token.user_id else "service", token.user_id or token.service_id, token.id)
-    cached = cache.identities.get(key)  # type: ignore[arg-type]
+    cached = cache.identities.get(key)
     if cached is not None:
         return cached
     owner: User | Service = token.user if token.user_id else token.service  # type: ignore[assignment]
@@ -192,7 +192,7 @@ def token_identity(db: Session, token: APIToken, cache: ScopeCache) -> Identity:
         kind=kind, id=owner.id, name=owner.name, parsed=parsed, expanded=expanded,
         token_id=token.id, session_id=token.session_id, admin=bool(owner.admin),
     )
-    cache.identities[key] = ident  # type: ignore[index]
+    cache.identities[key] = ident
     return ident
 
 

@@ -215,17 +215,17 @@ def expand(
 
 def parse(expanded: Iterable[str]) -> Parsed:
     """Group expanded scopes by name: ``{"read:users": ALL | {"user=alice", ...}}``."""
-    parsed: dict[str, set[str] | _All] = {}
+    everything: set[str] = set()
+    filters: dict[str, set[str]] = {}
     for scope in expanded:
         base, filt = split(scope)
-        current = parsed.get(base)
         if filt is None:
-            parsed[base] = ALL
-        elif current is None:
-            parsed[base] = {filt}
-        elif current is not ALL:
-            current.add(filt)  # type: ignore[union-attr]
-    return {k: (v if v is ALL else frozenset(v)) for k, v in parsed.items()}  # type: ignore[misc]
+            everything.add(base)
+        else:
+            filters.setdefault(base, set()).add(filt)
+    parsed: Parsed = {base: frozenset(found) for base, found in filters.items()}
+    parsed.update(dict.fromkeys(everything, ALL))
+    return parsed
 
 
 def unparse(parsed: Parsed) -> list[str]:

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, Table, delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -49,7 +49,7 @@ LEASE_SECONDS = 30  # how long a holder on another machine counts as alive witho
 RENEW_SECONDS = 10
 # the PostgreSQL advisory lock of "one hub holds this database" (locks are per database)
 LOCK_KEY = int.from_bytes(b"Courtyrd", "big") & 0x7FFF_FFFF_FFFF_FFFF
-LEASES = HubLease.__table__
+LEASES = cast(Table, HubLease.__table__)  # declarative: always a Table
 
 
 def machine_id() -> str:
@@ -120,7 +120,7 @@ class Lease:
         if self.machine and row.machine == self.machine and row.host == self.host:
             started = process_start(row.pid)
             return started is not None and started == (row.pid_start or started)
-        return row.expires > now
+        return bool(row.expires > now)
 
     def _take_over(self, conn: Connection, now: datetime, stale: list[Any]) -> None:
         for row in stale:

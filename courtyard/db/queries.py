@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from ..auth import tokens
@@ -34,7 +35,7 @@ _default_role_ids: dict[tuple[str, str], int] = {}
 
 def default_role_id(db: Session, name: str) -> int | None:
     """The id of a built-in role (never deleted, so safe to remember per database)."""
-    key = (str(db.get_bind().url), name)
+    key = (str(db.get_bind().engine.url), name)
     rid = _default_role_ids.get(key)
     if rid is None:
         rid = db.scalar(select(Role.id).where(Role.name == name))
@@ -66,8 +67,9 @@ def insert_users(db: Session, names: list[str], admin: bool = False) -> list[Use
     now = utcnow()
     rows = [{"name": n, "admin": admin, "created": now, "cookie_id": secrets.token_hex(16)}
             for n in names]
-    ids = list(db.execute(insert(User.__table__).returning(
-        User.__table__.c.id, sort_by_parameter_order=True), rows).scalars())
+    users = cast(Table, User.__table__)  # declarative: always a Table
+    ids = list(db.execute(insert(users).returning(
+        users.c.id, sort_by_parameter_order=True), rows).scalars())
     roles = tuple(role for role in (("admin", "user") if admin else ("user",))
                   if default_role_id(db, role) is not None)
     db.execute(insert(user_role_map), [{"user_id": uid, "role_id": default_role_id(db, role)}

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, event, func, inspect, literal, select, union_all
+from sqlalchemy import BindParameter, Connection, bindparam, event, func, inspect, literal, select, union_all
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import APIToken, Group, Role, Server, User, user_group_map, user_role_map
@@ -60,8 +60,9 @@ def user_record(user: User) -> UserRecord:
 _USER_COLUMNS = (User.id, User.name, User.admin, User.created, User.last_activity,
                  User.encrypted_auth_state.is_not(None))
 # Built once: constructing statements costs more than running them on the hot paths.
-_IDS = bindparam("ids", expanding=True)
-_LOW, _HIGH = bindparam("low"), bindparam("high")
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_LOW: BindParameter[Any] = bindparam("low")
+_HIGH: BindParameter[Any] = bindparam("high")
 
 
 def _page_statements(of_users: Callable[[Any], Any]) -> tuple[Any, Any]:
@@ -269,7 +270,7 @@ class RecordCache:
             for record in load_records(db, missing):
                 users[record.name] = record
         # a user deleted between the two reads (PostgreSQL reads committed rows) is left out
-        return [record for _, name in rows if (record := users.get(name)) is not None]
+        return [found for _, name in rows if (found := users.get(name)) is not None]
 
     @contextmanager
     def _reading(self, db: Session | None) -> Iterator[Connection]:

@@ -55,7 +55,7 @@ def sqlite_file(db_url: str) -> Path | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or \
             url.query.get("uri"):
         return None
-    return Path(url.database)  # type: ignore[arg-type]
+    return Path(url.database)
 
 
 def secure_sqlite(db_url: str) -> None:
@@ -105,12 +105,12 @@ def make_engine(db_url: str, **kwargs: object) -> Engine:
         kwargs.setdefault("connect_args", {"check_same_thread": False})
         if url.database in (None, "", ":memory:"):
             kwargs.pop("pool_size", None), kwargs.pop("max_overflow", None)
-        engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+        engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         kwargs.setdefault("pool_pre_ping", True)
         try:
-            engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+            engine = create_engine(url, **kwargs)
         except ModuleNotFoundError as e:
             fix = DRIVER_PACKAGES.get(e.name or "", f"pip install {e.name}")
             raise DatabaseError(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -198,7 +198,7 @@ class Writes:
 def set_server_columns(db: Session, changes: list[tuple[int, dict[str, Any]]]) -> None:
     """``UPDATE servers SET ... WHERE id = ...`` for each ``(id, {column: value})``, without
     loading rows (nothing here concerns anyone's permissions: the scope cache is left be)."""
-    table = Server.__table__
+    table = cast(Table, Server.__table__)  # declarative: always a Table
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for server_id, values in changes:
         by_columns.setdefault(tuple(sorted(values)), []).append(

@@ -155,8 +155,9 @@ class Exchange:
     def connect(self) -> None:
         client = self.client
         client.pause("connect")
-        task = client.ctx.spawn(client.ctx.pool.connect(self.route.target))  # type: ignore[union-attr]
-        task.add_done_callback(self._connected)  # type: ignore[arg-type]
+        assert self.route is not None, "an exchange connects once it is routed"
+        task = client.ctx.spawn(client.ctx.pool.connect(self.route.target))
+        task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Future[UpstreamConnection]) -> None:
         client = self.client

@@ -17,6 +17,8 @@ import ipaddress
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httptools
 
@@ -29,6 +31,7 @@ from .routes import Route, RouteTable
 from .upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("courtyard.proxy")
+T = TypeVar("T")
 
 class ProxyContext:
     """State shared by every connection of one worker: table, pool, clock, activity."""
@@ -43,7 +46,7 @@ class ProxyContext:
         self.activity: dict[str, float] = {}
         self.connections: set[ClientConnection] = set()
         # Background tasks (connects, error-page fetches), referenced until they finish.
-        self.tasks: set[asyncio.Future[object]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.debug = log.isEnabledFor(logging.DEBUG)
         self.trusted_networks = [ipaddress.ip_network(n, strict=False)
                                  for n in options.trusted_downstream_ips]
@@ -72,9 +75,9 @@ class ProxyContext:
             conn.check_timeouts(now)
         self.pool.sweep(now)
 
-    def spawn(self, coro: object) -> asyncio.Future[object]:
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in the background, keeping a reference so it is not collected."""
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task

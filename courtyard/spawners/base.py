@@ -196,9 +196,12 @@ class Spawner(LoggingConfigurable):
             return dict(formdata)
         if func == "simple":
             return {key: simple_form_value(values) for key, values in formdata.items()}
-        if "spawner" in inspect.signature(func).parameters:
-            return func(formdata, spawner=self)
-        return func(formdata)
+        options = (func(formdata, spawner=self) if "spawner" in inspect.signature(func).parameters
+                   else func(formdata))
+        if not isinstance(options, dict):
+            raise ValueError(f"c.Spawner.options_from_form returned {type(options).__name__}, "
+                             "not a dict")
+        return options
 
     # -- set by the hub before start() ----------------------------------------------------------
     user = AnyTrait(help="UserInfo of the owner.")

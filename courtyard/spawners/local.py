@@ -59,7 +59,7 @@ def random_port(ip: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
     for _ in range(100):
         with socket.socket() as s:
             s.bind((ip if ip not in ("", "0.0.0.0") else "127.0.0.1", 0))
-            port = s.getsockname()[1]
+            port: int = s.getsockname()[1]
         if port not in avoid:
             break
     return port

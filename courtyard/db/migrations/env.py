@@ -6,7 +6,8 @@ from courtyard.db.models import Base
 from courtyard.db.session import make_engine
 
 config = context.config
-engine = config.attributes.get("engine") or make_engine(config.get_main_option("sqlalchemy.url"))
+engine = config.attributes.get("engine") or make_engine(config.get_main_option("sqlalchemy.url",
+                                                                               "sqlite://"))
 
 with engine.connect() as connection:
     sqlite = connection.dialect.name == "sqlite"
