@@ -246,7 +246,7 @@ class Courtyard(Configurable):
 
     @validate("base_url")
     def _check_base_url(self, proposal: dict[str, Any]) -> str:
-        value = proposal["value"]
+        value = str(proposal["value"])
         if not value.startswith("/"):
             value = "/" + value
         if not value.endswith("/"):
@@ -301,7 +301,7 @@ class Courtyard(Configurable):
 
     @validate("port", "hub_port")
     def _check_port(self, proposal: dict[str, Any]) -> int:
-        value = proposal["value"]
+        value = int(proposal["value"])
         if not 0 <= value <= 65535:
             raise ConfigError(f"c.Courtyard.{proposal['trait'].name} = {value} is not a port; "
                               "use 1-65535 (0 picks a free port)")
@@ -312,20 +312,20 @@ class Courtyard(Configurable):
         if proposal["value"] < 1024:
             raise ConfigError(f"c.Courtyard.{proposal['trait'].name} = {proposal['value']} "
                               "is too small; use at least 1024 (bytes)")
-        return proposal["value"]
+        return int(proposal["value"])
 
     @validate("trusted_downstream_ips")
     def _check_trusted(self, proposal: dict[str, Any]) -> list[str]:
         from .web.forwarded import parse_networks
 
         parse_networks(proposal["value"])  # a ConfigError naming a bad entry
-        return proposal["value"]
+        return list(proposal["value"])
 
     @validate("api_page_default_limit", "api_page_max_limit")
     def _check_page(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 1:
             raise ConfigError(f"c.Courtyard.{proposal['trait'].name} must be at least 1")
-        return proposal["value"]
+        return int(proposal["value"])
 
     @default("data_files_path")
     def _default_data(self) -> str:

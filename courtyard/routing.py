@@ -37,10 +37,12 @@ def desired_routes(hub: Hub, db: Session) -> tuple[dict[str, tuple[str, dict[str
     for username, server_name in pending:  # starting, stopping or being checked: leave alone
         keep.add(hub.server_proxy_spec(username, server_name))
     for username, server_name, url in rows:
-        if (username, server_name) not in pending:
+        if url is not None and (username, server_name) not in pending:
             routes[hub.server_proxy_spec(username, server_name)] = (
                 url, {"user": username, "server_name": server_name})
     for name, url in db.execute(select(Service.name, Service.url).where(Service.url.is_not(None))):
+        if url is None:
+            continue
         # with host routing every route but the default one names a host: the hub's
         routes[f"{hub.origins.domain}{base}services/{name}/"] = (url, {"service": name})
     for spec, target in getattr(hub.proxy, "extra_routes", {}).items():
@@ -63,9 +65,12 @@ def _parse_time(value: Any) -> datetime | None:
 def record_activity(hub: Hub, db: Session, routes: dict[str, dict[str, Any]]) -> int:
     """Move users' and servers' ``last_activity`` forward from the proxy's route data."""
     updated = 0
-    seen = [(info.get("data", {}), _parse_time(info.get("data", {}).get("last_activity")))
-            for info in routes.values()]
-    seen = [(data, when) for data, when in seen if when is not None and "user" in data]
+    seen: list[tuple[dict[str, Any], datetime]] = []
+    for info in routes.values():
+        data = info.get("data", {})
+        when = _parse_time(data.get("last_activity"))
+        if when is not None and "user" in data:
+            seen.append((data, when))
     if not seen:
         return 0
     names = {data["user"] for data, _when in seen}

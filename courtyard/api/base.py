@@ -103,7 +103,7 @@ class Ctx:
 
     # -- input -----------------------------------------------------------------------------
     def arg(self, name: str) -> str:
-        return self.request.path_params[name]
+        return str(self.request.path_params[name])
 
     async def body(self, required: bool = False) -> dict[str, Any] | None:
         """The JSON object in the body; None when empty (unless required)."""

@@ -58,7 +58,7 @@ async def update_proxy(ctx: Ctx) -> None:
             if not isinstance(body[key], str) or not body[key]:
                 raise BadRequest(f"{key} must be a non-empty string")
             setattr(proxy, key, body[key])
-    await sync_now.__wrapped__(ctx)  # type: ignore[attr-defined]
+    await sync_now.__wrapped__(ctx)
 
 
 routes = [

@@ -115,7 +115,7 @@ async def list_users(ctx: Ctx) -> Any:
     if not envelope:
         total = offset + len(users) + (1 if len(users) == limit else 0)
     elif conditions:
-        total = ctx.db.scalar(select(func.count(User.id)).where(*conditions))
+        total = ctx.db.scalar(select(func.count(User.id)).where(*conditions)) or 0
     else:
         total = ctx.hub.records.count_users(ctx.db)
     return ctx.paginate(items, offset, limit, total or 0, envelope)
@@ -180,7 +180,9 @@ async def added_users(ctx: Ctx, records: list[Any]) -> None:
     """A JupyterHub authenticator's ``add_user`` for users the API made, as JupyterHub
     calls it; if it raises, the request fails and the users are not made (rolled back)."""
     hook = getattr(ctx.hub.authenticator, "user_added", None)
-    for record in records if hook is not None else []:
+    if hook is None:
+        return
+    for record in records:
         try:
             await hook(record)
         except Exception as e:
@@ -217,16 +219,16 @@ def _new_roles(ctx: Ctx, user: User, raw: Any) -> list[Role]:
         raise BadRequest("roles must be a list of role names")
     if not (ctx.identity and ctx.identity.has_any(["admin:roles"])):
         raise Forbidden("Changing a user's roles requires admin:roles")
-    found = [q.get_role(ctx.db, r) for r in raw]
-    if None in found:
+    lookups = {name: q.get_role(ctx.db, name) for name in raw}
+    found = [role for role in lookups.values() if role is not None]
+    if len(found) < len(lookups):
         raise BadRequest("No such role: " + ", ".join(
-            r for r, f in zip(raw, found, strict=True) if f is None))
+            name for name, role in lookups.items() if role is None))
     for role in found:
-        if role not in user.roles:  # type: ignore[operator]
-            guard.require_role_below(ctx, role, f"give {user.name}")  # type: ignore[arg-type]
-            guard.require_grant(ctx, role.scopes, user,  # type: ignore[union-attr]
-                                f"give {user.name} role {role.name}")  # type: ignore[union-attr]
-    return found  # type: ignore[return-value]
+        if role not in user.roles:
+            guard.require_role_below(ctx, role, f"give {user.name}")
+            guard.require_grant(ctx, role.scopes, user, f"give {user.name} role {role.name}")
+    return found
 
 
 def _check_rename(ctx: Ctx, user: User, new: str, groups: list[str]) -> None:

@@ -215,7 +215,7 @@ async def identify_token(ctx: Ctx) -> Any:
         raise NotFound("No such token")
     log.warning("GET /authorizations/token/... is deprecated; use GET /hub/api/user")
     ctx.identity = ident
-    return await current_identity.__wrapped__(ctx)  # type: ignore[attr-defined]
+    return await current_identity.__wrapped__(ctx)
 
 
 @endpoint(public=True)
