@@ -91,10 +91,10 @@ class Recovery:
         with self.hub.session() as db:
             launched = set(db.scalars(select(APIToken.server_id).where(
                 APIToken.server_id.is_not(None), APIToken.note.startswith("Server at "))))
-            rows = db.execute(select(User.id, User.name, User.admin, Server.name, Server.id,
-                                     Server.url, Server.state)
+            rows = db.execute(select(User.id, User.name, User.admin, Server.name,
+                                     Server.id.label("server_id"), Server.url, Server.state)
                               .join(User, Server.user_id == User.id)).all()
-            rows = [r for r in rows if r.url or r.state or r.id in launched]
+            rows = [r for r in rows if r.url or r.state or r.server_id in launched]
             groups: dict[int, list[str]] = {}
             if rows:
                 for user_id, group in db.execute(

@@ -121,6 +121,10 @@ def test_sigkill_mid_spawn_leaves_no_orphan(tmp_path, db_url, uname, mocksu_cmd,
                "not-answering": {"gate": str(never)}, "ready": {}}
     hub = HubProcess(tmp_path, db_url, config)
     try:
+        # users made first, so that user ids and server ids differ (recovery once read the
+        # user's id where it meant the server's, and missed launches where they differed)
+        others = [uname("oth") for _ in range(20)]
+        assert hub.api("POST", "/users", json={"usernames": others}).status_code == 201
         everyone = [u for names in users.values() for u in names]
         assert hub.api("POST", "/users", json={"usernames": everyone}).status_code == 201
         for stage, names in users.items():
