@@ -90,12 +90,6 @@ CLASS_ALIASES: dict[str, dict[str, str]] = {
 }
 
 
-def register_alias(kind: str, target: str, *names: str) -> None:
-    """Let a component module add its short names (used by later subsystems)."""
-    for name in names:
-        CLASS_ALIASES[kind][name] = target
-
-
 def find_config_file(path: str | None) -> Path | None:
     """The file to load: ``path`` if given, else the first of CONFIG_FILES in the cwd."""
     if path:
@@ -269,7 +263,7 @@ def resolve_class(kind: str, value: Any, base: type) -> type:
         target = CLASS_ALIASES.get(kind, {}).get(value)
         if target is None:
             if value.startswith(("jupyterhub.", "nativeauthenticator", "ldapauthenticator",
-                                 "oauthenticator", "batchspawner", "kubespawner")) or "." not in value:
+                                 "oauthenticator")) or "." not in value:
                 known = ", ".join(sorted(n for n in CLASS_ALIASES.get(kind, {}) if "." not in n))
                 raise ConfigError(f"{kind}_class = {value!r} is not available in Courtyard; "
                                   f"use one of: {known}")

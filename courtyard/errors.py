@@ -42,6 +42,10 @@ class ProxyError(CourtyardError):
 class SpawnError(CourtyardError):
     """A server failed to start."""
 
+    #: what ``POST .../server`` answers when the start fails within ``slow_spawn_timeout``
+    #: (a JupyterHub spawner refusing the request with a 4xx ``HTTPError`` gets that status)
+    status = 500
+
 
 class SpawnTimeout(SpawnError):
     """A server did not start or answer within its timeout."""

@@ -104,6 +104,7 @@ class Lifecycle(Recovery):
         self.hub = hub
         self._slots: dict[Key, Slot] = {}
         self._failures: dict[Key, Event] = {}  # the last spawn's failed event, until the next
+        self._failure_status: dict[Key, int] = {}  # and the status the API answers with it
         self._tasks: set[asyncio.Task[Any]] = set()
         self.queue = SpawnQueue(lambda: hub.options.concurrent_spawn_limit)
         self.consecutive_failures = 0
@@ -217,6 +218,10 @@ class Lifecycle(Recovery):
         event = self._failures.get((user, server))
         return event["message"] if event else None
 
+    def failure_status(self, user: str, server: str) -> int:
+        """The HTTP status of the last failed spawn (:attr:`SpawnError.status`)."""
+        return self._failure_status.get((user, server), 500)
+
     async def _spawn(self, slot: Slot) -> None:
         spawner, granted, stage = slot.spawner, False, "start"
         forward: asyncio.Task[None] | None = None
@@ -245,7 +250,8 @@ class Lifecycle(Recovery):
             metrics.spawn.observe(perf_counter() - begun, "failure", "")
             if not isinstance(e, SpawnError):
                 log.exception("Error spawning %s", spawner.log_name)
-            await self._abort(slot, f"Spawn failed: {error_reason(e)}", route=stage == "route")
+            await self._abort(slot, f"Spawn failed: {error_reason(e)}", route=stage == "route",
+                              status=e.status if isinstance(e, SpawnError) else 500)
             self._count_failure(spawner)
         finally:
             if forward is not None:
@@ -364,7 +370,7 @@ class Lifecycle(Recovery):
         slot.progress.emit(ready_event(self.hub.server_url(slot.user, slot.server)))
         slot.watcher = self._background(self._watch(slot))
 
-    async def _abort(self, slot: Slot, message: str, route: bool) -> None:
+    async def _abort(self, slot: Slot, message: str, route: bool, status: int = 500) -> None:
         """A spawn (or check) that did not make it: stop what started, clean up, report."""
         log.warning("%s: %s", slot.spawner.log_name, message)
         slot.pending = "stop"
@@ -379,6 +385,7 @@ class Lifecycle(Recovery):
         finally:  # reported as failed even if its clean-up could not be recorded
             event = failed_event(message)
             self._failures[slot.key] = event
+            self._failure_status[slot.key] = status
             slot.progress.emit(event)
 
     def _count_failure(self, spawner: Spawner) -> None:

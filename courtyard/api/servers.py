@@ -135,7 +135,7 @@ async def start_server(ctx: Ctx) -> Any:
     done = await lifecycle.wait(slot, hub.options.slow_spawn_timeout)
     server = ctx.db.get(Server, server_id) or server
     if done and (failure := lifecycle.failure(user.name, name)):
-        raise HTTPError(failure, 500)
+        raise HTTPError(failure, lifecycle.failure_status(user.name, name))
     return json_response(server_model(ctx, user, server), 201 if done else 202)
 
 

@@ -23,6 +23,7 @@ import inspect
 import os
 import weakref
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -228,7 +229,24 @@ class JupyterHubSpawner(Spawner):
         if self.courtyard_hub is not None:
             self._jh = self._build()
         else:  # the hub checking the config at start: a bad c.Spawner.* value fails there
-            self.jupyterhub_class(config=without_courtyard_options(self.config), log=self.log)
+            # (with a stand-in user: options such as DockerSpawner's image render names)
+            stand_in = JupyterHubUser(UserInfo(name="config-check"), id=0, created=None,
+                                      last_activity=None, settings={"base_url": "/"},
+                                      host="", authenticator=None)
+            def check() -> None:
+                self.jupyterhub_class(config=without_courtyard_options(self.config),
+                                      log=self.log, user=stand_in)
+
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # KubeSpawner makes its API client, bound to a loop, here
+                async def in_a_loop() -> None:
+                    check()
+
+                with ThreadPoolExecutor(1) as pool:  # the hub's own thread keeps no loop
+                    pool.submit(asyncio.run, in_a_loop()).result()
+            else:
+                check()
 
     @property
     def jupyterhub_spawner(self) -> Any:
@@ -362,13 +380,24 @@ class JupyterHubSpawner(Spawner):
         found = engines.hook(jh, "check_start")
         if found is not None:
             await found[0](self, found[1])
+        from tornado.web import HTTPError as TornadoHTTPError
+
         jh._spawn_pending = True
         try:
             pending = jh.start()  # a wrapper makes its child here
             self._started.set()
             result = await _maybe_await(pending)
+        except TornadoHTTPError as e:  # a refusal (DockerSpawner: an image not allowed)
+            if not 400 <= e.status_code < 500:
+                raise
+            message = (e.log_message % e.args if e.args else e.log_message) if e.log_message else ""
+            error = SpawnError(message or e.reason or f"HTTP {e.status_code}")
+            error.status = e.status_code  # the status JupyterHub answers it with
+            raise error from None
         finally:
             jh._spawn_pending = False
+        if jh.api_token and jh.api_token != self.api_token:
+            await self._reuse_token(jh.api_token)
         url = self._url(result)
         parts = urlsplit(url)
         server = jh.server
@@ -377,6 +406,40 @@ class JupyterHubSpawner(Spawner):
             server.port = parts.port or (443 if parts.scheme == "https" else 80)
         await self._check_processes(jh)
         return url
+
+    async def _reuse_token(self, secret: str) -> None:
+        """The spawner went on with a server that holds an earlier launch's token (DockerSpawner
+        restarting a kept container reads it back from the container's environment): as
+        JupyterHub, that token becomes this launch's, so the server can still call the hub
+        and sign its users in. It gets exactly this launch's scopes and OAuth client; a
+        secret that is some other token's is refused."""
+        from sqlalchemy import select
+
+        from ..auth import tokens
+        from ..db import queries as q
+        from ..db.models import APIToken, OAuthClient
+
+        user, name, cid = self.user.name, self.name, self.oauth_client_id or client_id(
+            self.user.name, self.name)
+
+        def rekey(db: Any) -> None:
+            row = q.get_user(db, user)
+            server = next((s for s in row.servers if s.name == name), None) if row else None
+            if server is None:
+                raise SpawnError("the server was deleted")
+            hashed = tokens.fast_hash(secret)
+            taken = db.scalar(select(APIToken).where(APIToken.hashed == hashed))
+            if taken is not None and taken.server_id != server.id:
+                raise SpawnError("refused: the server holds a token that is not its own")
+            for token in db.scalars(select(APIToken).where(
+                    APIToken.server_id == server.id, APIToken.note.startswith("Server at "))):
+                token.hashed, token.prefix = hashed, tokens.prefix(secret)
+            client = db.scalar(select(OAuthClient).where(OAuthClient.identifier == cid))
+            if client is not None:
+                client.hashed_secret = hashed
+
+        await self.courtyard_hub.lifecycle.write(rekey)
+        self.api_token = secret
 
     def _url(self, result: Any) -> str:
         if isinstance(result, str) and result:

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from ..api import groups, info, metrics, openapi, proxy, roles, servers, services, shares, tokens, users
 from ..api.base import error_response
 from ..api.dispatch import ApiDispatcher
+from ..compat.handlers import PluginRoute
 from ..oauth import routes as oauth
 from ..subdomains import HubHostOnly
 from . import admin, login, pages, sharing, spawn, user_redirect
@@ -71,7 +72,10 @@ def body_refusal(app: Starlette, base_url: str) -> Refusal:
 def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> ApiDispatcher:
     """Starlette serves everything; API endpoints get a shortcut to it (see api/dispatch.py)."""
     base = hub.options.base_url
-    api = login.api_routes(hub) + api_routes()
+    # last: what JupyterHub plugins add to its API (batchspawner's port report), run as
+    # JupyterHub would (courtyard/compat/handlers.py); paths Courtyard serves stay its own
+    api = [*login.api_routes(hub), *api_routes()]
+    api.append(PluginRoute(api))
     routes = [
         Mount(f"{base}hub/api", routes=api),
         Route(f"{base}hub/health", info.health, methods=["GET", "HEAD"]),
