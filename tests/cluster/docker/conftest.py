@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,19 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     if podman("image", "exists", IMAGE, check=False).returncode != 0:
         tool_missing(f"the image {IMAGE} is missing (bash scripts/ci/podman.sh)")
     try:
-        import docker
+        import docker  # noqa: F401
     except ImportError:
         tool_missing("docker-py is missing (pip install -e '.[test]')")
-    directory = tmp_path_factory.mktemp("podman")
+    with running_podman(tmp_path_factory.mktemp("podman")) as found:
+        yield found
+
+
+@contextmanager
+def running_podman(directory: Path) -> Iterator[Engine]:
+    """``podman system service`` on a socket in ``directory`` and a network of its own
+    (also used by ``bench/cluster.py``); containers, network and bridge removed after."""
+    import docker
+
     sock = directory / "podman.sock"
     log = (directory / "service.log").open("w")
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],

@@ -99,9 +99,10 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
-def running_slurm() -> Iterator[Slurm]:
+def running_slurm(jobs: int = 8) -> Iterator[Slurm]:
     """munged + slurmctld + slurmd on loopback until the block ends; every job cancelled
-    at the end, the daemons stopped by PID, the directory removed."""
+    at the end, the daemons stopped by PID, the directory removed. The one node (2 CPUs)
+    runs up to ``jobs`` jobs of 300 MB at once when they ask to share (``--oversubscribe``)."""
     venv = ensure_venv()
     base = Path(tempfile.mkdtemp(prefix="courtyard-slurm-"))
     base.chmod(0o755)
@@ -148,8 +149,8 @@ InactiveLimit=0
 MinJobAge=30
 KillWait=5
 Waittime=0
-NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=4000 State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory={max(4000, 310 * jobs)} State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES:{-(-jobs // 2)}
 """)
     conf.chmod(0o644)
     env = {**os.environ, "SLURM_CONF": str(conf)}
