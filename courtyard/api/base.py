@@ -23,6 +23,7 @@ from starlette.responses import Response
 from .. import JUPYTERHUB_API_VERSION
 from ..auth import refresh, scopes as sc
 from ..auth.identity import Identity, groups_of
+from ..db import writes
 from ..errors import BadRequest, Conflict, Forbidden, HTTPError, NotFound
 
 if TYPE_CHECKING:
@@ -266,6 +267,12 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False,
                 return error_response(400, "a value in the request is not one the "
                                            "database can hold (too long, too large, or "
                                            "with a NUL character)")
+            except writes.OUTAGES as e:  # a full disk, a database down or restarting
+                ctx.rollback()
+                log.warning("The database failed %s %s: %s", request.method, request.url.path,
+                            writes.reason(e))
+                return error_response(503, "The hub's database is not available right now; "
+                                           "try again shortly", {"Retry-After": "5"})
             except Exception:
                 ctx.rollback()
                 log.exception("Error in %s %s", request.method, request.url.path)

@@ -36,7 +36,7 @@ def outage(e: BaseException) -> bool:
     return isinstance(e, OUTAGES)
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
     """The driver's own message, on one line (SQLAlchemy's adds the statement)."""
     return " ".join(str(getattr(e, "orig", None) or e).split())[:300] or type(e).__name__
 
@@ -140,7 +140,7 @@ class Writes:
                 future.set_result(result)
 
     def _failed(self, future: asyncio.Future[Any], e: Exception) -> None:
-        log.error("A database write of the server lifecycle failed: %s", _reason(e))
+        log.error("A database write of the server lifecycle failed: %s", reason(e))
         if not future.done():
             future.set_exception(e)
 
@@ -160,7 +160,7 @@ class Writes:
             held, self._held = self._held, None
             log.error("The hub is shutting down and the database still cannot take writes: "
                       "%d lifecycle write(s) dropped (%s); the next hub start finds the "
-                      "servers concerned and cleans them up", len(held), _reason(cause))
+                      "servers concerned and cleans them up", len(held), reason(cause))
             for _, future in held:
                 if not future.done():
                     future.set_exception(cause)
@@ -168,11 +168,11 @@ class Writes:
         if self.failing_since is None:
             self.failing_since = loop.time()
             log.error("The database cannot take the server lifecycle's writes (%d waiting): "
-                      "%s; retrying until it can", len(self._held), _reason(cause))
+                      "%s; retrying until it can", len(self._held), reason(cause))
         elif attempt % 12 == 0:
             log.error("The database still cannot take the server lifecycle's writes after "
                       "%.0f s (%d waiting): %s", loop.time() - self.failing_since,
-                      len(self._held), _reason(cause))
+                      len(self._held), reason(cause))
         self._timer = loop.call_later(delay, self._again, attempt + 1)
 
     def _again(self, attempt: int) -> None:

@@ -68,9 +68,9 @@ async def test_full_disk_during_stop_and_start(spawn_hub, uname, small_disk, cap
     c = Config()
     c.Courtyard.db_url = f"sqlite:///{small_disk}/courtyard.sqlite"
     hub = spawn_hub(c)
-    alice, bob, carol = uname("alice"), uname("bob"), uname("carol")
+    alice, bob, carol, dave = uname("alice"), uname("bob"), uname("carol"), uname("dave")
     async with serving(hub) as api:
-        assert (await api.post("/users", json={"usernames": [alice, bob, carol]})
+        assert (await api.post("/users", json={"usernames": [alice, bob, carol, dave]})
                 ).status_code == 201
         for name in (alice, bob, carol):
             assert (await api.post(f"/users/{name}/server")).status_code == 201
@@ -94,6 +94,11 @@ async def test_full_disk_during_stop_and_start(spawn_hub, uname, small_disk, cap
         assert (await api.post(f"/users/{carol}/server")).status_code == 202
         assert OUTAGE_LOGGED in caplog.text
         assert (await api.get(f"/users/{carol}")).json()["servers"][""]["pending"] == "spawn"
+        # a first server: the request's own row cannot be written: 503, to be tried again,
+        # logged in one line (not an internal error with a traceback)
+        r = await api.post(f"/users/{dave}/server")
+        assert (r.status_code, r.json()["status"], r.headers["Retry-After"]) == (503, 503, "5")
+        assert "try again" in r.json()["message"] and "Traceback" not in caplog.text
 
         filler.unlink()  # the disk has room again: every waiting write goes through
         await wait_until(lambda: all(hub.lifecycle.pending(n, "") is None
