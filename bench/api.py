@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
@@ -53,6 +52,7 @@ from harness import (
     HubFailed,
     HubRun,
     boost_priority,
+    cpu_model,
     ensure_environment,
     wait_quiet,
 )
@@ -396,12 +396,7 @@ def say(run: HubRun, text: str, meter: CpuMeter | None = None) -> None:
 
 
 def environment_info(opts: Options) -> dict[str, object]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     client = (
         "wrk 1 thread (GETs) + asyncio raw HTTP/1.1 keep-alive (create, paging)"
         if opts.client == "wrk"

@@ -61,7 +61,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import connect  # bench/connect.py: measure()
-from harness import RESULTS_DIR, TOKEN, alive, free_ports
+from harness import RESULTS_DIR, TOKEN, alive, cpu_model, free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 MOCKSU = REPO / "tests" / "spawners" / "mocksu.py"
@@ -1061,12 +1061,7 @@ def teardown(env: Env, keep: bool) -> list[str]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),

@@ -158,6 +158,15 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, for the results ("?" if unknown)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent on anything but idle and iowait, from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
