@@ -29,7 +29,7 @@ from .db.models import User
 from .db.records import RecordCache
 from .db.session import init_db
 from .errors import ConfigError
-from .files import secure_data_dir
+from .files import secure_data_dir, write_private
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .oauth import provider as oauth_provider
@@ -227,14 +227,15 @@ class Hub:
                 raise ConfigError(f"cookie secret file {path} is readable by others; "
                                   f"run: chmod 600 {path}")
             try:
-                return bytes.fromhex(path.read_text().strip())
+                value = bytes.fromhex(path.read_text().strip())
             except ValueError:
-                raise ConfigError(f"cookie secret file {path} does not hold hex; delete it "
-                                  "to have a new one made") from None
+                value = b""
+            if not value:  # an empty key would sign every cookie with nothing
+                raise ConfigError(f"cookie secret file {path} does not hold a hex secret; "
+                                  "delete it to have a new one made")
+            return value
         value = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(value.hex())
+        write_private(path, value.hex())
         log.info("Wrote a new cookie secret to %s", path)
         return value
 

@@ -25,6 +25,7 @@ import logging
 import os
 import pwd
 import stat
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
@@ -56,6 +57,23 @@ def open_private(path: str | os.PathLike[str], flags: int, what: str = "file") -
     open to others is made owner-only first."""
     owner_only(Path(path), what)
     return os.open(path, flags | os.O_CREAT, 0o600)
+
+
+def write_private(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to an owner-only file all at once: a reader (or a hub killed midway)
+    sees the old file or the whole new one, never an empty or half-written one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # made 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def owner_only(path: Path, what: str) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -26,28 +25,13 @@ from sqlalchemy.pool import NullPool
 from traitlets.config import Config
 
 from courtyard.app import Hub
+from tests.ports import free_port, free_ports  # noqa: F401 (imported from here by many tests)
 
 ADMIN_TOKEN = "admin-secret-token"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DATABASES = ("sqlite", "postgresql")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free right now (each socket is held until all are picked)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -118,6 +118,10 @@ def test_cookie_secret_file_is_private(tmp_path, db_url):
     path.chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         Hub(c).initialize()
+    path.chmod(0o600)
+    path.write_text("")  # what a hub killed between creating and writing it used to leave
+    with pytest.raises(ConfigError, match="does not hold a hex secret; delete it"):
+        Hub(c).initialize()
 
 
 def test_chp_api_settings_apply_to_the_builtin_proxy(tmp_path):

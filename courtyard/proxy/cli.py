@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 
+from ..files import write_private
 from ..listener import Listener
 from .api import RouteApi, close_quietly, serve_api
 from .options import ProxyOptions
@@ -219,8 +220,7 @@ async def run_master(options: ProxyOptions, auth_token: str) -> None:
     api_server = await serve_api(api, options.api_ip, options.api_port, options.api_ssl_context())
     api_port = api_server.sockets[0].getsockname()[1]
     if options.pid_file:
-        with open(options.pid_file, "w") as f:
-            f.write(str(os.getpid()))
+        write_private(options.pid_file, str(os.getpid()))
     log.info(
         "Proxying %s://%s:%d to %s with %d worker(s)", options.public_scheme, options.ip,
         options.port, options.default_target or "(no default)", options.workers,

@@ -26,7 +26,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from .. import http11, pidfd
 from ..errors import ProxyError
-from ..files import open_private, refuse_if_open
+from ..files import open_private, refuse_if_open, write_private
 from ..spawners.traits import Command
 from .base import Proxy, RouteInfo
 
@@ -292,8 +292,7 @@ class ProcessProxy(RestProxy):
         finally:
             if output is not None:
                 os.close(output)
-        with open(self.pid_file, "w") as f:
-            f.write(str(self.proc.pid))
+        write_private(self.pid_file, str(self.proc.pid))
         try:
             await self.wait_for_api(self.start_timeout, self.proc)
         except ProxyError:
@@ -412,9 +411,7 @@ class BuiltinProxy(ProcessProxy):
             if token:
                 return token
         token = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
+        write_private(path, token)
         return token
 
     def proxy_args(self) -> list[str]:

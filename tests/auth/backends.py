@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
+
 HERE = Path(__file__).parent
 IDP_DIR = HERE / "idp"
 ROOT = HERE.parent.parent
@@ -40,10 +42,6 @@ def need(condition: object, reason: str) -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:

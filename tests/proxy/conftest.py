@@ -22,15 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 TOKEN = "test-proxy-token"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
