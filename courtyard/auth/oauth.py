@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -28,6 +27,7 @@ from traitlets import Any as AnyTrait, Bool, Dict, Float, List, Set, Unicode, de
 
 from ..errors import ConfigError
 from .base import Authenticator, AuthResult, Handler, LoginRefused, maybe_await
+from .tokens import pkce_challenge
 
 STATE_MAX_AGE = 600
 
@@ -214,7 +214,7 @@ class OAuthenticator(Authenticator):
                   "redirect_uri": self.callback_url(), "state": state,
                   "scope": " ".join(self.scope), **self.extra_authorize_params}
         if self.enable_pkce:
-            params.update(code_challenge=create_s256_code_challenge(verifier),
+            params.update(code_challenge=pkce_challenge(verifier),
                           code_challenge_method="S256")
         if "openid" in self.scope:
             params["nonce"] = nonce

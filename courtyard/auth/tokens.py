@@ -8,6 +8,7 @@ for the slow hash (JupyterHub pays 16,384 SHA-512 rounds on every request).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -29,6 +30,13 @@ def slow_hash(token: str, salt: str | None = None, rounds: int = PBKDF2_ROUNDS) 
     salt = salt or secrets.token_hex(8)
     digest = hashlib.pbkdf2_hmac("sha256", token.encode(), salt.encode(), rounds).hex()
     return f"pbkdf2:{rounds}:{salt}:{digest}"
+
+
+def pkce_challenge(verifier: str) -> str:
+    """RFC 7636's S256 challenge, ``BASE64URL(SHA256(verifier))`` unpadded: the hub's OAuth
+    client sends it, the hub's provider checks a verifier against it."""
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def matches(token: str, hashed: str) -> bool:

@@ -15,8 +15,6 @@ secret may only use the flow with PKCE.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Iterable
@@ -272,8 +270,7 @@ def redeem_code(db: Session, client: Client, code: str, redirect_uri: str | None
     if row.code_challenge:
         if not verifier:
             raise OAuthError("invalid_grant", "code_verifier is required")
-        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-        if not hmac.compare_digest(digest.rstrip(b"="), row.code_challenge.encode()):
+        if not hmac.compare_digest(tokens.pkce_challenge(verifier), row.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the challenge")
     elif verifier:
         raise OAuthError("invalid_grant", "no code_challenge was sent for this code")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from .conftest import login
@@ -94,6 +98,24 @@ async def test_starttls_and_ldaps_verify_the_server(browser, slapd, strategy, tm
     _hub, client = await browser(ldap_options(slapd, **tls, **{
         "LDAPAuthenticator.tls_kwargs": {"ca_certs_file": str(other_ca)}}))
     assert (await login(client, "alice", "alicepw")).status_code == 403
+
+
+def test_tls_checks_the_host_name_without_a_deprecation_warning(slapd):
+    """ldap3 checks the certificate's name with ``ssl.match_hostname``, deprecated on this
+    Python: a StartTLS bind, with every DeprecationWarning an error, still succeeds."""
+    script = textwrap.dedent(f"""
+        import ssl
+        import courtyard.auth.ldap as ours
+        ldap3 = ours.ldap3
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file={slapd.ca_file!r})
+        server = ldap3.Server("localhost", port={slapd.port}, tls=tls)
+        conn = ldap3.Connection(server, auto_bind=ldap3.AUTO_BIND_TLS_BEFORE_BIND)
+        print(conn.tls_started)
+    """)
+    done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
 
 
 def test_ldap_checks_its_options_at_start(make_hub, slapd):
