@@ -105,7 +105,6 @@ async def create_service(ctx: Ctx) -> Any:
                       from_config=True)
     ctx.db.flush()
     ctx.invalidate_permissions()
-    await ctx.hub.service_added(service)
     return service_model(ctx, service)
 
 
@@ -118,7 +117,6 @@ async def delete_service(ctx: Ctx) -> Any:
 
         raise HTTPError("Service from the config file cannot be deleted through the API; "
                         "remove it from the config", status=405)
-    await ctx.hub.service_removed(service)
     ctx.db.delete(service)
     ctx.invalidate_permissions()
     return None

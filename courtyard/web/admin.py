@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..db.models import User
 from .pages import holds, nav
-from .render import Page, login_redirect
+from .render import Page, signed_in
 
 if TYPE_CHECKING:
     from ..app import Hub
@@ -37,20 +37,17 @@ ACTION_SCOPES = {
 }
 
 
-async def admin_page(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    with hub.session() as db:
-        page = Page(request, db)
-        if page.user is None:
-            return login_redirect(hub, request)
-        if not holds(page, "admin-ui"):
-            return page.error(403, "The admin page needs the admin-ui permission.")
-        can = {key: holds(page, scope) for key, scope in ACTION_SCOPES.items()}
-        opts = hub.options
-        return page.render("admin.html", **nav(page), active="admin", can=can,
-                           allow_named_servers=opts.allow_named_servers,
-                           page_size=opts.api_page_default_limit,
-                           max_page_size=opts.api_page_max_limit)
+@signed_in
+async def admin_page(page: Page, user: User) -> Response:
+    hub = page.hub
+    if not holds(page, "admin-ui"):
+        return page.error(403, "The admin page needs the admin-ui permission.")
+    can = {key: holds(page, scope) for key, scope in ACTION_SCOPES.items()}
+    opts = hub.options
+    return page.render("admin.html", **nav(page), active="admin", can=can,
+                       allow_named_servers=opts.allow_named_servers,
+                       page_size=opts.api_page_default_limit,
+                       max_page_size=opts.api_page_max_limit)
 
 
 def routes(hub: Hub) -> list[BaseRoute]:

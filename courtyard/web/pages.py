@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from ..auth.identity import Identity, groups_of
 from ..db import queries as q
 from ..db.models import Server, User
 from .csp import csp_report
-from .render import STATIC_DIR, Page, login_redirect
+from .render import STATIC_DIR, Page, login_redirect, signed_in
 
 if TYPE_CHECKING:
     from ..app import Hub
@@ -137,7 +138,7 @@ async def site_root(request: Request) -> Response:
 def default_url(hub: Hub, user: Any) -> str:
     """``default_url``, or what JupyterHub's form of it returns: a callable of the request
     handler, which reads ``handler.current_user`` (name, admin, groups)."""
-    value = hub.options.default_url
+    value: str | Callable[[Any], str] = hub.options.default_url
     if not callable(value):
         return value
     from ..compat.auth import GroupRef, HubUser, LoginHandler
@@ -165,38 +166,31 @@ async def root(request: Request) -> Response:
         return page.redirect(page.url("home"), status=302)
 
 
-async def home(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    with hub.session() as db:
-        page = Page(request, db)
-        user = page.user
-        if user is None:
-            return login_redirect(hub, request)
-        rows = {s.name: s for s in user.servers}
-        default = server_view(page, user, rows.get(""), "")
-        named = [server_view(page, user, s, s.name) for s in user.servers if s.name]
-        limit = await named_server_limit(page)
-        return page.render(
-            "home.html", **nav(page), active="home", default_server=default,
-            named_servers=named, allow_named_servers=hub.options.allow_named_servers,
-            named_server_limit=limit,
-            can_add_server=not limit or len(named) < limit,
-        )
+@signed_in
+async def home(page: Page, user: User) -> Response:
+    hub = page.hub
+    rows = {s.name: s for s in user.servers}
+    default = server_view(page, user, rows.get(""), "")
+    named = [server_view(page, user, s, s.name) for s in user.servers if s.name]
+    limit = await named_server_limit(page)
+    return page.render(
+        "home.html", **nav(page), active="home", default_server=default,
+        named_servers=named, allow_named_servers=hub.options.allow_named_servers,
+        named_server_limit=limit,
+        can_add_server=not limit or len(named) < limit,
+    )
 
 
 # -- /hub/token -----------------------------------------------------------------------------
-async def token_page(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    with hub.session() as db:
-        page = Page(request, db)
-        if page.user is None:
-            return login_redirect(hub, request)
-        max_seconds = hub.options.token_expires_in_max_seconds
-        expiry = [(3600, "1 hour"), (86400, "1 day"), (7 * 86400, "1 week"),
-                  (30 * 86400, "30 days"), (365 * 86400, "1 year")]
-        choices = [(s, label) for s, label in expiry if not max_seconds or s <= max_seconds]
-        return page.render("token.html", **nav(page), active="token", expiry_choices=choices,
-                           never_expires=not max_seconds)
+@signed_in
+async def token_page(page: Page, user: User) -> Response:
+    hub = page.hub
+    max_seconds = hub.options.token_expires_in_max_seconds
+    expiry = [(3600, "1 hour"), (86400, "1 day"), (7 * 86400, "1 week"),
+              (30 * 86400, "30 days"), (365 * 86400, "1 year")]
+    choices = [(s, label) for s, label in expiry if not max_seconds or s <= max_seconds]
+    return page.render("token.html", **nav(page), active="token", expiry_choices=choices,
+                       never_expires=not max_seconds)
 
 
 # -- /hub/user/NAME/...: the proxy has no route there ---------------------------------------
@@ -286,7 +280,7 @@ async def error_page(request: Request) -> Response:
 
 
 def render_error(page: Page, status: int, message: str, url: str = "",
-                 headers: dict[str, str] | None = None) -> Response:
+                 headers: Mapping[str, str] | None = None) -> Response:
     return page.render("error.html", status=status, headers=headers, status_code=status,
                        message=message, url=url, **nav(page))
 

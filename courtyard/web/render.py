@@ -7,8 +7,10 @@ fills ``page.html``-based templates and sets the session and ``_xsrf`` cookies.
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -106,6 +108,23 @@ def login_redirect(hub: Hub, request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     url = f"{hub.options.base_url}hub/login?next={quote(target, safe='/')}"
     return RedirectResponse(url, status_code=302, headers=SECURITY_HEADERS)
+
+
+def signed_in(handler: Callable[[Page, User], Awaitable[Response]],
+              ) -> Callable[[Request], Awaitable[Response]]:
+    """A page for signed-in users: ``handler(page, user)`` runs in the page's database
+    session; a signed-out visitor is sent to the login page and back."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        hub: Hub = request.app.state.hub
+        with hub.session() as db:
+            page = Page(request, db)
+            if page.user is None:
+                return login_redirect(hub, request)
+            return await handler(page, page.user)
+
+    return endpoint
 
 
 class Page:
@@ -233,7 +252,7 @@ class Page:
         sess.set_xsrf_cookie(response, self.hub, self.xsrf)
         return response
 
-    def render(self, template: str, status: int = 200, headers: dict[str, str] | None = None,
+    def render(self, template: str, status: int = 200, headers: Mapping[str, str] | None = None,
                **ns: Any) -> Response:
         import jinja2
 

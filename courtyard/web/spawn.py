@@ -14,7 +14,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -25,7 +24,7 @@ from ..names import check_server_name
 from ..spawners.base import Spawner, UserInfo
 from .pages import api_path, may, named_server_limit, nav, pending_url, server_state, spawn_url
 from .refresh import spawn_refused
-from .render import Page, login_redirect, safe_next
+from .render import Page, safe_next, signed_in
 
 if TYPE_CHECKING:
     from ..app import Hub
@@ -108,60 +107,57 @@ def options_from_form(spawner: Spawner, profiles: list[dict[str, Any]],
     return spawner.run_options_from_form(formdata)
 
 
-async def spawn_page(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    with hub.session() as db:
-        page = Page(request, db)
-        if page.user is None:
-            return login_redirect(hub, request)
-        target = Target(page)
-        if target.user is None or not may(page, START_SCOPES, target.user_name, target.name):
-            return page.error(404, f"There is no server of {target.user_name} you may start.")
-        if target.name and not hub.options.allow_named_servers:
-            return page.error(400, "Named servers are not enabled on this hub.")
-        next_url = next_arg(hub, request.query_params.get("next"))
-        state = server_state(page, target.user_name, target.server, target.name)
-        if state in ("spawn", "check"):
-            return page.redirect(_pending(page, target, next_url), status=302)
-        if state == "ready":
-            server_url = hub.server_routespec(target.user_name, target.name)
-            return page.redirect(next_url or server_url, status=302)
-        if state == "stop":
-            return page.error(400, "This server is stopping; try again in a moment.")
+@signed_in
+async def spawn_page(page: Page, user: User) -> Response:
+    hub, request = page.hub, page.request
+    target = Target(page)
+    if target.user is None or not may(page, START_SCOPES, target.user_name, target.name):
+        return page.error(404, f"There is no server of {target.user_name} you may start.")
+    if target.name and not hub.options.allow_named_servers:
+        return page.error(400, "Named servers are not enabled on this hub.")
+    next_url = next_arg(hub, request.query_params.get("next"))
+    state = server_state(page, target.user_name, target.server, target.name)
+    if state in ("spawn", "check"):
+        return page.redirect(_pending(page, target, next_url), status=302)
+    if state == "ready":
+        server_url = hub.server_routespec(target.user_name, target.name)
+        return page.redirect(next_url or server_url, status=302)
+    if state == "stop":
+        return page.error(400, "This server is stopping; try again in a moment.")
 
-        spawner = hub.lifecycle.make_spawner(target.info(hub), target.name)
-        profiles = spawner.profiles()
-        form_html = "" if profiles else await spawner.get_options_form()
-        formdata: dict[str, list[str]] | None = None
-        if request.method == "POST":
-            if not await page.xsrf_ok():
-                return page.error(403, "Your session expired or the form came from another "
-                                  "site; open the page again.")
-            form = await page.form()
-            formdata = {k: [str(v) for v in form.getlist(k)] for k in form
-                        if k not in FORM_META_FIELDS}
-            next_url = next_arg(hub, await page.field("next")) or next_url
-        else:
-            opts = {k[4:]: request.query_params.getlist(k) for k in request.query_params
-                    if k.startswith("opt-")}
-            if opts:
-                formdata = opts
-        if formdata is None and (profiles or form_html):
-            return _render_form(page, target, profiles, form_html, next_url)
-        try:
-            options = options_from_form(spawner, profiles, formdata) if formdata is not None \
-                else None
-            if inspect.isawaitable(options):  # a JupyterHub spawner's may be async
-                options = await options
-            await start(page, target, options)
-        except refresh.AuthExpired as e:
-            return spawn_refused(page, target.user, e)
-        except HTTPError as e:
-            if profiles or form_html:
-                return _render_form(page, target, profiles, form_html, next_url, e.message,
-                                    e.status)
-            return page.error(e.status, e.message, e.headers)
-        return page.redirect(_pending(page, target, next_url), status=303)
+    spawner = hub.lifecycle.make_spawner(target.info(hub), target.name)
+    profiles = spawner.profiles()
+    form_html = "" if profiles else await spawner.get_options_form()
+    formdata: dict[str, list[str]] | None = None
+    if request.method == "POST":
+        if not await page.xsrf_ok():
+            return page.error(403, "Your session expired or the form came from another "
+                              "site; open the page again.")
+        form = await page.form()
+        formdata = {k: [str(v) for v in form.getlist(k)] for k in form
+                    if k not in FORM_META_FIELDS}
+        next_url = next_arg(hub, await page.field("next")) or next_url
+    else:
+        opts = {k[4:]: request.query_params.getlist(k) for k in request.query_params
+                if k.startswith("opt-")}
+        if opts:
+            formdata = opts
+    if formdata is None and (profiles or form_html):
+        return _render_form(page, target, profiles, form_html, next_url)
+    try:
+        options = options_from_form(spawner, profiles, formdata) if formdata is not None \
+            else None
+        if inspect.isawaitable(options):  # a JupyterHub spawner's may be async
+            options = await options
+        await start(page, target, options)
+    except refresh.AuthExpired as e:
+        return spawn_refused(page, target.user, e)
+    except HTTPError as e:
+        if profiles or form_html:
+            return _render_form(page, target, profiles, form_html, next_url, e.message,
+                                e.status)
+        return page.error(e.status, e.message, e.headers)
+    return page.redirect(_pending(page, target, next_url), status=303)
 
 
 def _pending(page: Page, target: Target, next_url: str) -> str:
@@ -183,33 +179,30 @@ def _render_form(page: Page, target: Target, profiles: list[dict[str, Any]], for
         action=spawn_url(page, target.user_name, target.name), next=next_url, error=error)
 
 
-async def pending_page(request: Request) -> Response:
+@signed_in
+async def pending_page(page: Page, user: User) -> Response:
     """Progress of a starting server; the script redirects to it once it is ready."""
-    hub: Hub = request.app.state.hub
-    with hub.session() as db:
-        page = Page(request, db)
-        if page.user is None:
-            return login_redirect(hub, request)
-        target = Target(page)
-        if target.user is None or not may(page, ("read:servers",), target.user_name,
-                                          target.name):
-            return page.error(404, f"There is no server of {target.user_name} you may see.")
-        state = server_state(page, target.user_name, target.server, target.name)
-        server_url = hub.server_routespec(target.user_name, target.name)
-        next_url = next_arg(hub, request.query_params.get("next"))
-        if state == "ready":
-            return page.redirect(next_url or server_url, status=302)
-        base = f"{page.base_url}hub/api/{api_path(target.user_name, target.name)}"
-        failure = hub.lifecycle.failure(target.user_name, target.name)
-        return page.render(
-            "spawn_pending.html", **nav(page), owner=target.user_name,
-            own=target.user_name == page.user.name, server_name=target.name,
-            state="failed" if state == "stopped" and failure else state, failure=failure,
-            progress_url=f"{base}/progress", logs_url=f"{base}/logs", server_api=base,
-            server_url=hub.origins.link(next_url or server_url), home_url=page.url("home"),
-            spawn_url=spawn_url(page, target.user_name, target.name),
-            can_cancel=may(page, ("delete:servers",), target.user_name, target.name),
-        )
+    hub, request = page.hub, page.request
+    target = Target(page)
+    if target.user is None or not may(page, ("read:servers",), target.user_name,
+                                      target.name):
+        return page.error(404, f"There is no server of {target.user_name} you may see.")
+    state = server_state(page, target.user_name, target.server, target.name)
+    server_url = hub.server_routespec(target.user_name, target.name)
+    next_url = next_arg(hub, request.query_params.get("next"))
+    if state == "ready":
+        return page.redirect(next_url or server_url, status=302)
+    base = f"{page.base_url}hub/api/{api_path(target.user_name, target.name)}"
+    failure = hub.lifecycle.failure(target.user_name, target.name)
+    return page.render(
+        "spawn_pending.html", **nav(page), owner=target.user_name,
+        own=target.user_name == user.name, server_name=target.name,
+        state="failed" if state == "stopped" and failure else state, failure=failure,
+        progress_url=f"{base}/progress", logs_url=f"{base}/logs", server_api=base,
+        server_url=hub.origins.link(next_url or server_url), home_url=page.url("home"),
+        spawn_url=spawn_url(page, target.user_name, target.name),
+        can_cancel=may(page, ("delete:servers",), target.user_name, target.name),
+    )
 
 
 def routes(hub: Hub) -> list[BaseRoute]:

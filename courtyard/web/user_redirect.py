@@ -15,7 +15,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -27,7 +26,7 @@ from ..errors import HTTPError
 from ..spawners.base import UserInfo
 from .pages import pending_url
 from .refresh import spawn_refused
-from .render import Page, login_redirect
+from .render import Page, signed_in
 
 if TYPE_CHECKING:
     from ..app import Hub
@@ -42,39 +41,33 @@ def target_url(hub: Hub, user: str, server: str, path: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
-async def user_redirect(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    with hub.session() as db:
-        page = Page(request, db)
-        user = page.user
-        if user is None:
-            return login_redirect(hub, request)
-        opts = hub.options
-        name = opts.default_server_name if opts.allow_named_servers else ""
-        url = target_url(hub, user.name, name, request.path_params["path"], request.url.query)
-        server = next((s for s in user.servers if s.name == name), None)
-        pending = hub.lifecycle.pending(user.name, name)
-        if server is not None and server.url is not None and pending is None:
-            return page.redirect(url, status=302)
-        if pending is None:
-            try:
-                await refresh.before_spawn(hub, db, user, request)  # refresh_pre_spawn
-                _start(page, user, server, name)
-            except refresh.AuthExpired as e:
-                return spawn_refused(page, user, e)
-            except HTTPError as e:
-                return page.error(e.status, e.message, e.headers)
-        elif pending != "spawn":
-            return _pending_page(page, user.name, name, url)
-        db.commit()  # no transaction held while waiting for the spawn
-    event = await _wait_for_spawn(hub, user.name, name, opts.slow_spawn_timeout)
-    with hub.session() as db:
-        page = Page(request, db)
-        if event is None:
-            return _pending_page(page, user.name, name, url)
-        if event.get("failed"):
-            return page.error(500, f"Your server could not start. {event.get('message', '')}")
+@signed_in
+async def user_redirect(page: Page, user: User) -> Response:
+    hub, db, request = page.hub, page.db, page.request
+    opts = hub.options
+    name = opts.default_server_name if opts.allow_named_servers else ""
+    url = target_url(hub, user.name, name, request.path_params["path"], request.url.query)
+    server = next((s for s in user.servers if s.name == name), None)
+    pending = hub.lifecycle.pending(user.name, name)
+    if server is not None and server.url is not None and pending is None:
         return page.redirect(url, status=302)
+    if pending is None:
+        try:
+            await refresh.before_spawn(hub, db, user, request)  # refresh_pre_spawn
+            _start(page, user, server, name)
+        except refresh.AuthExpired as e:
+            return spawn_refused(page, user, e)
+        except HTTPError as e:
+            return page.error(e.status, e.message, e.headers)
+    elif pending != "spawn":
+        return _pending_page(page, user.name, name, url)
+    db.commit()  # no transaction held while waiting for the spawn
+    event = await _wait_for_spawn(hub, user.name, name, opts.slow_spawn_timeout)
+    if event is None:
+        return _pending_page(page, user.name, name, url)
+    if event.get("failed"):
+        return page.error(500, f"Your server could not start. {event.get('message', '')}")
+    return page.redirect(url, status=302)
 
 
 def _start(page: Page, user: User, server: Server | None, name: str) -> None:
