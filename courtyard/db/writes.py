@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Server
 
-if TYPE_CHECKING:
-    from ..app import Hub
-
 T = TypeVar("T")
 log = logging.getLogger("courtyard.lifecycle")
+
+
+class Database(Protocol):
+    """What the writes need of the hub: its sessions (made once the database is open, so
+    read when a write runs), and its user snapshots when it keeps them (``records``)."""
+
+    @property
+    def session(self) -> sessionmaker[Session]: ...
 
 #: what an unavailable database raises (PostgreSQL down or restarting, a full disk, a
 #: locked or read-only SQLite file): retried until the write goes through
@@ -56,7 +61,7 @@ class Writes:
     for a passing outage. Each outage is logged with its cause when it begins and ends.
     """
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Database) -> None:
         self.hub = hub
         self._queue: list[Pending] = []
         self._groups: dict[Callable[..., Any], tuple[list[Any], asyncio.Future[Any]]] = {}

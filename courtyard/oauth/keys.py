@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from ..app import Hub
 
 log = logging.getLogger("courtyard.oauth")
 
 KEY_FILE = "courtyard_oauth_signing_key.pem"
 ALGORITHM = "RS256"
 
-_signers: weakref.WeakKeyDictionary[Any, Signer] = weakref.WeakKeyDictionary()
+_signers: dict[Path, Signer] = {}
 
 
 class Signer:
@@ -68,10 +64,11 @@ class Signer:
         return jwt.encode({"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}, claims, self.key)
 
 
-def signer(hub: Hub) -> Signer:
-    """The hub's signer, loading or making its key on first use."""
-    found = _signers.get(hub)
+def signer(data_dir: str) -> Signer:
+    """The signer of the hub whose data directory is ``data_dir``, its key loaded or made on
+    first use."""
+    path = Path(data_dir) / KEY_FILE
+    found = _signers.get(path)
     if found is None:
-        path = Path(hub.options.data_files_path) / KEY_FILE
-        found = _signers[hub] = Signer.from_file(path)
+        found = _signers[path] = Signer.from_file(path)
     return found

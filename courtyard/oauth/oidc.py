@@ -8,26 +8,39 @@ JWTs signed with :mod:`.keys`, so a service can verify who signed in without ask
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..db.models import User
 from .keys import ALGORITHM, signer
 
-if TYPE_CHECKING:
-    from ..app import Hub
-
 ID_TOKEN_LIFETIME = 3600
 SCOPES_SUPPORTED = ["openid", "profile", "groups"]
 
 
-def issuer(hub: Hub) -> str:
+class IssuerOptions(Protocol):
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def data_files_path(self) -> str: ...
+
+
+class Issuer(Protocol):
+    """What OpenID Connect needs of the hub: where people reach it, and where its key is."""
+
+    @property
+    def public_url(self) -> str: ...
+    @property
+    def options(self) -> IssuerOptions: ...
+
+
+def issuer(hub: Issuer) -> str:
     parts = urlsplit(hub.public_url)
     origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
     return f"{origin}{hub.options.base_url}hub"
 
 
-def discovery(hub: Hub) -> dict[str, Any]:
+def discovery(hub: Issuer) -> dict[str, Any]:
     iss = issuer(hub)
     api = f"{iss}/api/oauth2"
     return {
@@ -58,11 +71,11 @@ def user_claims(user: User) -> dict[str, Any]:
             "groups": [g.name for g in user.groups]}
 
 
-def id_token(hub: Hub, user: User, client_id: str, nonce: str | None,
+def id_token(hub: Issuer, user: User, client_id: str, nonce: str | None,
              lifetime: int = ID_TOKEN_LIFETIME) -> str:
     now = int(time.time())
     claims = {"iss": issuer(hub), "aud": client_id, "iat": now, "exp": now + lifetime,
               **user_claims(user)}
     if nonce:
         claims["nonce"] = nonce
-    return signer(hub).sign(claims)
+    return signer(hub.options.data_files_path).sign(claims)

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -29,8 +29,23 @@ from ..auth import scopes as sc, tokens
 from ..db import queries as q
 from ..db.models import APIToken, OAuthClient, OAuthCode, Service, User, utcnow
 
-if TYPE_CHECKING:
-    from ..app import Hub
+
+class ProviderOptions(Protocol):
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def cookie_max_age_days(self) -> float: ...
+    @property
+    def oauth_token_expires_in(self) -> int: ...
+
+
+class Hub(Protocol):
+    """What the provider needs of the hub: its public origin, base URL and token lifetimes."""
+
+    @property
+    def public_url(self) -> str: ...
+    @property
+    def options(self) -> ProviderOptions: ...
 
 CODE_LIFETIME = timedelta(minutes=5)
 # OpenID Connect scopes: they ask for claims in the ID token, not for hub permissions
@@ -278,7 +293,7 @@ def redeem_code(db: Session, client: Client, code: str, redirect_uri: str | None
 
 
 def token_lifetime(hub: Hub) -> int:
-    configured = getattr(hub.options, "oauth_token_expires_in", 0)
+    configured = hub.options.oauth_token_expires_in
     return int(configured or hub.options.cookie_max_age_days * 86400)
 
 

@@ -179,7 +179,7 @@ async def token(request: Request) -> Response:
 # -- OpenID Connect ----------------------------------------------------------------------------
 async def jwks(request: Request) -> Response:
     """The public key ID tokens are signed with."""
-    return json_response(signer(request.app.state.hub).jwks(),
+    return json_response(signer(request.app.state.hub.options.data_files_path).jwks(),
                          headers={"Cache-Control": "max-age=300",
                                   "Access-Control-Allow-Origin": "*"})
 

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -378,3 +379,22 @@ async def test_service_client_secret_is_a_service_token(
 def test_xsrf_helper_sees_consent_field(hub: Hub) -> None:
     html = '<input type="hidden" name="_xsrf" value="a&amp;b">'
     assert xsrf_of(httpx.Response(200, text=html)) == "a&b"
+
+
+async def test_oauth_token_expires_in_sets_the_access_tokens_lifetime(
+        hub: Hub, browser: Callable[[], httpx.AsyncClient]) -> None:
+    hub.options.oauth_token_expires_in = 600
+    cid, secret = server_client(hub, "alice")
+    client = browser()
+    await login(client, "alice")
+    code = code_of(await authorize(client, cid, "/user/alice/oauth_callback"))
+    r = await exchange(client, code=code, client_id=cid, client_secret=secret,
+                       redirect_uri="/user/alice/oauth_callback")
+    assert r.status_code == 200, r.text
+    assert r.json()["expires_in"] == 600
+    tokens = (await client.get("/hub/api/users/alice/tokens", headers={
+        "Authorization": f"token {user_token(hub, 'alice')}"})).json()["api_tokens"]
+    (oauth,) = [t for t in tokens if t["note"].startswith("OAuth")]
+    created = datetime.fromisoformat(oauth["created"].rstrip("Z"))
+    expires = datetime.fromisoformat(oauth["expires_at"].rstrip("Z"))
+    assert (expires - created).total_seconds() == pytest.approx(600, abs=5)
