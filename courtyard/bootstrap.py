@@ -4,20 +4,61 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .auth import tokens
+from .auth.identity import ScopeCache
 from .auth.roles import DEFAULT_ROLES, check_role
 from .db import queries as q
 from .db.models import APIToken, Group, Role, Service
 from .errors import BadRequest, ConfigError
 from .names import check_group_name
 
-if TYPE_CHECKING:
-    from .app import Hub
+
+class ConfigOptions(Protocol):
+    """The hub's options that say what the database must hold at start."""
+
+    @property
+    def load_roles(self) -> list[dict[str, Any]]: ...
+    @property
+    def load_groups(self) -> dict[str, Any]: ...
+    @property
+    def custom_scopes(self) -> dict[str, Any]: ...
+    @property
+    def services(self) -> list[dict[str, Any]]: ...
+    @property
+    def api_tokens(self) -> dict[str, str]: ...
+    @property
+    def service_tokens(self) -> dict[str, str]: ...
+    @property
+    def admin_users(self) -> set[str]: ...
+
+
+class Names(Protocol):
+    """The authenticator's say on user names, admins and allowed users."""
+
+    admin_users: set[str]
+    allowed_users: set[str]
+    manage_roles: bool
+
+    def normalize_username(self, username: str) -> str: ...
+    def validate_username(self, username: str) -> bool: ...
+
+
+class Hub(Protocol):
+    """What start-up reconciliation needs of the hub."""
+
+    @property
+    def options(self) -> ConfigOptions: ...
+    @property
+    def authenticator(self) -> Names: ...
+    @property
+    def service_specs(self) -> dict[str, dict[str, Any]]: ...
+    @property
+    def scope_cache(self) -> ScopeCache: ...
 
 log = logging.getLogger("courtyard")
 

@@ -23,7 +23,7 @@ import logging
 import re
 import string
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from starlette.responses import JSONResponse, RedirectResponse
@@ -33,8 +33,6 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-    from .app import Hub
 
 log = logging.getLogger("courtyard")
 
@@ -190,6 +188,23 @@ class HubHostOnly:
 
 
 # -- start-up warning -------------------------------------------------------------------------
+class AdminOptions(Protocol):
+    @property
+    def admin_users(self) -> set[str]: ...
+
+
+class Hub(Protocol):
+    """What the warning needs of the hub: its origins, its admins and its authenticator
+    (looked at for who it lets in: one, several at once, or any JupyterHub one)."""
+
+    @property
+    def options(self) -> AdminOptions: ...
+    @property
+    def origins(self) -> Origins: ...
+    @property
+    def authenticator(self) -> object: ...
+
+
 def several_people(hub: Hub, db: Session) -> bool:
     """Whether more than one person may use the hub: two users in the database, two named
     in the config, sign-up, or an authenticator that lets in anyone who authenticates."""

@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
@@ -39,10 +39,30 @@ from starlette.responses import Response
 
 from ..db.models import User, utcnow
 from . import scopes as sc
-from .identity import Identity, owner_scopes
+from .identity import Identity, ScopeCache, owner_scopes
 
-if TYPE_CHECKING:
-    from ..app import Hub
+
+class SessionOptions(Protocol):
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def cookie_max_age_days(self) -> float: ...
+    @property
+    def activity_resolution(self) -> int: ...
+
+
+class Hub(Protocol):
+    """What sign-in sessions need of the hub: its cookie secret and public URL (is it
+    https), its base URL and cookie lifetime, and the cache of who may do what."""
+
+    @property
+    def options(self) -> SessionOptions: ...
+    @property
+    def public_url(self) -> str: ...
+    @property
+    def cookie_secret(self) -> bytes: ...
+    @property
+    def scope_cache(self) -> ScopeCache: ...
 
 log = logging.getLogger("courtyard.auth")
 

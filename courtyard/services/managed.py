@@ -13,14 +13,38 @@ import logging
 import os
 import pwd
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import queries as q
 
-if TYPE_CHECKING:
-    from ..app import Hub
-
 log = logging.getLogger("courtyard.services")
+
+
+class ServiceOptions(Protocol):
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def public_url(self) -> str: ...
+    @property
+    def subdomain_host(self) -> str: ...
+    @property
+    def services(self) -> list[dict[str, Any]]: ...
+
+
+class Hub(Protocol):
+    """What managed services need of the hub: its options and API URL for their
+    environment, its database for their tokens, and where to record their PIDs."""
+
+    @property
+    def options(self) -> ServiceOptions: ...
+    @property
+    def api_url(self) -> str: ...
+    @property
+    def session(self) -> sessionmaker[Session]: ...
+    @property
+    def service_pids(self) -> dict[str, int]: ...
 
 RESTART_DELAYS = (1, 2, 5, 10, 30)
 
