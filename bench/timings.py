@@ -60,13 +60,13 @@ def prepare(data: Path, config: Path, users: int) -> None:
 
     from courtyard.app import Hub
     from courtyard.auth.native import set_password
-    from courtyard.db import queries as q
+    from courtyard.db import queries
     from courtyard.db.models import User, utcnow
 
     hub = Hub.from_file(str(config), {"log_level": "WARNING"})
     hub.initialize()
     with hub.session() as db:
-        admin = q.get_user(db, "admin") or q.create_user(db, "admin", admin=True)
+        admin = queries.get_user(db, "admin") or queries.create_user(db, "admin", admin=True)
         set_password(db, admin, PASSWORD)
         now = utcnow()
         db.execute(insert(User.__table__), [

@@ -38,6 +38,7 @@ from .subdomains import Origins, resolve_hook, warn_shared_origin
 
 if TYPE_CHECKING:
     from .api.dispatch import ApiDispatcher
+    from .spawners.base import Spawner
 
 log = logging.getLogger("courtyard")
 
@@ -95,7 +96,7 @@ class Hub:
         self.service_pids: dict[str, int] = {}
         self.session: sessionmaker[Session]
         self.authenticator: Authenticator
-        self.spawner_class: type | None = None
+        self.spawner_class: type[Spawner] | None = None
         self.proxy: Any = None
         self.proxy_starting: asyncio.Event | None = None  # set once serve() has started it
         self.route_lock = asyncio.Lock()
@@ -344,12 +345,6 @@ class Hub:
             with self.metrics.timed(self.metrics.proxy_delete):
                 await proxy.delete_route(self.server_proxy_spec(username, server_name))
 
-    async def service_added(self, service: Any) -> None:
-        """A service was registered at run time (its route is added by the proxy sync)."""
-
-    async def service_removed(self, service: Any) -> None:
-        """A run-time service was deleted."""
-
     @property
     def public_url(self) -> str:
         opts = self.options
@@ -357,10 +352,7 @@ class Hub:
             return opts.public_url
         if opts.subdomain_host:  # the hub lives on the subdomain host itself
             return f"{opts.subdomain_host}{opts.base_url}"
-        if opts.bind_url:
-            return opts.bind_url
-        scheme = "https" if opts.ssl_cert else "http"
-        return f"{scheme}://{opts.ip}:{opts.port}{opts.base_url}"
+        return self.public_bind_url
 
     @property
     def public_bind_url(self) -> str:
@@ -373,7 +365,8 @@ class Hub:
 
     @property
     def hub_url(self) -> str:
-        """Where the proxy, servers and services reach the hub (scheme://host:port, no path)."""
+        """Where the proxy, servers and services reach the hub (scheme://host:port, no path):
+        hub_connect_url's origin, else where the hub listens (a wildcard as loopback)."""
         if self.options.hub_connect_url:
             from urllib.parse import urlsplit
 
@@ -390,7 +383,13 @@ class Hub:
 
     @property
     def api_url(self) -> str:
-        return self.lifecycle.api_url()
+        """Where servers and services reach the hub's API: under hub_connect_url (its own
+        ``/hub`` path kept), else under :attr:`hub_url` and the base URL."""
+        opts = self.options
+        if opts.hub_connect_url:
+            url = opts.hub_connect_url.rstrip("/")
+            return f"{url}/api" if url.endswith("/hub") else f"{url}{opts.base_url}hub/api"
+        return f"{self.hub_url}{opts.base_url}hub/api"
 
     @property
     def hub_bind(self) -> tuple[str, int]:
@@ -451,7 +450,7 @@ class Hub:
 
         if self.options.proxy_class not in (None, "", "none"):
             self.proxy_starting = asyncio.Event()
-        await self.lifecycle.start()  # find servers a previous run left, before serving
+        await self.lifecycle.recovery.start()  # find servers a previous run left, before serving
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.005)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from .auth import tokens
 from .auth.identity import ScopeCache
 from .auth.roles import DEFAULT_ROLES, check_role
-from .db import queries as q
+from .db import queries
 from .db.models import APIToken, Group, Role, Service
 from .errors import BadRequest, ConfigError
 from .names import check_group_name
@@ -81,7 +81,7 @@ def user_name(hub: Hub, raw: Any, where: str) -> str:
 
 def ensure_user(hub: Hub, db: Session, raw: Any, where: str) -> Any:
     name = user_name(hub, raw, where)
-    return q.get_user(db, name) or q.create_user(db, name)
+    return queries.get_user(db, name) or queries.create_user(db, name)
 
 
 def init_roles(hub: Hub, db: Session) -> None:
@@ -102,13 +102,13 @@ def init_roles(hub: Hub, db: Session) -> None:
                               "groups, but with c.Authenticator.manage_roles the authenticator "
                               "assigns roles; keep only name, description, scopes, services")
     for name, spec in DEFAULT_ROLES.items():
-        role = q.get_role(db, name) or Role(name=name)
+        role = queries.get_role(db, name) or Role(name=name)
         db.add(role)
         if name not in config_names:
             role.scopes, role.description, role.managed_by = (
                 list(spec["scopes"]), spec["description"], "default")
     for spec in hub.options.load_roles:
-        role = q.get_role(db, spec["name"]) or Role(name=spec["name"])
+        role = queries.get_role(db, spec["name"]) or Role(name=spec["name"])
         db.add(role)
         if spec["name"] in DEFAULT_ROLES:
             # a built-in role named only to add members keeps its scopes, even on a new
@@ -133,7 +133,7 @@ def init_users(hub: Hub, db: Session) -> None:
     admins = set(hub.authenticator.admin_users) | set(hub.options.admin_users)
     for raw in sorted(admins):
         user = ensure_user(hub, db, raw, "c.Authenticator.admin_users")
-        q.set_admin(db, user, True)
+        queries.set_admin(db, user, True)
     for raw in sorted(hub.authenticator.allowed_users):
         ensure_user(hub, db, raw, "c.Authenticator.allowed_users")
     db.flush()
@@ -149,7 +149,7 @@ def init_groups(hub: Hub, db: Session) -> None:
         if not isinstance(spec, dict):
             raise ConfigError(f"c.JupyterHub.load_groups[{name!r}] must be a list of users or "
                               "a dict with users and properties")
-        group = q.get_group(db, name) or Group(name=name, properties={})
+        group = queries.get_group(db, name) or Group(name=name, properties={})
         db.add(group)
         for raw in spec.get("users", []):
             user = ensure_user(hub, db, raw, f"c.JupyterHub.load_groups[{name!r}]")
@@ -180,7 +180,7 @@ def init_services(hub: Hub, db: Session) -> None:
             raise ConfigError(f"{where}: oauth_client_id {client_id!r} must start with "
                               "'service-', as in JupyterHub")
         allowed = service_allowed_scopes(hub, db, spec, where)
-        service = q.get_service(db, name) or Service(name=name)
+        service = queries.get_service(db, name) or Service(name=name)
         db.add(service)
         service.admin = bool(spec.get("admin", False))
         service.url = spec.get("url") or None
@@ -192,7 +192,7 @@ def init_services(hub: Hub, db: Session) -> None:
         service.oauth_no_confirm = bool(spec.get("oauth_no_confirm", False))
         service.oauth_client_allowed_scopes = allowed
         service.from_config = True
-        admin_role = q.get_role(db, "admin")  # built in: always there
+        admin_role = queries.get_role(db, "admin")  # built in: always there
         if admin_role is not None and service.admin != (admin_role in service.roles):
             if service.admin:
                 service.roles.append(admin_role)
@@ -225,7 +225,7 @@ def service_allowed_scopes(hub: Hub, db: Session, spec: dict[str, Any], where: s
         log.warning("%s: oauth_roles is deprecated; use oauth_client_allowed_scopes", where)
         scopes = []
         for role_name in roles:
-            role = q.get_role(db, role_name)
+            role = queries.get_role(db, role_name)
             if role is None:
                 raise ConfigError(f"{where}: oauth_roles names no role {role_name!r}")
             scopes.extend(role.scopes)
@@ -286,8 +286,8 @@ def init_api_tokens(hub: Hub, db: Session, checks: list[ConfigTokenCheck]) -> No
     """
     kept: set[int] = set()
     for secret, kind, name, match in checks:
-        owner = q.get_user(db, name) or q.create_user(db, name) if kind == "user" else \
-            q.get_service(db, name)
+        owner = queries.get_user(db, name) or queries.create_user(db, name) if kind == "user" else \
+            queries.get_service(db, name)
         if owner is None:
             raise ConfigError(f"c.JupyterHub.service_tokens: no service named {name!r}; add it "
                               "to c.JupyterHub.services")
@@ -297,7 +297,7 @@ def init_api_tokens(hub: Hub, db: Session, checks: list[ConfigTokenCheck]) -> No
             if row is not None:
                 db.delete(row)
                 db.flush()
-            row, _ = q.issue_token(db, owner, note="from config", secret=secret,
+            row, _ = queries.issue_token(db, owner, note="from config", secret=secret,
                                    from_config=True)
             db.flush()
         kept.add(row.id)
@@ -311,7 +311,7 @@ def init_api_tokens(hub: Hub, db: Session, checks: list[ConfigTokenCheck]) -> No
 def assign_config_roles(hub: Hub, db: Session) -> None:
     """Members of config roles are exactly those the config names."""
     for spec in hub.options.load_roles:
-        role = q.get_role(db, spec["name"])
+        role = queries.get_role(db, spec["name"])
         assert role is not None
         where = f"c.JupyterHub.load_roles ({spec['name']})"
         if "users" in spec:
@@ -325,14 +325,14 @@ def assign_config_roles(hub: Hub, db: Session) -> None:
         if "groups" in spec:
             groups = []
             for name in spec["groups"]:
-                group = q.get_group(db, name) or Group(name=name, properties={})
+                group = queries.get_group(db, name) or Group(name=name, properties={})
                 db.add(group)
                 groups.append(group)
             role.groups = groups
         if "services" in spec:
             services = []
             for name in spec["services"]:
-                service = q.get_service(db, name)
+                service = queries.get_service(db, name)
                 if service is None:
                     raise ConfigError(f"{where}: no service named {name!r}")
                 services.append(service)

@@ -86,14 +86,14 @@ def cmd_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from .auth import scopes as sc
-    from .db import queries as q
+    from .db import queries
     from .db.models import utcnow
 
     hub = _hub(args)
     hub.initialize()
     with hub.session() as db:
         name = hub.authenticator.normalize_username(args.username)
-        user = q.get_user(db, name)
+        user = queries.get_user(db, name)
         if user is None:
             raise CourtyardError(f"no user named {name!r}; create it first (e.g. add it to "
                                  "c.Authenticator.admin_users or POST /hub/api/users/NAME)")
@@ -102,7 +102,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         if problems:
             raise CourtyardError("; ".join(problems))
         expires = utcnow() + timedelta(seconds=args.expires_in) if args.expires_in else None
-        _, secret = q.issue_token(db, user, note=args.note, scopes=scopes, expires_at=expires)
+        _, secret = queries.issue_token(db, user, note=args.note, scopes=scopes, expires_at=expires)
         db.commit()
     print(secret)
     return 0

@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from traitlets import TraitError
 from traitlets.config import Config, Configurable
@@ -21,6 +21,7 @@ from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 from .errors import ConfigError
 
 log = logging.getLogger("courtyard.config")
+C = TypeVar("C", bound=Configurable)  # a class built from the config: what build() returns
 
 CONFIG_FILES = ("courtyard_config.py", "jupyterhub_config.py")
 
@@ -255,8 +256,9 @@ def normalize(config: Config) -> Config:
     return config
 
 
-def resolve_class(kind: str, value: Any, base: type) -> type:
+def resolve_class(kind: str, value: object, base: type[C]) -> type[C]:
     """A class from a short name, a JupyterHub class path, a dotted path or a class."""
+    cls: object
     if isinstance(value, type):
         cls = value
     elif isinstance(value, str):
@@ -281,13 +283,13 @@ def resolve_class(kind: str, value: Any, base: type) -> type:
         from .compat.spawner import adapter_for, is_jupyterhub_spawner
 
         if is_jupyterhub_spawner(cls):  # JupyterHub's contract, run by Courtyard's lifecycle
-            return adapter_for(cls)
+            cls = adapter_for(cls)
     if kind == "authenticator" and isinstance(cls, type) and not issubclass(cls, base):
         from .compat.auth import adapt_authenticator
 
         adapted = adapt_authenticator(cls)  # JupyterHub's contract, or oauthenticator's mapped
         if adapted is not None:
-            return adapted
+            cls = adapted
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigError(f"{kind}_class = {value!r} is not a {base.__name__} subclass")
     return cls
@@ -346,10 +348,10 @@ class _NotRecognized(logging.Filter):
 _NOT_RECOGNIZED = _NotRecognized()
 
 
-def build(cls: type[Configurable], config: Config, **kwargs: Any) -> Any:
+def build(cls: type[C], config: Config, **kwargs: Any) -> C:
     """Instantiate a configurable; a bad value becomes a one-line ConfigError naming it."""
-    loggers = [logging.getLogger("traitlets"), kwargs.get("log")]
-    loggers = [logger for logger in loggers if isinstance(logger, logging.Logger)]
+    loggers = [logger for logger in (logging.getLogger("traitlets"), kwargs.get("log"))
+               if isinstance(logger, logging.Logger)]
     for logger in loggers:
         logger.addFilter(_NOT_RECOGNIZED)
     try:

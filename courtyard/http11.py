@@ -2,10 +2,19 @@
 
 Starting a server costs the hub a handful of HTTP requests of its own: readiness probes of
 the new server (several while it starts) and one call to the proxy's API, and as many again
-to stop it. ``httpx`` spends one to two milliseconds of CPU on each; with hundreds of spawns
-at once on a small machine that is CPU the servers themselves need. This module does the
-same requests over plain asyncio sockets for a tenth of that. It speaks plain ``http://``
-only; callers keep ``httpx`` for ``https://`` and anything else.
+to stop it. With hundreds of spawns at once on a small machine, the CPU those requests take
+is CPU the servers themselves need. This module does them over plain asyncio sockets with
+httptools' parser. It speaks plain ``http://`` only; callers use ``httpx`` for ``https://``.
+
+What it buys, ``bench/fastpaths.py`` (2026-12-07, 2 cores, load average 1.9, medians of
+three interleaved rounds, CPU of the calling process):
+
+- a readiness probe (``GET`` on a fresh connection, 50 at once): 161 µs against httpx's
+  882 µs, 5,976 probes/s against 1,130;
+- a route added and deleted through ``RestProxy`` (two calls on kept connections, 10 at
+  once): 141 µs against httpx's 1,861 µs, 3,318 pairs/s against 463.
+
+Tested on its own against real sockets in ``tests/test_http11.py``.
 """
 
 from __future__ import annotations
@@ -70,7 +79,8 @@ async def _connect(origin: Origin) -> socket.socket:
     loop = asyncio.get_running_loop()
     if origin.ip_literal:
         family = socket.AF_INET6 if ":" in origin.host else socket.AF_INET
-        addresses = [(family, (origin.host, origin.port))]
+        addresses: list[tuple[socket.AddressFamily, tuple[object, ...]]] = [
+            (family, (origin.host, origin.port))]
     else:
         infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
         addresses = [(info[0], info[4]) for info in infos]
@@ -99,16 +109,28 @@ class _Response:
         self.body: list[bytes] = []
         self.size = 0
         self.done = False
+        self.keep_alive = False
+        self.headers_done = False
+        self.framed = False  # a length or chunks mark the body's end; else the EOF does
         self.parser = httptools.HttpResponseParser(self)
+
+    def on_header(self, name: bytes, _value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
 
     def on_body(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > MAX_RESPONSE:
-            raise HTTPError("response too large")
+            raise HTTPError("response too large")  # httptools keeps only the callback's name
         self.body.append(data)
 
     def on_message_complete(self) -> None:
         self.done = True
+        # asked here: once the message is complete the parser resets, and answers False
+        self.keep_alive = self.parser.should_keep_alive()
 
     @property
     def status(self) -> int:
@@ -124,22 +146,20 @@ async def _exchange(sock: socket.socket, request: bytes) -> tuple[_Response, boo
     while not response.done:
         data = await loop.sock_recv(sock, 65536)
         if not data:
-            try:
-                response.parser.feed_data(b"")  # EOF ends a body without a length
-            except httptools.HttpParserError as e:
-                raise HTTPError(f"bad HTTP response: {e}") from None
-            if not response.done:
-                raise HTTPError("the connection closed before the response was complete")
-            break
+            if response.headers_done and not response.framed:
+                break  # the EOF ends a body without a length (httptools cannot be told)
+            raise HTTPError("the connection closed before the response was complete")
         try:
             response.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             break
         except httptools.HttpParserError as e:
+            if response.size > MAX_RESPONSE:
+                raise HTTPError(f"response over {MAX_RESPONSE} bytes") from None
             raise HTTPError(f"bad HTTP response: {e}") from None
     if not response.parser.get_status_code():
         raise HTTPError("no HTTP response")
-    return response, response.done and response.parser.should_keep_alive()
+    return response, response.done and response.keep_alive
 
 
 async def get_status(url: str, timeout: float) -> int:

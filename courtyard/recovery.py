@@ -1,11 +1,11 @@
 """Recovery after a hub restart: every server a previous hub left is checked, behind the API.
 
-Part of :class:`~courtyard.lifecycle.Lifecycle` (which inherits it): at start every recorded
-server is pending ``"check"`` at once; the checks run in the background, at most
-``recovery_concurrency`` at a time, each building its spawner only then; live servers keep
-(or get back) their route, dead ones are cleaned up as any stopped server, and so are live
-ones that ``Spawner.check_adopted`` refuses (e.g. running as root, started by an earlier
-version).
+Held by :class:`~courtyard.lifecycle.Lifecycle` as ``lifecycle.recovery``, working on the
+lifecycle's table of servers and its tasks: at start every recorded server is pending
+``"check"`` at once; the checks run in the background, at most ``recovery_concurrency`` at a
+time, each building its spawner only then; live servers keep (or get back) their route, dead
+ones are cleaned up as any stopped server, and so are live ones that
+``Spawner.check_adopted`` refuses (e.g. running as root, started by an earlier version).
 
 A launch is recorded before its process exists: its credentials (the server's API token)
 are committed before ``Spawner.start()`` runs, and its state (pid, process group, start
@@ -42,19 +42,24 @@ log = logging.getLogger("courtyard.lifecycle")
 class Recovery:
     """The hub-start half of the lifecycle; see the module docstring."""
 
-    async def start(self: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.hub = lifecycle.hub
+
+    async def start(self) -> None:
         """Find the servers a previous hub left running and check them in the background.
 
         Every recorded server is pending ``"check"`` when this returns (the API answers
         meanwhile and the proxy keeps its route); at most ``recovery_concurrency`` checks run
         at once; live servers become ready again, dead ones are cleaned up as each check ends.
-        :attr:`recovered` is set when all are done. ``init_spawners_timeout`` (default 0) is
-        how long this waits for them before the hub serves anyway.
+        :attr:`Lifecycle.recovered` is set when all are done. ``init_spawners_timeout``
+        (default 0) is how long this waits for them before the hub serves anyway.
         """
+        lifecycle = self.lifecycle
         cls = self.hub.spawner_class
         for warning in cls.startup_warnings() if cls else []:
             log.warning("%s", warning)
-        self.recovered.clear()
+        lifecycle.recovered.clear()
         from .lifecycle import Slot
 
         found = self._recorded_servers()
@@ -63,28 +68,27 @@ class Recovery:
             await asyncio.to_thread(self._stop_interrupted, interrupted)
         slots = []
         for user, name, server_id, url, state in found:
-            if (user.name, name) in self._slots:
+            if (user.name, name) in lifecycle._slots:
                 continue
             slot = Slot(user.name, name, server_id, None, pending="check",
                         build=self._builder(user, name, state))
-            self._slots[slot.key] = slot
+            lifecycle._slots[slot.key] = slot
             slots.append((slot, url))
         if not slots:
-            self.recovered.set()
+            lifecycle.recovered.set()
             return
         log.info("Checking %d server(s) recorded as running, in the background", len(slots))
         limit = asyncio.Semaphore(max(1, self.hub.options.recovery_concurrency))
         routes = asyncio.ensure_future(self._proxy_targets())
         for slot, url in slots:
-            slot.task = self._background(self._recover(slot, url, limit, routes))
-        self._background(self._all_recovered([s for s, _ in slots]))
+            slot.task = lifecycle._background(self._recover(slot, url, limit, routes))
+        lifecycle._background(self._all_recovered([s for s, _ in slots]))
         timeout = self.hub.options.init_spawners_timeout
         if timeout:  # JupyterHub's -1: wait for every check, however long
             await asyncio.wait({s.task for s, _ in slots if s.task},
                                timeout=timeout if timeout > 0 else None)
 
-    def _recorded_servers(self: Lifecycle
-                          ) -> list[tuple[UserInfo, str, int, str | None, dict[str, Any]]]:
+    def _recorded_servers(self) -> list[tuple[UserInfo, str, int, str | None, dict[str, Any]]]:
         """(owner, name, id, url, state) of every server with a URL, a state or a launch's
         credentials (an interrupted launch): three queries (columns only, no ORM objects),
         however many there are."""
@@ -112,7 +116,7 @@ class Recovery:
             found.append((owner, r[3], r[4], r[5], dict(r[6] or {})))
         return found
 
-    def _stop_interrupted(self: Lifecycle, server_ids: list[int]) -> None:
+    def _stop_interrupted(self, server_ids: list[int]) -> None:
         """Kill the processes of this machine that hold the API token of one of these
         launches (interrupted before their server was ready); their records and
         credentials are cleaned up by their checks."""
@@ -131,16 +135,16 @@ class Recovery:
             except PermissionError as e:
                 log.error("Cannot kill process %d of an unfinished launch: %s", pid, e)
 
-    def _builder(self: Lifecycle, user: UserInfo, name: str, state: dict[str, Any]
+    def _builder(self, user: UserInfo, name: str, state: dict[str, Any]
                  ) -> Callable[[], Spawner]:
         def build() -> Spawner:
-            spawner = self.make_spawner(user, name)
+            spawner = self.lifecycle.make_spawner(user, name)
             spawner.load_state(state)
             return spawner
 
         return build
 
-    async def _proxy_targets(self: Lifecycle) -> dict[str, str] | None:
+    async def _proxy_targets(self) -> dict[str, str] | None:
         """``{routespec: target}`` of the proxy's table, to restore only missing routes (a
         proxy that outlived the hub has them all); None when it cannot be read."""
         proxy = await self.hub.ready_proxy()
@@ -153,55 +157,57 @@ class Recovery:
             return None
         return {spec: str(info.get("target", "")).rstrip("/") for spec, info in routes.items()}
 
-    async def _all_recovered(self: Lifecycle, slots: list[Slot]) -> None:
+    async def _all_recovered(self, slots: list[Slot]) -> None:
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
             await asyncio.wait({s.task for s in slots if s.task})
         finally:
-            self.recovered.set()
-        alive = sum(1 for s in slots if self._slots.get(s.key) is s and s.pending is None)
+            self.lifecycle.recovered.set()
+        table = self.lifecycle._slots
+        alive = sum(1 for s in slots if table.get(s.key) is s and s.pending is None)
         log.info("Checked %d server(s) in %.1f s: %d still running, %d cleaned up",
                  len(slots), loop.time() - began, alive, len(slots) - alive)
 
-    async def _recover(self: Lifecycle, slot: Slot, url: str | None, limit: asyncio.Semaphore,
+    async def _recover(self, slot: Slot, url: str | None, limit: asyncio.Semaphore,
                        routes: asyncio.Future[dict[str, str] | None]) -> None:
+        lifecycle = self.lifecycle
         try:
             async with limit:
                 await self._check(slot, url, await asyncio.shield(routes))
         except asyncio.CancelledError:
-            if self._closing and not self._stop_on_close:
+            if lifecycle._closing and not lifecycle._stop_on_close:
                 return  # left running for the next hub
-            await self._abort(slot, "Check cancelled", route=True)
-            self._failures.pop(slot.key, None)
+            await lifecycle._abort(slot, "Check cancelled", route=True)
+            lifecycle._failures.pop(slot.key, None)
             return
         except Exception as e:
             if slot.build is not None:  # its spawner could not even be made
                 log.exception("Cannot check server %s/%s", slot.user, slot.server)
-                if self._slots.get(slot.key) is slot:
-                    del self._slots[slot.key]
+                if lifecycle._slots.get(slot.key) is slot:
+                    del lifecycle._slots[slot.key]
                 return
             log.warning("Server %s is not usable: %s; cleaning it up", slot.spawner.log_name,
                         error_reason(e))
-            await self._abort(slot, f"Server gone: {error_reason(e)}", route=True)
-            self._failures.pop(slot.key, None)
+            await lifecycle._abort(slot, f"Server gone: {error_reason(e)}", route=True)
+            lifecycle._failures.pop(slot.key, None)
             return
         slot.url, slot.pending = url, None
         log.debug("Server %s is still running at %s", slot.spawner.log_name, url)
-        slot.watcher = self._background(self._watch(slot))
+        slot.watcher = lifecycle._background(lifecycle._watch(slot))
 
-    async def _check(self: Lifecycle, slot: Slot, url: str | None,
+    async def _check(self, slot: Slot, url: str | None,
                      routes: dict[str, str] | None) -> None:
         """Raise unless the recorded server still runs and answers; then restore its route
         (unless the proxy still has it)."""
         spawner = slot.spawner
         if url is None:
             raise SpawnError("its spawn was interrupted by a hub restart")
-        status = await self.poll(spawner)
+        status = await self.lifecycle.poll(spawner)
         if status is not None:
             raise SpawnError(f"it exited (status {status}) while the hub was down")
         await spawner.check_adopted()  # e.g. started as root by an earlier version
-        await self._wait_http(slot, url, spawner.http_timeout)
+        await self.lifecycle._wait_http(slot, url, spawner.http_timeout)
         spec = self.hub.server_proxy_spec(slot.user, slot.server)
         if routes is not None and routes.get(spec) == url.rstrip("/"):
             return

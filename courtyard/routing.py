@@ -22,6 +22,7 @@ from .errors import ProxyError
 
 if TYPE_CHECKING:
     from .app import Hub
+    from .proxy.base import Proxy
 
 log = logging.getLogger("courtyard.routing")
 
@@ -168,19 +169,19 @@ async def _proxy_exit(proxy: Any) -> None:
     log.warning("The proxy process exited")
 
 
-def proxy_class(hub: Hub) -> type:
-    from . import config as cfg
+def proxy_class(hub: Hub) -> type[Proxy]:
+    from . import config
     from .proxy.base import Proxy
 
-    return cfg.resolve_class("proxy", hub.options.proxy_class, Proxy)
+    return config.resolve_class("proxy", hub.options.proxy_class, Proxy)
 
 
 async def start_proxy(hub: Hub) -> Any:
     """Create, configure and start (or adopt a running) proxy; returns it."""
-    from . import config as cfg
+    from . import config
 
     opts = hub.options
-    proxy = cfg.build(proxy_class(hub), hub.config, log=logging.getLogger("courtyard.proxy"))
+    proxy = config.build(proxy_class(hub), hub.config, log=logging.getLogger("courtyard.proxy"))
     proxy.public_bind_url = hub.public_bind_url
     proxy.default_target = hub.hub_url
     proxy.error_target = f"{hub.hub_url}{opts.base_url}hub/error"

@@ -137,3 +137,20 @@ def test_chp_api_settings_apply_to_the_builtin_proxy(tmp_path):
     assert proxy.api_url == "http://127.0.0.1:18001"
     assert proxy.auth_token == "own-token-456"  # explicit c.BuiltinProxy wins
     assert proxy.command != ["configurable-http-proxy"]  # the command stays our own
+
+
+def test_where_servers_reach_the_hub(make_hub):
+    """One place says where servers, services and the proxy reach the hub and its API, and
+    where users reach the hub, from the hub's bind and connect options."""
+    insecure = Config({"DummyAuthenticator": {"allow_insecure": True}})  # a wildcard bind
+    hub = make_hub(insecure, hub_ip="0.0.0.0", hub_port=8123, base_url="/jh/")
+    assert hub.hub_url == "http://127.0.0.1:8123"  # a wildcard bind is reached on loopback
+    assert hub.api_url == "http://127.0.0.1:8123/jh/hub/api"
+    hub = make_hub(insecure, hub_connect_url="http://10.88.0.1:8081/hub/")
+    assert (hub.hub_url, hub.api_url) == ("http://10.88.0.1:8081", "http://10.88.0.1:8081/hub/api")
+    hub = make_hub(insecure, hub_connect_url="http://hub.internal:8081", base_url="/jh/")
+    assert hub.api_url == "http://hub.internal:8081/jh/hub/api"
+    hub = make_hub(insecure, ip="127.0.0.2", port=9000, base_url="/jh/")
+    assert hub.public_url == hub.public_bind_url == "http://127.0.0.2:9000/jh/"
+    hub = make_hub(insecure, subdomain_host="https://example.org", base_url="/jh/")
+    assert hub.public_url == "https://example.org/jh/"

@@ -78,9 +78,9 @@ def test_an_older_world_readable_database_is_made_owner_only(make_hub, tmp_path,
         p.name: 0o600 for p in sqlite_files(path)}
     assert f"Database file {path} was open to other users (mode 0644)" in caplog.text
     with hub.session() as db:
-        from courtyard.db import queries as q
+        from courtyard.db import queries
 
-        assert q.get_group(db, "kept") is not None
+        assert queries.get_group(db, "kept") is not None
 
 
 def test_a_database_of_another_user_is_refused(make_hub, tmp_path):

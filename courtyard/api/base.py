@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -58,7 +58,7 @@ USER_MODEL = {"name": str, "admin": bool, "groups": list, "roles": list, "auth_s
 GROUP_MODEL = {"name": str, "users": list, "roles": list}
 
 
-def check_model(body: dict[str, Any], model: dict[str, type], used: set[str], what: str) -> None:
+def check_model(body: dict[str, Any], model: Mapping[str, type], used: set[str], what: str) -> None:
     """Be as lenient as JupyterHub: 400 for a key outside ``model`` or an unused key of the
     wrong type; a key of ``model`` the endpoint does not use is accepted and ignored (logged)."""
     unknown = set(body) - set(model) - used
@@ -84,7 +84,6 @@ class Ctx:
         self.identity: Identity | None = None
         self._body: Any = None
         self._groups: dict[str, list[str]] = {}
-        self.permissions_changed = False
         self.memo: dict[Any, Any] = {}  # per-request results that do not depend on the target
 
     @property
@@ -169,10 +168,6 @@ class Ctx:
             raise Forbidden("Action is not authorized with current scopes; requires any of "
                             f"[{', '.join(scopes)}]")
 
-    def invalidate_permissions(self) -> None:
-        """Call after a change to who may do what; caches drop at commit."""
-        self.permissions_changed = True
-
     # -- paging ------------------------------------------------------------------------------
     def wants_envelope(self) -> bool:
         accept = self.request.headers.get("accept", "")
@@ -192,7 +187,7 @@ class Ctx:
             raise BadRequest("offset is too large")
         return offset, max(1, min(limit, opts.api_page_max_limit))
 
-    def paginate(self, items: list[Any], offset: int, limit: int, total: int,
+    def paginate(self, items: list[Any] | dict[str, Any], offset: int, limit: int, total: int,
                  envelope: bool) -> Any:
         if not envelope:
             if total > offset + limit:
@@ -280,16 +275,12 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False,
             finally:
                 if ctx.session is not None:
                     ctx.session.close()
-                if ctx.permissions_changed:
-                    hub.scope_cache.invalidate()
             if isinstance(result, Response):
                 result.headers.update(VERSION_HEADER)
                 return result
             return json_response(result, status)
 
-        handle.scopes = scopes  # type: ignore[attr-defined]  # read by the OpenAPI generator
-        handle.public = public  # type: ignore[attr-defined]
-        handle.status = status  # type: ignore[attr-defined]
+        vars(handle).update(scopes=scopes, public=public, status=status)  # read by api/openapi.py
         return handle
 
     return wrap

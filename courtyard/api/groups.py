@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from ..auth import scopes as sc
 from ..auth.scopes import Target
-from ..db import queries as q
+from ..db import queries
 from ..db.models import Group, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import check_group_name
@@ -25,7 +25,7 @@ GROUP_READ_SCOPES = ("read:groups", "read:groups:name", "read:roles:groups")
 def load_group(ctx: Ctx, scopes: tuple[str, ...] = GROUP_READ_SCOPES) -> Group:
     name = ctx.arg("name")
     ctx.require(scopes, Target(group=name))
-    group = q.get_group(ctx.db, name)
+    group = queries.get_group(ctx.db, name)
     if group is None:
         raise NotFound(f"No such group: {name}")
     return group
@@ -69,9 +69,9 @@ async def list_groups(ctx: Ctx) -> Any:
     conditions = []
     filters = ctx.filters("list:groups")
     if filters is not sc.ALL and filters is not None:
-        if any(not f.startswith("group=") for f in filters):  # type: ignore[union-attr]
+        if any(not f.startswith("group=") for f in filters):
             raise Forbidden("list:groups only accepts group filters")
-        conditions.append(Group.name.in_([f[6:] for f in filters]))  # type: ignore[union-attr]
+        conditions.append(Group.name.in_([f[6:] for f in filters]))
     query = select(Group).where(*conditions).order_by(Group.id).offset(offset).limit(limit)
     groups = ctx.db.scalars(query.options(selectinload(Group.users),
                                           selectinload(Group.roles))).all()
@@ -99,7 +99,6 @@ async def create_groups(ctx: Ctx) -> Any:
     groups = [Group(name=n, properties={}, users=list(users)) for n in dict.fromkeys(names)]
     ctx.db.add_all(groups)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return [group_model(ctx, g) for g in groups]
 
 
@@ -118,12 +117,11 @@ async def create_group(ctx: Ctx) -> Any:
     _check_body(body, {"users"})
     users = users_named(ctx, body.get("users", []))
     _require_may_join(ctx, name, users)
-    if q.get_group(ctx.db, name) is not None:
+    if queries.get_group(ctx.db, name) is not None:
         raise Conflict(f"Group {name} already exists")
     group = Group(name=name, properties={}, users=users)
     ctx.db.add(group)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return group_model(ctx, group)
 
 
@@ -132,7 +130,6 @@ async def delete_group(ctx: Ctx) -> None:
     group = load_group(ctx, ("delete:groups",))
     guard.require_group_below(ctx, group, "delete")
     ctx.db.delete(group)
-    ctx.invalidate_permissions()
 
 
 async def _members_body(ctx: Ctx) -> list[User]:
@@ -150,7 +147,6 @@ async def add_members(ctx: Ctx) -> Any:
     _require_may_join(ctx, group, users)
     group.users.extend(users)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return group_model(ctx, group)
 
 
@@ -163,7 +159,6 @@ async def remove_members(ctx: Ctx) -> Any:
     for user in users:
         group.users.remove(user)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return group_model(ctx, group)
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from ..auth import scopes as sc
 from ..auth.identity import owner_scopes
 from ..auth.roles import ADMIN_SCOPES
-from ..db import queries as q
+from ..db import queries
 from ..db.models import Group, Role, Service, Share, User
 from ..errors import Forbidden
 from .base import Ctx
@@ -206,12 +206,12 @@ def require_name_grantable(ctx: Ctx, name: str, groups: list[str], what: str) ->
         if name in _names(ctx, spec.get("users", [])):
             if spec["name"] == "admin":
                 admins.add(name)
-            role = q.get_role(ctx.db, spec["name"])
+            role = queries.get_role(ctx.db, spec["name"])
             raw.extend(role.scopes if role is not None else spec.get("scopes", []))
     if name in admins:
         raise _refuse(f"Cannot {what}: {name} is an admin in the configuration", ["admin"])
     for group_name in _load_groups_naming(ctx, name):
-        group = q.get_group(ctx.db, group_name)
+        group = queries.get_group(ctx.db, group_name)
         if group is not None:
             raw.extend(group_scopes(ctx, group))
         raw.extend(config_scopes_for_group(ctx, group_name))

@@ -14,7 +14,7 @@ from ..auth import scopes as sc
 from ..db.models import Service
 from ..errors import BadRequest
 from .base import VERSION_HEADER, Ctx, endpoint
-from .models import service_model, user_model
+from .models import ServiceModel, UserModel, service_model, user_model
 
 
 @endpoint(public=True)
@@ -62,7 +62,7 @@ async def shutdown(ctx: Ctx) -> dict[str, str]:
 
 
 @endpoint()
-async def current_identity(ctx: Ctx) -> dict[str, Any]:
+async def current_identity(ctx: Ctx) -> UserModel | ServiceModel:
     """The caller's own model plus the scopes this request holds (``GET /user``)."""
     ident = ctx.identity
     assert ident is not None

@@ -3,13 +3,101 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 from ..auth.scopes import ALL, Target
 from ..db.models import APIToken, Group, Server, Service, User
 from ..db.records import ServerRecord, UserRecord, user_record
 from .base import Ctx
+
+
+class ServerModel(TypedDict):
+    """JupyterHub's Server model."""
+
+    name: str
+    display_name: str
+    full_name: str
+    ready: bool
+    pending: str | None
+    stopped: bool
+    url: str
+    progress_url: str
+    full_url: str | None
+    full_progress_url: str | None
+    started: str | None
+    last_activity: str | None
+    user_options: dict[str, Any]
+    state: NotRequired[dict[str, Any]]  # with admin:server_state
+
+
+class UserModel(TypedDict, total=False):
+    """JupyterHub's User model: the keys the caller's scopes show (:data:`USER_ACCESS`);
+    none when it may not see the user. Times stay datetimes (see :func:`user_model`)."""
+
+    kind: str
+    name: str
+    admin: bool
+    roles: list[str]
+    groups: list[str]
+    created: datetime
+    last_activity: datetime | None
+    server: str | None
+    pending: str | None
+    servers: dict[str, ServerModel]
+    auth_state: dict[str, Any] | None
+    # GET /user (the caller itself) adds its token's view
+    scopes: list[str]
+    session_id: str | None
+    token_id: str | None
+
+
+class GroupModel(TypedDict, total=False):
+    """JupyterHub's Group model: the keys the caller's scopes show (:data:`GROUP_ACCESS`)."""
+
+    kind: str
+    name: str
+    users: list[str]
+    properties: dict[str, Any]
+    roles: list[str]
+
+
+class ServiceModel(TypedDict, total=False):
+    """JupyterHub's Service model: the keys the caller's scopes show (:data:`SERVICE_ACCESS`)."""
+
+    kind: str
+    name: str
+    admin: bool
+    roles: list[str]
+    url: str
+    prefix: str
+    command: list[str]
+    pid: int
+    info: dict[str, Any]
+    display: bool
+    # GET /user by a service's token adds its token's view
+    scopes: list[str]
+    session_id: str | None
+    token_id: str | None
+
+
+class TokenModel(TypedDict):
+    """JupyterHub's Token model (``user`` or ``service``: its owner)."""
+
+    id: str
+    kind: str
+    scopes: list[str]
+    roles: list[str]
+    note: str | None
+    created: str | None
+    expires_at: str | None
+    last_activity: str | None
+    session_id: str | None
+    oauth_client: str
+    user: NotRequired[str]
+    service: NotRequired[str]
+    token: NotRequired[str]  # only in the answer that creates it
+
 
 USER_ACCESS = {
     "read:users": {"kind", "name", "admin", "roles", "groups", "server", "pending", "created",
@@ -47,7 +135,7 @@ def _allowed(ctx: Ctx, access: dict[str, set[str]], **target: str) -> set[str]:
     ``Target`` for the rest).
     """
     memo_key = id(access)
-    memo = ctx.memo.get(memo_key)
+    memo: set[str] | None = ctx.memo.get(memo_key)
     if memo is not None:
         return memo
     parsed = ctx.identity.parsed if ctx.identity is not None else {}
@@ -68,7 +156,7 @@ def server_url(ctx: Ctx, username: str, server_name: str) -> str:
 
 
 def server_model(ctx: Ctx, user: User | UserRecord, server: Server | ServerRecord,
-                 with_state: bool = False) -> dict[str, Any]:
+                 with_state: bool = False) -> ServerModel:
     """The Server model; ``user`` and ``server`` may be rows or snapshots."""
     pending = ctx.hub.lifecycle.pending(user.name, server.name)
     url = server_url(ctx, user.name, server.name)
@@ -81,7 +169,7 @@ def server_model(ctx: Ctx, user: User | UserRecord, server: Server | ServerRecor
     if ctx.hub.origins.enabled:  # as JupyterHub: the server's own origin, in url too
         url = full_url = ctx.hub.origins.link(url)
         public = public or ctx.hub.options.subdomain_host
-    model: dict[str, Any] = {
+    model: ServerModel = {
         "name": server.name,
         "display_name": server.display_name or server.name,
         "full_name": f"{user.name}/{server.name}",
@@ -107,7 +195,7 @@ def server_is_active(ctx: Ctx, user: User | UserRecord, server: Server | ServerR
 
 
 def user_model(ctx: Ctx, user: User | UserRecord, include_stopped_servers: bool = False
-               ) -> dict[str, Any]:
+               ) -> UserModel:
     """The User model; keys depend on the caller's scopes on this user.
 
     Times stay datetimes: :func:`~courtyard.api.base.json_response` writes them as
@@ -117,7 +205,7 @@ def user_model(ctx: Ctx, user: User | UserRecord, include_stopped_servers: bool 
     keys = _allowed(ctx, USER_ACCESS, user=record.name)
     if not keys:
         return {}
-    model: dict[str, Any] = {"kind": "user", "name": record.name}
+    model: UserModel = {"kind": "user", "name": record.name}
     if "admin" in keys:
         model["admin"] = record.admin
     if "roles" in keys:
@@ -146,17 +234,17 @@ def user_model(ctx: Ctx, user: User | UserRecord, include_stopped_servers: bool 
                 servers[server.name] = server_model(ctx, record, server, with_state=True)
         model["servers"] = servers
     if "auth_state" in keys:
-        model["auth_state"] = ctx.hub.read_auth_state(user) if isinstance(user, User) else (
-            ctx.hub.read_auth_state(ctx.db.get(User, record.id)) if record.has_auth_state
-            else None)
+        row = user if isinstance(user, User) else (
+            ctx.db.get(User, record.id) if record.has_auth_state else None)
+        model["auth_state"] = ctx.hub.read_auth_state(row) if row is not None else None
     return model
 
 
-def group_model(ctx: Ctx, group: Group) -> dict[str, Any]:
+def group_model(ctx: Ctx, group: Group) -> GroupModel:
     keys = _allowed(ctx, GROUP_ACCESS, group=group.name)
     if not keys:
         return {}
-    model: dict[str, Any] = {"kind": "group", "name": group.name}
+    model: GroupModel = {"kind": "group", "name": group.name}
     if "users" in keys:
         model["users"] = [u.name for u in group.users]
     if "properties" in keys:
@@ -166,13 +254,13 @@ def group_model(ctx: Ctx, group: Group) -> dict[str, Any]:
     return model
 
 
-def service_model(ctx: Ctx, service: Service) -> dict[str, Any]:
+def service_model(ctx: Ctx, service: Service) -> ServiceModel:
     keys = _allowed(ctx, SERVICE_ACCESS, service=service.name)
     if not keys:
         return {}
     spec = ctx.hub.service_specs.get(service.name, {})
     base = ctx.hub.options.base_url
-    full: dict[str, Any] = {
+    full: ServiceModel = {
         "kind": "service",
         "name": service.name,
         "admin": service.admin,
@@ -184,11 +272,12 @@ def service_model(ctx: Ctx, service: Service) -> dict[str, Any]:
         "info": service.info or {},
         "display": service.display,
     }
-    return {k: v for k, v in full.items() if k in keys}
+    # a ServiceModel still: some of its keys (every one is optional)
+    return cast(ServiceModel, {k: v for k, v in full.items() if k in keys})
 
 
-def token_model(token: APIToken) -> dict[str, Any]:
-    model: dict[str, Any] = {
+def token_model(token: APIToken) -> TokenModel:
+    model: TokenModel = {
         "id": f"a{token.id}",
         "kind": "api_token",
         "scopes": sorted(token.scopes),
@@ -201,8 +290,8 @@ def token_model(token: APIToken) -> dict[str, Any]:
         "oauth_client": (token.oauth_client.description or token.oauth_client.identifier)
         if token.oauth_client else "JupyterHub",
     }
-    if token.user_id is not None:
-        model["user"] = token.user.name  # type: ignore[union-attr]
-    else:
-        model["service"] = token.service.name  # type: ignore[union-attr]
+    if token.user is not None:
+        model["user"] = token.user.name
+    elif token.service is not None:
+        model["service"] = token.service.name
     return model

@@ -32,7 +32,7 @@ async def get_routes(ctx: Ctx) -> Any:
     else:
         page = routes
     if envelope:
-        return ctx.paginate(page, offset, limit, len(keys), True)  # type: ignore[arg-type]
+        return ctx.paginate(page, offset, limit, len(keys), True)
     return page
 
 

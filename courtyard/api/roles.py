@@ -12,8 +12,8 @@ from sqlalchemy.orm import selectinload
 from starlette.routing import Route
 
 from ..auth.roles import check_role
-from ..db import queries as q
-from ..db.models import Group, Role, Service, User
+from ..db import queries
+from ..db.models import Group, Role, RoleMember, Service, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from . import guard
 from .base import Ctx, endpoint
@@ -33,13 +33,13 @@ def role_model(role: Role) -> dict[str, Any]:
 
 
 def load_role(ctx: Ctx) -> Role:
-    role = q.get_role(ctx.db, ctx.arg("name"))
+    role = queries.get_role(ctx.db, ctx.arg("name"))
     if role is None:
         raise NotFound(f"No such role: {ctx.arg('name')}")
     return role
 
 
-def _members(ctx: Ctx, model: type, names: list[str]) -> list[Any]:
+def _members(ctx: Ctx, model: type[RoleMember], names: list[str]) -> list[RoleMember]:
     found = {m.name: m for m in ctx.db.scalars(select(model).where(model.name.in_(names)))}
     missing = [n for n in names if n not in found]
     if missing:
@@ -91,13 +91,12 @@ async def create_role(ctx: Ctx) -> Any:
     if ctx.request.path_params.get("name") not in (None, body["name"]):
         raise BadRequest("the role name in the URL and in the body differ")
     check_role(body, tuple(ctx.hub.options.custom_scopes))
-    if q.get_role(ctx.db, body["name"]) is not None:
+    if queries.get_role(ctx.db, body["name"]) is not None:
         raise Conflict(f"Role {body['name']} already exists")
     role = Role(name=body["name"], description="", scopes=[], managed_by="api")
     ctx.db.add(role)
     _apply(ctx, role, body)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return role_model(role)
 
 
@@ -119,7 +118,6 @@ async def edit_role(ctx: Ctx) -> Any:
     check_role({**body, "name": role.name}, tuple(ctx.hub.options.custom_scopes))
     _apply(ctx, role, body)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return role_model(role)
 
 
@@ -129,7 +127,6 @@ async def delete_role(ctx: Ctx) -> None:
     _writable(role)
     guard.require_role_below(ctx, role, "delete")
     ctx.db.delete(role)
-    ctx.invalidate_permissions()
 
 
 routes = [

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from ..auth import refresh
 from ..auth.scopes import Target
-from ..db import queries as q
+from ..db import queries
 from ..db.models import Server, User
 from ..errors import BadRequest, Conflict, HTTPError, NotFound, error_reason
 from ..names import check_server_name
@@ -35,7 +35,7 @@ def _load(ctx: Ctx, scopes: tuple[str, ...]) -> tuple[User, Server | None, str]:
     name = ctx.arg("name")
     server_name = ctx.request.path_params.get("server", "")
     ctx.require(scopes, Target(user=name, server=f"{name}/{server_name}"))
-    user = q.get_user(ctx.db, name)
+    user = queries.get_user(ctx.db, name)
     if user is None:
         raise NotFound(f"No such user: {name}")
     server = next((s for s in user.servers if s.name == server_name), None)
@@ -161,10 +161,10 @@ async def stop_server(ctx: Ctx) -> Any:
     ctx.db.close()  # no connection held while waiting for the stop
     done = task is None or bool(
         (await asyncio.wait({task}, timeout=ctx.hub.options.slow_spawn_timeout))[0])
-    if done and task is not None and not task.cancelled() and task.exception() is not None:
+    failed = task.exception() if done and task is not None and not task.cancelled() else None
+    if failed is not None:
         # never 204 for a stop that was not recorded (the lifecycle logged why)
-        raise HTTPError(f"Stopping {_label(user, name)} failed: "
-                        f"{error_reason(task.exception())}", 500)
+        raise HTTPError(f"Stopping {_label(user, name)} failed: {error_reason(failed)}", 500)
     if owner is not None:  # remove
         if done:
             server = ctx.db.get(Server, server.id) or server

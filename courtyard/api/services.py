@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from ..auth import scopes as sc
 from ..auth.scopes import Target
-from ..db import queries as q
+from ..db import queries
 from ..db.models import Service
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from . import guard
@@ -26,7 +26,7 @@ RUNTIME_KEYS = {"admin", "url", "oauth_client_allowed_scopes", "api_token", "inf
 def load_service(ctx: Ctx, scopes: tuple[str, ...] = SERVICE_READ_SCOPES) -> Service:
     name = ctx.arg("name")
     ctx.require(scopes, Target(service=name))
-    service = q.get_service(ctx.db, name)
+    service = queries.get_service(ctx.db, name)
     if service is None:
         raise NotFound(f"No such service: {name}")
     return service
@@ -82,7 +82,7 @@ async def create_service(ctx: Ctx) -> Any:
     if body.get("oauth_no_confirm") and not guard.superuser(ctx):
         # else its URL gets the scopes of whoever opens it, admins included, unasked
         raise Forbidden("Only admins can let a service skip the OAuth confirmation")
-    if q.get_service(ctx.db, name) is not None:
+    if queries.get_service(ctx.db, name) is not None:
         raise Conflict(f"Service {name} already exists")
     client_id = body.get("oauth_client_id") or (f"service-{name}" if body.get("url") else None)
     if client_id and not client_id.startswith("service-"):
@@ -96,15 +96,15 @@ async def create_service(ctx: Ctx) -> Any:
         from_config=False,
     )
     ctx.db.add(service)
-    if service.admin:
-        service.roles.append(q.get_role(ctx.db, "admin"))  # type: ignore[arg-type]
+    admin = queries.get_role(ctx.db, "admin") if service.admin else None  # a default role: always there
+    if admin is not None:
+        service.roles.append(admin)
     if body.get("api_token"):
         if len(body["api_token"]) < 8:
             raise BadRequest("api_token must be at least 8 characters")
-        q.issue_token(ctx.db, service, note="service token", secret=body["api_token"],
+        queries.issue_token(ctx.db, service, note="service token", secret=body["api_token"],
                       from_config=True)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return service_model(ctx, service)
 
 
@@ -118,7 +118,6 @@ async def delete_service(ctx: Ctx) -> Any:
         raise HTTPError("Service from the config file cannot be deleted through the API; "
                         "remove it from the config", status=405)
     ctx.db.delete(service)
-    ctx.invalidate_permissions()
     return None
 
 

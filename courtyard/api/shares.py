@@ -8,12 +8,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 from starlette.routing import Route
 
 from ..auth import tokens
 from ..auth.identity import share_scopes
 from ..auth.scopes import Target
-from ..db import queries as q
+from ..db import queries
 from ..db.models import Group, Server, Share, ShareCode, User, utcnow
 from ..errors import BadRequest, NotFound
 from . import guard
@@ -27,7 +28,7 @@ def _owner_server(ctx: Ctx, scopes: tuple[str, ...]) -> tuple[User, Server]:
     owner_name = ctx.arg("owner")
     server_name = ctx.request.path_params.get("server", "")
     ctx.require(scopes, Target(user=owner_name, server=f"{owner_name}/{server_name}"))
-    owner = q.get_user(ctx.db, owner_name)
+    owner = queries.get_user(ctx.db, owner_name)
     server = None if owner is None else next(
         (s for s in owner.servers if s.name == server_name), None)
     if owner is None or server is None:
@@ -111,30 +112,36 @@ def _grantee(ctx: Ctx, body: dict[str, Any]) -> tuple[User | None, Group | None]
         name = body["user"]
         if not isinstance(name, str) or not ctx.can("read:users:name", Target(user=name)):
             raise BadRequest(f"No such user: {name}")
-        user = q.get_user(ctx.db, name)
+        user = queries.get_user(ctx.db, name)
         if user is None:
             raise BadRequest(f"No such user: {name}")
         return user, None
     name = body["group"]
     if not isinstance(name, str) or not ctx.can("read:groups:name", Target(group=name)):
         raise BadRequest(f"No such group: {name}")
-    group = q.get_group(ctx.db, name)
+    group = queries.get_group(ctx.db, name)
     if group is None:
         raise BadRequest(f"No such group: {name}")
     return None, group
 
 
 def _find_share(ctx: Ctx, server: Server, user: User | None, group: Group | None) -> Share | None:
-    return ctx.db.scalar(select(Share).where(
-        Share.server_id == server.id,
-        Share.user_id == user.id if user else Share.group_id == group.id))  # type: ignore[union-attr]
+    """The share of ``server`` with ``user``, or else with ``group`` (:func:`_grantee`
+    gives one of them)."""
+    if user is not None:
+        grantee = Share.user_id == user.id
+    elif group is not None:
+        grantee = Share.group_id == group.id
+    else:
+        return None
+    return ctx.db.scalar(select(Share).where(Share.server_id == server.id, grantee))
 
 
 @endpoint("read:shares")
 async def list_owner_shares(ctx: Ctx) -> Any:
     owner_name = ctx.arg("owner")
     ctx.require(["read:shares"], Target(user=owner_name))
-    owner = q.get_user(ctx.db, owner_name)
+    owner = queries.get_user(ctx.db, owner_name)
     if owner is None:
         raise NotFound(f"No such user: {owner_name}")
     shares = ctx.db.scalars(select(Share).where(Share.owner_id == owner.id).order_by(Share.id))
@@ -168,7 +175,6 @@ async def grant_share(ctx: Ctx) -> Any:
     else:
         share.scopes = sorted(set(share_scopes(share)) | set(scopes))
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return share_model(ctx, share)
 
 
@@ -179,7 +185,6 @@ async def revoke_share(ctx: Ctx) -> Any:
     body = await ctx.body(required=True) or {}
     user, group = _grantee(ctx, body)
     share = _find_share(ctx, server, user, group)
-    ctx.invalidate_permissions()
     if share is None:
         return {}
     if body.get("scopes") is None:
@@ -201,7 +206,6 @@ async def revoke_all(ctx: Ctx) -> None:
         ctx.db.delete(share)
     for code in ctx.db.scalars(select(ShareCode).where(ShareCode.server_id == server.id)):
         ctx.db.delete(code)
-    ctx.invalidate_permissions()
 
 
 # -- share codes -------------------------------------------------------------------------------
@@ -214,7 +218,7 @@ async def list_codes(ctx: Ctx) -> Any:
         cond = ShareCode.server_id == server.id
     else:
         ctx.require(["read:shares"], Target(user=owner_name))
-        owner = q.get_user(ctx.db, owner_name)
+        owner = queries.get_user(ctx.db, owner_name)
         if owner is None:
             raise NotFound(f"No such user: {owner_name}")
         cond = ShareCode.owner_id == owner.id
@@ -260,7 +264,7 @@ async def delete_codes(ctx: Ctx) -> None:
     server_name = ctx.request.path_params.get("server")
     ctx.require(["shares"], Target(user=owner_name, server=None if server_name is None else
                                    f"{owner_name}/{server_name}"))
-    owner = q.get_user(ctx.db, owner_name)
+    owner = queries.get_user(ctx.db, owner_name)
     if owner is None:
         raise NotFound(f"No such user: {owner_name}")
     _owner_below(ctx, owner)
@@ -280,7 +284,7 @@ async def delete_codes(ctx: Ctx) -> None:
         ctx.db.delete(code)
 
 
-def accept_share_code(ctx_db: Any, user: User, secret: str) -> Share:
+def accept_share_code(ctx_db: Session, user: User, secret: str) -> Share:
     """Turn a share code into a share for ``user`` (the /hub/accept-share page calls this)."""
     code = ctx_db.scalar(select(ShareCode).where(ShareCode.hashed_code ==
                                                  tokens.fast_hash(secret)))
@@ -308,7 +312,7 @@ def _shared_with(ctx: Ctx, kind: str) -> tuple[Any, Any]:
     scope_read = f"read:{kind}s:shares"
     target = Target(user=name) if kind == "user" else Target(group=name)
     ctx.require([scope_read, f"{kind}s:shares"], target)
-    row = q.get_user(ctx.db, name) if kind == "user" else q.get_group(ctx.db, name)
+    row = queries.get_user(ctx.db, name) if kind == "user" else queries.get_group(ctx.db, name)
     if row is None:
         raise NotFound(f"No such {kind}: {name}")
     cond = Share.user_id == row.id if kind == "user" else Share.group_id == row.id
@@ -329,7 +333,7 @@ def _shared_list(kind: str) -> Any:
 def _shared_one(kind: str, delete: bool) -> Any:
     async def one(ctx: Ctx) -> Any:
         row, cond = _shared_with(ctx, kind)
-        owner = q.get_user(ctx.db, ctx.arg("owner"))
+        owner = queries.get_user(ctx.db, ctx.arg("owner"))
         server_name = ctx.request.path_params.get("server", "")
         share = None if owner is None else ctx.db.scalar(
             select(Share).join(Server, Server.id == Share.server_id).where(
@@ -342,7 +346,6 @@ def _shared_one(kind: str, delete: bool) -> Any:
             else:
                 guard.require_group_below(ctx, row, "revoke shares of")
             ctx.db.delete(share)
-            ctx.invalidate_permissions()
             return None
         return share_model(ctx, share)
 

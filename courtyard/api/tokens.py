@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from ..auth import scopes as sc
 from ..auth.identity import owner_scopes
-from ..db import queries as q
+from ..db import queries
 from ..db.models import APIToken, User, utcnow
 from ..errors import BadRequest, Forbidden, NotFound
 from . import guard
@@ -67,7 +67,7 @@ def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise BadRequest("roles must be a list of role names")
         for name in roles:
-            role = q.get_role(ctx.db, name)
+            role = queries.get_role(ctx.db, name)
             if role is None:
                 raise BadRequest(f"No such role: {name}")
             wanted.extend(role.scopes)
@@ -137,7 +137,7 @@ async def create_token(ctx: Ctx) -> Any:
         expires_in = max_seconds
     scopes = requested_scopes(ctx, body, user)
     expires_at = utcnow() + timedelta(seconds=expires_in) if expires_in else None
-    token, secret = q.issue_token(ctx.db, user, note=note, scopes=scopes, expires_at=expires_at)
+    token, secret = queries.issue_token(ctx.db, user, note=note, scopes=scopes, expires_at=expires_at)
     ctx.db.flush()
     model = token_model(token)
     model["token"] = secret
@@ -166,7 +166,6 @@ async def delete_token(ctx: Ctx) -> None:
                                               APIToken.oauth_client_id == token.oauth_client_id))
     else:
         ctx.db.delete(token)
-    ctx.invalidate_permissions()
 
 
 routes = [

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ..auth import scopes as sc
 from ..auth.scopes import Target
-from ..db import queries as q
+from ..db import queries
 from ..db.models import Group, Role, Server, User, user_group_map, utcnow
 from ..db.records import users_query
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
@@ -43,7 +43,7 @@ def normalized_name(ctx: Ctx, raw: Any) -> str:
 def load_user(ctx: Ctx, name: str, scopes: tuple[str, ...] = USER_READ_SCOPES) -> User:
     """The user named in the URL, if the caller's scopes reach them; 404 otherwise."""
     ctx.require(scopes, Target(user=name))
-    user = q.get_user(ctx.db, name)
+    user = queries.get_user(ctx.db, name)
     if user is None:
         raise NotFound(f"No such user: {name}")
     return user
@@ -54,7 +54,7 @@ def _list_filter(ctx: Ctx) -> Any:
     if filters is sc.ALL or filters is None:
         return None
     names, groups = [], []
-    for f in filters:  # type: ignore[union-attr]
+    for f in filters:
         kind, _, value = f.partition("=")
         if kind == "user":
             names.append(value)
@@ -145,7 +145,7 @@ async def create_users(ctx: Ctx) -> Any:
     new = [n for n in names if n not in existing]
     if not new:
         raise Conflict(f"All {len(names)} users already exist")
-    records = q.insert_users(ctx.db, new, admin)
+    records = queries.insert_users(ctx.db, new, admin)
     await added_users(ctx, records)
     return [user_model(ctx, u) for u in records]
 
@@ -169,7 +169,7 @@ async def create_user(ctx: Ctx) -> Any:
     check_model(body, USER_MODEL, {"admin"}, "user")
     admin = _check_admin_grant(ctx, body.get("admin", False))
     try:  # the unique name decides; a lookup first would cost a query on every create
-        [user] = q.insert_users(ctx.db, [name], admin)
+        [user] = queries.insert_users(ctx.db, [name], admin)
     except IntegrityError:
         raise Conflict(f"User {name} already exists") from None
     await added_users(ctx, [user])
@@ -219,7 +219,7 @@ def _new_roles(ctx: Ctx, user: User, raw: Any) -> list[Role]:
         raise BadRequest("roles must be a list of role names")
     if not (ctx.identity and ctx.identity.has_any(["admin:roles"])):
         raise Forbidden("Changing a user's roles requires admin:roles")
-    lookups = {name: q.get_role(ctx.db, name) for name in raw}
+    lookups = {name: queries.get_role(ctx.db, name) for name in raw}
     found = [role for role in lookups.values() if role is not None]
     if len(found) < len(lookups):
         raise BadRequest("No such role: " + ", ".join(
@@ -238,7 +238,7 @@ def _check_rename(ctx: Ctx, user: User, new: str, groups: list[str]) -> None:
         raise Forbidden(f"Cannot rename {user.name} to {new}: your admin:users does not "
                         f"reach {new}")
     guard.require_name_grantable(ctx, new, groups, f"rename {user.name} to {new}")
-    if q.get_user(ctx.db, new) is not None:
+    if queries.get_user(ctx.db, new) is not None:
         raise BadRequest(f"User {new} already exists, username must be unique")
 
 
@@ -266,7 +266,7 @@ async def edit_user(ctx: Ctx) -> Any:
         ctx.hub.lifecycle.rename_user(user.name, new)
         user.name = new
     if admin is not None:
-        q.set_admin(ctx.db, user, admin)
+        queries.set_admin(ctx.db, user, admin)
     if groups is not None:
         user.groups = groups
     if roles is not None:
@@ -275,7 +275,6 @@ async def edit_user(ctx: Ctx) -> Any:
     if "auth_state" in body:
         ctx.hub.write_auth_state(user, body["auth_state"])
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return user_model(ctx, user)
 
 
@@ -299,7 +298,6 @@ async def delete_user(ctx: Ctx) -> None:
     if deleted is not None:  # a JupyterHub authenticator's delete_user, as JupyterHub calls it
         await deleted(user)
     ctx.db.delete(user)
-    ctx.invalidate_permissions()
 
 
 def parse_time(value: Any, field: str) -> datetime:
@@ -320,7 +318,7 @@ def parse_time(value: Any, field: str) -> datetime:
 async def user_activity(ctx: Ctx) -> Any:
     name = ctx.arg("name")
     ctx.require(["users:activity"], Target(user=name))
-    user = q.get_user(ctx.db, name)
+    user = queries.get_user(ctx.db, name)
     if user is None:
         raise NotFound(f"No such user: {name}")
     body = await ctx.body(required=True) or {}

@@ -128,7 +128,11 @@ class Authenticator(LoggingConfigurable):
 
     async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
         """Check credentials from the login form; return a name, a dict with ``name``
-        (and optionally ``admin``, ``groups``, ``auth_state``), or None."""
+        (and optionally ``admin``, ``groups``, ``auth_state``), or None.
+
+        ``data`` is always a dict: the form's fields, the token API's ``auth`` body or an
+        OAuth callback's. JupyterHub's ``authenticate(handler, None)`` (a sign-in from the
+        request itself) belongs to its plugins, run by :mod:`courtyard.compat.auth`."""
         raise NotImplementedError
 
     def normalize_username(self, username: str) -> str:
@@ -243,20 +247,26 @@ class Authenticator(LoggingConfigurable):
     crypt: Any = None
 
     def user_exists(self, username: str) -> bool:
-        from ..db import queries as q
+        from ..db import queries
 
         if self.hub is None:
             return False
         with self.hub.session() as db:
-            return q.get_user(db, username) is not None
+            return queries.get_user(db, username) is not None
 
     async def get_authenticated_user(self, handler: Any,
                                      data: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Run authenticate and the allow/block checks; the model, or None when refused."""
+        """Run authenticate and the allow/block checks; the model, or None when refused.
+
+        ``data`` is None for a sign-in from the request (the login page's GET), which the
+        hub asks only of an authenticator that ``signs_in_from_request`` (a JupyterHub
+        plugin's, :class:`courtyard.compat.auth.JupyterHubAuthenticator`): none here."""
+        if data is None:
+            return None
         result = await maybe_await(self.authenticate(handler, data))
         if result is None:
             return None
-        model = {"name": result} if isinstance(result, str) else dict(result)
+        model: dict[str, Any] = {"name": result} if isinstance(result, str) else dict(result)
         if not isinstance(model.get("name"), str):
             return None
         name = self.normalize_username(model["name"])

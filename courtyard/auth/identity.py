@@ -1,8 +1,16 @@
 """Who is asking: resolve a request's token to its owner and the scopes the request holds.
 
-Token lookups and scope sets are cached in memory. Any change to users, groups, roles,
-services, tokens or shares bumps ``ScopeCache.version``, which invalidates every entry at
-once: writes are rare next to reads, and a stale permission is never served.
+Token lookups and scope sets are cached in memory. A write that can change anyone's
+permissions (users' names, admin flags, roles and groups; groups, roles, services, tokens,
+shares) bumps ``ScopeCache.version``, which drops every scope set at once: writes are rare
+next to reads, and a stale permission is never served. The writes are seen by SQLAlchemy
+session events (:meth:`ScopeCache.watch`), the one way the cache is invalidated: code that
+changes permissions through a session of the hub's factory needs no call of its own.
+
+What the cache buys, ``bench/fastpaths.py`` (2026-12-07, 2 cores, load average 1.2-1.9,
+medians of interleaved rounds): with the admin's token, ``GET /users/{name}`` 11,877 req/s
+against 679 with the scopes computed on every request, ``GET /user`` 10,960 against 664,
+creating users 1,746/s against 525.
 """
 
 from __future__ import annotations
@@ -11,10 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event, inspect, or_, select
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, joinedload, sessionmaker
 
 from ..db.models import (
     APIToken,
@@ -80,15 +88,33 @@ class ScopeCache:
         self.identities: dict[Any, Identity] = {}
 
     def watch(self, factory: sessionmaker[Session]) -> None:
-        """Invalidate on writes that can change permissions, made through ``factory``."""
+        """Invalidate on writes that can change permissions, made through ``factory``: when
+        they are flushed or executed, and again when their session commits, so that a scope
+        set another request computed in between, from the rows not yet committed, is not
+        kept. Statements run on a session's raw connection (``db.connection().execute``)
+        are not seen: none of those writes permissions."""
         event.listen(factory, "after_flush", self._flushed)
-        event.listen(factory, "do_orm_execute",
-                     lambda state: self.invalidate() if state.is_update or state.is_delete
-                     else None)
+        event.listen(factory, "do_orm_execute", self._executed)
+        event.listen(factory, "after_commit", self._committed)
+        event.listen(factory, "after_rollback", lambda session: session.info.pop(_WROTE, None))
 
     def _flushed(self, session: Session, _context: Any) -> None:
         changes = (("dirty", session.dirty), ("deleted", session.deleted), ("new", session.new))
         if any(_affects_permissions(obj, change) for change, objs in changes for obj in objs):
+            self._changed(session)
+
+    def _executed(self, state: ORMExecuteState) -> None:
+        # an INSERT statement (not an ORM object) makes new users and their default roles
+        # (queries.insert_users): no cached entry is theirs
+        if state.is_update or state.is_delete:
+            self._changed(state.session)
+
+    def _changed(self, session: Session) -> None:
+        session.info[_WROTE] = True
+        self.invalidate()
+
+    def _committed(self, session: Session) -> None:
+        if session.info.pop(_WROTE, False):
             self.invalidate()
 
     def invalidate(self) -> None:
@@ -107,6 +133,7 @@ def _posix(naive_utc: datetime | None) -> float | None:
     return None if naive_utc is None else naive_utc.replace(tzinfo=UTC).timestamp()
 
 
+_WROTE = "courtyard.permissions"  # session.info: this session wrote permissions
 # A new user or server, or a user's activity moving, changes nobody's permissions.
 _USER_PERMISSION_ATTRS = ("name", "admin", "roles", "groups")
 
@@ -178,7 +205,8 @@ def token_identity(db: Session, token: APIToken, cache: ScopeCache) -> Identity:
     cached = cache.identities.get(key)
     if cached is not None:
         return cached
-    owner: User | Service = token.user if token.user_id else token.service  # type: ignore[assignment]
+    # every token row is made for a user or else a service (and goes with it)
+    owner = cast("User | Service", token.user if token.user_id else token.service)
     kind = "user" if isinstance(owner, User) else "service"
     held = owner_scopes(db, owner)
     if "inherit" in token.scopes:

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from ..db import queries as q
-from ..db.models import Group, Role, Service, User, utcnow
+from ..db import queries
+from ..db.models import Group, Role, RoleMember, Service, User, utcnow
 from ..errors import BadRequest, Conflict, HTTPError
 from ..names import check_group_name
 from .base import Authenticator, LoginRefused
@@ -130,25 +130,21 @@ async def _attempt(ctx: LoginContext, data: dict[str, Any] | None, username: str
 def login_user(hub: Hub, db: Session, model: dict[str, Any]) -> User:
     """The hub user for an authenticated model, created or updated to match it."""
     auth = hub.authenticator
-    user = q.get_user(db, model["name"])
-    changed = user is None
+    user = queries.get_user(db, model["name"])
     if user is None:
-        user = q.create_user(db, model["name"])
+        user = queries.create_user(db, model["name"])
         log.info("New user %s signed in", user.name)
     admin = model.get("admin")
     if admin is not None and bool(admin) != user.admin:
-        q.set_admin(db, user, bool(admin))
-        changed = True
+        queries.set_admin(db, user, bool(admin))
     if auth.manage_groups and isinstance(model.get("groups"), list | tuple | set):
-        changed = sync_groups(db, user, model["groups"]) or changed
+        sync_groups(db, user, model["groups"])
     if auth.manage_roles and model.get("roles") is not None:
-        changed = sync_roles(hub, db, user, model["roles"]) or changed
+        sync_roles(hub, db, user, model["roles"])
     if "auth_state" in model and auth.enable_auth_state:
         write_auth_state(hub, user, model["auth_state"])
     user.last_activity = utcnow()
     db.flush()
-    if changed:
-        hub.scope_cache.invalidate()
     mark_fresh(auth, user.id)  # as good as a refresh: none due for auth_refresh_age
     return user
 
@@ -165,7 +161,7 @@ def sync_groups(db: Session, user: User, names: Any) -> bool:
         return False
     groups = []
     for name in sorted(wanted):
-        group = q.get_group(db, name)
+        group = queries.get_group(db, name)
         if group is None:
             group = Group(name=name, properties={})
             db.add(group)
@@ -208,7 +204,7 @@ def sync_roles(hub: Hub, db: Session, user: User, specs: Any) -> bool:
     changed = False
     held = {role.name: role for role in user.roles}
     for name, spec in wanted.items():
-        role = q.get_role(db, name)
+        role = queries.get_role(db, name)
         if role is None:
             log.info("Creating role %s for %s (manage_roles)", name, user.name)
             role = Role(name=name, description="", scopes=[], managed_by="authenticator")
@@ -222,7 +218,7 @@ def sync_roles(hub: Hub, db: Session, user: User, specs: Any) -> bool:
                         role.managed_by)
         if name == "admin":
             if not user.admin:
-                q.set_admin(db, user, True)
+                queries.set_admin(db, user, True)
                 changed = True
         elif role not in user.roles:  # also when the entry's "users" left them out
             user.roles.append(role)
@@ -250,20 +246,29 @@ def _follow_spec(db: Session, role: Role, spec: dict[str, Any]) -> bool:
         if key in spec and getattr(role, key) != spec[key]:
             setattr(role, key, list(spec[key]) if key == "scopes" else spec[key])
             changed = True
-    for key, model in (("users", User), ("groups", Group), ("services", Service)):
-        if key not in spec:
-            continue
-        names = list(dict.fromkeys(spec[key]))
-        found = {m.name: m for m in db.scalars(select(model).where(model.name.in_(names)))}
-        missing = [n for n in names if n not in found]
-        if missing:
-            log.warning("Could not assign the role %s to %s: %s not found", role.name, key,
-                        ", ".join(missing))
-        members = [found[n] for n in names if n in found]
-        if set(members) != set(getattr(role, key)):
-            setattr(role, key, members)
-            changed = True
+    changed |= _follow_members(db, role, spec, "users", User)
+    changed |= _follow_members(db, role, spec, "groups", Group)
+    changed |= _follow_members(db, role, spec, "services", Service)
     return changed
+
+
+def _follow_members(db: Session, role: Role, spec: dict[str, Any], key: str,
+                    model: type[RoleMember]) -> bool:
+    """Give ``role`` the ``key`` members its entry names (those that exist); True if that
+    changed them."""
+    if key not in spec:
+        return False
+    names = list(dict.fromkeys(spec[key]))
+    found = {m.name: m for m in db.scalars(select(model).where(model.name.in_(names)))}
+    missing = [n for n in names if n not in found]
+    if missing:
+        log.warning("Could not assign the role %s to %s: %s not found", role.name, key,
+                    ", ".join(missing))
+    members = [found[n] for n in names if n in found]
+    if set(members) == set(getattr(role, key)):
+        return False
+    setattr(role, key, members)
+    return True
 
 
 # -- auth state -----------------------------------------------------------------------------
@@ -278,10 +283,11 @@ def read_auth_state(hub: Hub, user: User) -> dict[str, Any] | None:
     if not hub.authenticator.enable_auth_state or user.encrypted_auth_state is None:
         return None
     try:
-        return _crypt(hub).decrypt(user.encrypted_auth_state)
+        state: dict[str, Any] = _crypt(hub).decrypt(user.encrypted_auth_state)  # as written
     except DecryptError as e:
         log.error("Auth state of %s: %s", user.name, e)
         return None
+    return state
 
 
 def write_auth_state(hub: Hub, user: User, state: dict[str, Any] | None) -> None:

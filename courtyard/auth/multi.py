@@ -55,7 +55,8 @@ class MultiAuthenticator(Authenticator):
     def password_methods(self) -> list[Authenticator]:
         return [a for a in self.authenticators if not a.login_service]
 
-    async def get_authenticated_user(self, handler: Any, data: dict[str, Any]) -> dict | None:
+    async def get_authenticated_user(self, handler: Any,
+                                     data: dict[str, Any] | None) -> dict[str, Any] | None:
         refused: LoginRefused | None = None
         for child in self.password_methods:
             try:
@@ -81,7 +82,7 @@ class MultiAuthenticator(Authenticator):
 
     async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
         for child in self.authenticators:
-            result = await maybe_await(child.refresh_user(user, handler))
+            result: bool | dict[str, Any] = await maybe_await(child.refresh_user(user, handler))
             if result is not True:
                 return result
         return True

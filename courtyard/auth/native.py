@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from traitlets import Bool, Integer, Unicode, default
 
-from ..db import queries as q
+from ..db import queries
 from ..db.models import NativeAccount, User, utcnow
 from ..errors import ConfigError
 from .base import Authenticator, AuthResult, Handler, LoginRefused
@@ -131,12 +131,11 @@ class NativeAuthenticator(Authenticator):
             admins = sorted(self.admin_users | set(hub.options.admin_users))
             name = self.normalize_username(self.initial_admin or (admins[0] if admins
                                                                   else "admin"))
-            user = q.get_user(db, name) or q.create_user(db, name)
-            q.set_admin(db, user, True)
+            user = queries.get_user(db, name) or queries.create_user(db, name)
+            queries.set_admin(db, user, True)
             password = secrets.token_urlsafe(12)
             set_password(db, user, password)
             db.commit()
-        hub.scope_cache.invalidate()
         print_initial_password(name, password)
 
     def get_handlers(self, hub: Any) -> list[Handler]:

@@ -20,13 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..api import guard
 from ..api.base import Ctx, endpoint
 from ..api.models import iso
 from ..auth.scopes import Target
-from ..db import queries as q
+from ..db import queries
 from ..db.models import NativeAccount, User, utcnow
 from ..errors import BadRequest, NotFound
 from ..web.render import Page, login_redirect
@@ -59,7 +59,7 @@ def password_problem(auth: NativeAuthenticator, password: str, confirm: str) -> 
 
 
 def approve(db: Session, account: NativeAccount) -> User:
-    user = q.get_user(db, account.username) or q.create_user(db, account.username)
+    user = queries.get_user(db, account.username) or queries.create_user(db, account.username)
     account.user = user
     account.authorized = True
     return user
@@ -83,7 +83,7 @@ async def signup_page(request: Request) -> Response:
         if not auth.validate_username(name) or not await maybe_await(
                 auth.check_blocked_users(name)):
             problem = "This username cannot be used."
-        elif q.get_user(db, name) is not None or db.scalar(
+        elif queries.get_user(db, name) is not None or db.scalar(
                 select(NativeAccount).where(NativeAccount.username == name)) is not None:
             problem = "This username is taken."
         if problem:
@@ -94,8 +94,6 @@ async def signup_page(request: Request) -> Response:
         if auth.open_signup:
             approve(db, account)
         db.commit()
-        if auth.open_signup:
-            hub.scope_cache.invalidate()
         auth.log.info("New sign-up: %s (%s)", name,
                       "approved" if auth.open_signup else "waiting for approval")
         return page.render("signup.html", 200, done=True, approved=auth.open_signup)
@@ -165,7 +163,6 @@ async def authorize_page(request: Request) -> Response:
                 db.delete(account)
                 message = f"Rejected {name}."
             db.commit()
-            hub.scope_cache.invalidate()
         pending = list(db.scalars(select(NativeAccount).where(NativeAccount.user_id.is_(None))
                                   .order_by(NativeAccount.created)))
         return page.render("authorize.html", pending=pending, message=message)
@@ -197,7 +194,6 @@ async def approve_signup(ctx: Ctx) -> Any:
     guard.require_name_grantable(ctx, account.username, [], f"approve {account.username}")
     user = approve(ctx.db, account)
     ctx.db.flush()
-    ctx.invalidate_permissions()
     return {"name": user.name, "approved": True}
 
 
@@ -212,7 +208,7 @@ async def reset_password(ctx: Ctx) -> Any:
     auth = _native(ctx.hub)
     name = ctx.arg("name")
     ctx.require(["admin:users"], Target(user=name))
-    user = q.get_user(ctx.db, name)
+    user = queries.get_user(ctx.db, name)
     if user is None:
         raise NotFound(f"No such user: {name}")
     guard.require_user_below(ctx, user, "reset the password of")  # else: log in as them
@@ -230,7 +226,7 @@ async def reset_password(ctx: Ctx) -> Any:
     return {"name": name, "password": password} if generated else {"name": name}
 
 
-api_routes = [
+api_routes: list[BaseRoute] = [
     Route("/signups", list_signups, methods=["GET"]),
     Route("/signups/{name}", reject_signup, methods=["DELETE"]),
     Route("/users/{name}/approve", approve_signup, methods=["POST"]),

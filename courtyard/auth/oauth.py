@@ -26,7 +26,7 @@ from starlette.responses import RedirectResponse, Response
 from traitlets import Any as AnyTrait, Bool, Dict, Float, List, Set, Unicode, default
 
 from ..errors import ConfigError
-from .base import Authenticator, AuthResult, Handler, LoginRefused, maybe_await
+from .base import Authenticator, Handler, LoginRefused, maybe_await
 from .tokens import pkce_challenge
 
 STATE_MAX_AGE = 600
@@ -282,15 +282,15 @@ class OAuthenticator(Authenticator):
     # -- talking to the provider -------------------------------------------------------------
     async def token_request(self, data: dict[str, str]) -> dict[str, Any]:
         ep = await self.endpoints()
-        auth = None
-        if self.basic_auth:
-            auth = httpx.BasicAuth(self.client_id, self.client_secret)
-        else:
+        # without basic_auth, the client's id and secret go in the form instead
+        auth = httpx.BasicAuth(self.client_id, self.client_secret) if self.basic_auth \
+            else httpx.USE_CLIENT_DEFAULT
+        if not self.basic_auth:
             data = {**data, "client_id": self.client_id, "client_secret": self.client_secret}
         async with self._http() as client:
             try:
                 response = await client.post(ep.token, data=data, auth=auth)
-                token = response.json()
+                token: dict[str, Any] = response.json()
             except (httpx.HTTPError, ValueError) as e:
                 raise OAuthError(f"the token endpoint failed: {e}") from None
         if response.status_code != 200 or "access_token" not in token:
@@ -384,7 +384,7 @@ class OAuthenticator(Authenticator):
         return self.oidc_issuer or self.token_url
 
     # -- the contract ------------------------------------------------------------------------
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: Any, data: dict[str, Any]) -> dict[str, Any] | None:
         if not data.get("code"):
             return None  # the password form and the token API have no code to give
         token = await self.token_request({
@@ -413,7 +413,7 @@ class OAuthenticator(Authenticator):
         if not expires_at or expires_at - time.time() > self.auth_refresh_age:
             return True
         if not state.get("refresh_token"):
-            return expires_at > time.time()
+            return bool(expires_at > time.time())
         try:
             token = await self.token_request({"grant_type": "refresh_token",
                                               "refresh_token": state["refresh_token"]})

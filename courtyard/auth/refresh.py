@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Forbidden, HTTPError
@@ -80,7 +81,8 @@ def due(auth: Authenticator, user_id: int) -> bool:
 
 
 async def refresh_user(hub: Hub, db: Session, user: User, handler: Any = None,
-                       force: bool = False, scope: dict[str, Any] | None = None) -> bool:
+                       force: bool = False,
+                       scope: MutableMapping[str, Any] | None = None) -> bool:
     """Ask the authenticator whether ``user``'s sign-in still holds, storing any update.
 
     Only when due, unless ``force``; at most once per request (``scope``). False: expired

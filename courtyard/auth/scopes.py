@@ -9,9 +9,10 @@ the set of filters it holds (``{"user=alice", "group=staff"}``) or to ``ALL``.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 
 @dataclass(frozen=True)
@@ -126,15 +127,20 @@ SCOPES: Final[dict[str, ScopeDef]] = {
 FILTER_KINDS: Final = ("user", "server", "group", "service")
 
 
-class _All:
-    """Marker: a scope held without filter, on every resource."""
+class _All(enum.Enum):
+    """Marker: a scope held without filter, on every resource (an enum member, so that
+    ``filters is ALL`` tells the type checker which of :data:`Filters` it is)."""
+
+    ALL = "ALL"
 
     def __repr__(self) -> str:
         return "ALL"
 
+    __str__ = __repr__
 
-ALL: Final = _All()
-Filters = frozenset[str] | _All
+
+ALL: Final = _All.ALL
+Filters = frozenset[str] | Literal[_All.ALL]
 Parsed = dict[str, Filters]
 
 
@@ -235,7 +241,7 @@ def unparse(parsed: Parsed) -> list[str]:
         if filters is ALL:
             out.append(base)
         else:
-            out.extend(f"{base}!{f}" for f in filters)  # type: ignore[union-attr]
+            out.extend(f"{base}!{f}" for f in filters)
     return sorted(out)
 
 
@@ -244,7 +250,7 @@ GroupsOf = Callable[[str], Iterable[str]]
 
 def _covers(filters: Filters, filt: str, groups_of: GroupsOf) -> bool:
     """Whether ``filters`` grant everything ``filt`` names."""
-    if filters is ALL or filt in filters:  # type: ignore[operator]
+    if filters is ALL or filt in filters:
         return True
     kind, _, value = filt.partition("=")
     users: list[str] = []
@@ -253,10 +259,10 @@ def _covers(filters: Filters, filt: str, groups_of: GroupsOf) -> bool:
     elif kind == "user":
         users.append(value)
     for user in users:
-        if f"user={user}" in filters:  # type: ignore[operator]
+        if f"user={user}" in filters:
             return True
-        if any(f.startswith("group=") for f in filters):  # type: ignore[union-attr]
-            if any(f"group={g}" in filters for g in groups_of(user)):  # type: ignore[operator]
+        if any(f.startswith("group=") for f in filters):
+            if any(f"group={g}" in filters for g in groups_of(user)):
                 return True
     return False
 
@@ -271,8 +277,8 @@ def intersect(a: Parsed, b: Parsed, groups_of: GroupsOf = lambda _u: ()) -> Pars
         elif fb is ALL:
             out[base] = fa
         else:
-            kept = {f for f in fa if _covers(fb, f, groups_of)}  # type: ignore[union-attr]
-            kept |= {f for f in fb if _covers(fa, f, groups_of)}  # type: ignore[union-attr]
+            kept = {f for f in fa if _covers(fb, f, groups_of)}
+            kept |= {f for f in fb if _covers(fa, f, groups_of)}
             if kept:
                 out[base] = frozenset(kept)
     return out
@@ -286,8 +292,8 @@ def minus(a: Parsed, b: Parsed) -> Parsed:
         other = b.get(base)
         if other is None or (filters is ALL and other is not ALL):
             out[base] = filters
-        elif other is not ALL:
-            left = frozenset(filters) - other  # type: ignore[arg-type,operator]
+        elif other is not ALL and filters is not ALL:  # the second is true here anyway
+            left = frozenset(filters) - other
             if left:
                 out[base] = left
     return out
@@ -307,7 +313,7 @@ def missing(held: Parsed, wanted: Parsed, groups_of: GroupsOf = lambda _u: ()) -
         if have is None or filters is ALL:
             out.extend(unparse({base: filters}))
             continue
-        out.extend(f"{base}!{f}" for f in filters  # type: ignore[union-attr]
+        out.extend(f"{base}!{f}" for f in filters
                    if not _covers(have, f, groups_of))
     return sorted(out)
 
@@ -328,7 +334,7 @@ def allows(filters: Filters | None, target: Target, groups_of: GroupsOf) -> bool
         return False
     if filters is ALL:
         return True
-    for filt in filters:  # type: ignore[union-attr]
+    for filt in filters:
         kind, _, value = filt.partition("=")
         if kind == "user" and target.user == value:
             return True

@@ -36,14 +36,24 @@ import logging
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import quote
 
 from ..auth.base import Authenticator, LoginRefused, maybe_await
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from jupyterhub.auth import Authenticator as JupyterHubBase
+    from tornado.web import HTTPError as TornadoHTTPError
+
+    from ..app import Hub
     from ..auth.login import LoginContext
+    from ..auth.oauth import OAuthenticator
+
+    # what OAuthSubclassHooks is mixed into (before it in the MRO): Courtyard's OAuth login
+    _OAuthLogin = OAuthenticator
+else:
+    _OAuthLogin = object
 
 log = logging.getLogger("courtyard.compat")
 
@@ -60,7 +70,7 @@ MAPPED_CLASSES = ("jupyterhub.auth.PAMAuthenticator", "jupyterhub.auth.LocalAuth
                   "jupyterhub.authenticators.shared.SharedPasswordAuthenticator")
 
 
-def jupyterhub_base() -> type | None:
+def jupyterhub_base() -> type[JupyterHubBase] | None:
     """``jupyterhub.auth.Authenticator`` if a config has imported it, else None (the package
     is optional, so it is never imported here)."""
     module = sys.modules.get("jupyterhub.auth")
@@ -71,7 +81,7 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def adapt_authenticator(cls: type) -> type | None:
+def adapt_authenticator(cls: type) -> type[Authenticator] | None:
     """The Courtyard class to use for a JupyterHub or oauthenticator class; None if ``cls``
     is neither. Raises ConfigError for a class that cannot run here."""
     base = jupyterhub_base()
@@ -98,8 +108,9 @@ def adapt_authenticator(cls: type) -> type | None:
                           "LocalAuthenticator manage system accounts, which on Courtyard only "
                           "its 'pam' authenticator does (under its account policy); use 'pam'")
     # a name no config section uses: c.{cls.__name__}.* is the JupyterHub instance's alone
-    return type(f"JupyterHub({cls.__name__})", (JupyterHubAuthenticator,),
-                {"wrapped_class": cls, "__module__": __name__})
+    adapter = type(f"JupyterHub({cls.__name__})", (JupyterHubAuthenticator,),
+                   {"wrapped_class": cls, "__module__": __name__})
+    return cast(type[Authenticator], adapter)  # a JupyterHubAuthenticator subclass, made here
 
 
 # -- what a JupyterHub plugin is handed ---------------------------------------------------------
@@ -136,6 +147,32 @@ class HubUser:
 
     async def save_auth_state(self, state: dict[str, Any] | None) -> None:
         self.auth_state = state
+
+
+def hub_user(hub: Hub | None, user: Any, auth_state: dict[str, Any] | None = None) -> HubUser:
+    """A JupyterHub-like user from a database row (or a spawner's ``UserInfo``), for the
+    hooks of a JupyterHub authenticator or of an oauthenticator subclass."""
+    base_url = hub.options.base_url if hub is not None else "/"
+    user_id = getattr(user, "id", None)
+    if user_id is None and hub is not None:
+        user_id = _user_id(hub, user.name)
+    groups = [GroupRef(g if isinstance(g, str) else g.name) for g in (user.groups or [])]
+    if auth_state is None:
+        auth_state = getattr(user, "auth_state", None)
+        if auth_state is None and hub is not None and hasattr(user, "encrypted_auth_state"):
+            from ..auth.login import read_auth_state
+
+            auth_state = read_auth_state(hub, user)
+    return HubUser(user.name, user_id, bool(user.admin), groups, base_url, auth_state,
+                   settings={"base_url": base_url})
+
+
+def _user_id(hub: Hub, name: str) -> int | None:
+    from ..db import queries
+
+    with hub.session() as db:
+        row = queries.get_user(db, name)
+        return row.id if row is not None else None
 
 
 class Request:
@@ -236,7 +273,7 @@ class HubRef:
 
 
 # -- the adapter -------------------------------------------------------------------------------
-def _tornado_http_error() -> type[Exception]:
+def _tornado_http_error() -> type[TornadoHTTPError]:
     from tornado.web import HTTPError
 
     return HTTPError
@@ -327,7 +364,7 @@ class JupyterHubAuthenticator(Authenticator):
         reason = super().invalid_reason(user)
         if reason is None:
             try:
-                run_to_end(self.inner.add_user(self.hub_user(self.hub, user)))
+                run_to_end(self.inner.add_user(hub_user(self.hub, user)))
             except Exception as e:
                 reason = f"{type(self.inner).__name__}.add_user raised {e!r}"
         return reason
@@ -362,7 +399,8 @@ class JupyterHubAuthenticator(Authenticator):
         return "" if url.rstrip("/") == f"{hub_prefix}logout" else url
 
     def normalize_username(self, username: str) -> str:
-        return self.inner.normalize_username(username)
+        name: str = self.inner.normalize_username(username)
+        return name
 
     def validate_username(self, username: str) -> bool:
         """Both the plugin's rule and Courtyard's (no path tricks, at most 255 characters)."""
@@ -370,7 +408,8 @@ class JupyterHubAuthenticator(Authenticator):
             username)
 
     def is_admin(self, handler: Any, model: dict[str, Any]) -> bool | None:
-        return self.inner.is_admin(handler, model)
+        admin: bool | None = self.inner.is_admin(handler, model)
+        return admin
 
     @property
     def refreshes(self) -> bool:
@@ -378,7 +417,8 @@ class JupyterHubAuthenticator(Authenticator):
         return base is None or type(self.inner).refresh_user is not base.refresh_user
 
     # -- signing in ---------------------------------------------------------------------------
-    async def get_authenticated_user(self, handler: Any, data: dict[str, Any]) -> dict | None:
+    async def get_authenticated_user(self, handler: Any,
+                                     data: dict[str, Any] | None) -> dict[str, Any] | None:
         """JupyterHub's sign-in steps, then Courtyard's name rules and ``add_user`` for a new
         user. A tornado ``HTTPError`` from ``authenticate`` is a failed sign-in (throttled as
         one); from the allow checks, after the credentials held, a refusal with its message."""
@@ -395,19 +435,20 @@ class JupyterHubAuthenticator(Authenticator):
             return None
         if result is None:
             return None
-        model = {"name": result} if isinstance(result, str) else dict(result)
+        model: dict[str, Any] = {"name": result} if isinstance(result, str) else dict(result)
         if not isinstance(model.get("name"), str):
             return None
         model.setdefault("auth_state", None)
         model.setdefault("admin", None)
         try:
-            model = await self._allow(jh, model)
+            allowed = await self._allow(jh, model)
         except http_error as e:
             if e.status_code >= 500:
                 raise
             raise LoginRefused(e.log_message or e.reason or "You may not sign in here.") from None
-        if model is None:
+        if allowed is None:
             return None
+        model = allowed
         if not self.validate_username(str(model.get("name") or "")):
             log.warning("Login refused: %r is not a valid user name", model.get("name"))
             return None
@@ -430,63 +471,41 @@ class JupyterHubAuthenticator(Authenticator):
             return None
         if model["admin"] is None:
             model["admin"] = await maybe_await(inner.is_admin(jh, model))
-        return await maybe_await(inner.run_post_auth_hook(jh, model))
+        hooked: dict[str, Any] | None = await maybe_await(inner.run_post_auth_hook(jh, model))
+        return hooked
 
     async def _add_new_user(self, ctx: Any, name: str) -> None:
         """Create a first-time user now (in the sign-in's transaction) and call ``add_user``
         on it, as JupyterHub does; if it raises, the sign-in fails and no user remains."""
-        from ..db import queries as q
+        from ..db import queries
 
         db = getattr(ctx, "db", None)
-        if db is None or self.hub is None or q.get_user(db, name) is not None:
+        if db is None or self.hub is None or queries.get_user(db, name) is not None:
             return
-        user = q.create_user(db, name)
+        user = queries.create_user(db, name)
         db.flush()
         await self.user_added(user)
 
     # -- users coming and going (called by the users API too) --------------------------------
     async def user_added(self, user: Any) -> None:
-        await maybe_await(self.inner.add_user(self.hub_user(self.hub, user)))
+        await maybe_await(self.inner.add_user(hub_user(self.hub, user)))
 
     async def user_deleted(self, user: Any) -> None:
-        await maybe_await(self.inner.delete_user(self.hub_user(self.hub, user)))
-
-    def hub_user(self, hub: Any, user: Any, auth_state: dict[str, Any] | None = None) -> HubUser:
-        """A JupyterHub-like user from a database row (or a spawner's ``UserInfo``)."""
-        base_url = hub.options.base_url if hub is not None else "/"
-        user_id = getattr(user, "id", None)
-        if user_id is None and hub is not None:
-            user_id = self._user_id(hub, user.name)
-        groups = [GroupRef(g if isinstance(g, str) else g.name) for g in (user.groups or [])]
-        if auth_state is None:
-            auth_state = getattr(user, "auth_state", None)
-            if auth_state is None and hub is not None and hasattr(user, "encrypted_auth_state"):
-                from ..auth.login import read_auth_state
-
-                auth_state = read_auth_state(hub, user)
-        return HubUser(user.name, user_id, bool(user.admin), groups, base_url, auth_state,
-                       settings={"base_url": base_url})
-
-    @staticmethod
-    def _user_id(hub: Any, name: str) -> int | None:
-        from ..db import queries as q
-
-        with hub.session() as db:
-            row = q.get_user(db, name)
-            return row.id if row is not None else None
+        await maybe_await(self.inner.delete_user(hub_user(self.hub, user)))
 
     # -- refresh and spawn hooks ----------------------------------------------------------------
     async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
-        jh_user = self.hub_user(self.hub, user)
+        jh_user = hub_user(self.hub, user)
         ctx = handler if hasattr(handler, "request") else None
         jh = LoginHandler(ctx, self.hub, self.inner, current_user=jh_user)
-        return await maybe_await(self.inner.refresh_user(jh_user, jh))
+        result: bool | dict[str, Any] = await maybe_await(self.inner.refresh_user(jh_user, jh))
+        return result
 
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
-        await maybe_await(self.inner.pre_spawn_start(self.hub_user(self.hub, user), spawner))
+        await maybe_await(self.inner.pre_spawn_start(hub_user(self.hub, user), spawner))
 
     async def post_spawn_stop(self, user: Any, spawner: Any) -> None:
-        await maybe_await(self.inner.post_spawn_stop(self.hub_user(self.hub, user), spawner))
+        await maybe_await(self.inner.post_spawn_stop(hub_user(self.hub, user), spawner))
 
 
 # -- subclasses of oauthenticator's classes: their hooks on top of the mapped login ------------
@@ -503,7 +522,8 @@ OAUTH_TORNADO = frozenset({"get_handlers", "login_handler", "callback_handler",
                            "logout_handler", "login_url", "get_callback_url"})
 
 
-def oauth_subclass(cls: type, oauth: type, mapped: type) -> type:
+def oauth_subclass(cls: type[JupyterHubBase], oauth: type,
+                   mapped: type[Authenticator]) -> type[Authenticator]:
     """The Courtyard class for ``cls``, a subclass of oauthenticator's ``oauth``: Courtyard's
     ``mapped`` login (same options, read from ``c.{cls.__name__}`` too), running the
     subclass's own hooks (:data:`OAUTH_HOOKS`) on one instance of it. ConfigError, naming
@@ -530,12 +550,13 @@ def oauth_subclass(cls: type, oauth: type, mapped: type) -> type:
     values = {name: value for k in reversed(own) for name, value in vars(k).items()
               if not name.startswith("_") and not callable(value) and hasattr(mapped, name)
               and mapped.class_traits().get(name) is not None}
-    return type(cls.__name__, (OAuthSubclassHooks, mapped),
-                {**values, "wrapped_class": cls, "hooks": frozenset(overridden),
-                 "__module__": __name__})
+    hooked = type(cls.__name__, (OAuthSubclassHooks, mapped),
+                  {**values, "wrapped_class": cls, "hooks": frozenset(overridden),
+                   "__module__": __name__})
+    return cast(type[Authenticator], hooked)  # a subclass of ``mapped``, made here
 
 
-class OAuthSubclassHooks:
+class OAuthSubclassHooks(_OAuthLogin):
     """Mixed in before a Courtyard OAuth class: the overrides of an oauthenticator subclass,
     called with oauthenticator's auth model (``auth_state[user_auth_state_key]`` holds what
     the provider said), awaited when async. A hook that raises refuses the sign-in."""
@@ -570,7 +591,7 @@ class OAuthSubclassHooks:
     def startup(self, hub: Any, db: Any) -> None:
         """A ``logout_url`` override pointing away from the hub's logout page (a provider's
         end-session page) is where the browser goes once the hub has signed it out."""
-        super().startup(hub, db)  # type: ignore[misc]
+        super().startup(hub, db)
         if "logout_url" in self.hooks:
             hub_prefix = f"{hub.options.base_url}hub/"
             url = self.inner.logout_url(hub_prefix)
@@ -584,14 +605,10 @@ class OAuthSubclassHooks:
         admin = model.get("admin")
         return {**model, "admin": bool(admin) or name in self.admin_users}
 
-    # JupyterHub's user wrapper for the spawn hooks, as for a JupyterHub authenticator
-    hub_user = JupyterHubAuthenticator.hub_user
-    _user_id = staticmethod(JupyterHubAuthenticator._user_id)
-
     def username_from_claims(self, claims: dict[str, Any]) -> Any:
         if "user_info_to_username" in self.hooks:
             return self.inner.user_info_to_username(claims)
-        return super().username_from_claims(claims)  # type: ignore[misc]
+        return super().username_from_claims(claims)
 
     async def _call(self, value: Any) -> Any:
         """A hook's result, awaited; its tornado ``HTTPError`` 4xx (oauthenticator's way to
@@ -604,16 +621,17 @@ class OAuthSubclassHooks:
             raise LoginRefused(e.log_message or e.reason or "You may not sign in here.",
                                e.status_code) from None
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> Any:
-        model = await super().authenticate(handler, data)  # type: ignore[misc]
+    async def authenticate(self, handler: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+        model = await super().authenticate(handler, data)
         if model is None:
             return None
         if "authenticate" in self.hooks:
             return await self._their_authenticate(handler, data, model)
         if "update_auth_model" not in self.hooks:
             return model
-        return await self._call(self.inner.update_auth_model(self._theirs(model["name"],
-                                                                          model)))
+        updated: dict[str, Any] | None = await self._call(
+            self.inner.update_auth_model(self._theirs(model["name"], model)))
+        return updated
 
     async def _their_authenticate(self, handler: Any, data: dict[str, Any],
                                   model: dict[str, Any]) -> dict[str, Any] | None:
@@ -637,17 +655,21 @@ class OAuthSubclassHooks:
 
     def normalize_username(self, username: str) -> str:
         if "normalize_username" in self.hooks:
-            return self.inner.normalize_username(username)
+            name: str = self.inner.normalize_username(username)
+            return name
         return super().normalize_username(username)
 
-    async def check_blocked_users(self, username: str, model: dict[str, Any] | None = None
-                                  ) -> bool:
+    # async where the built-in is sync, as JupyterHub lets these hooks be: the hub awaits
+    # either (maybe_await), which a sync base method's type cannot say
+    async def check_blocked_users(  # type: ignore[override]
+            self, username: str, model: dict[str, Any] | None = None) -> bool:
         if "check_blocked_users" in self.hooks:
             return bool(await self._call(self.inner.check_blocked_users(
                 username, self._theirs(username, model))))
         return bool(await maybe_await(super().check_blocked_users(username, model)))
 
-    async def check_allowed(self, username: str, model: dict[str, Any] | None = None) -> bool:
+    async def check_allowed(  # type: ignore[override]
+            self, username: str, model: dict[str, Any] | None = None) -> bool:
         if "check_allowed" in self.hooks:
             return bool(await self._call(self.inner.check_allowed(
                 username, self._theirs(username, model))))
@@ -656,13 +678,13 @@ class OAuthSubclassHooks:
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
         await maybe_await(super().pre_spawn_start(user, spawner))
         if "pre_spawn_start" in self.hooks:
-            jh_user = self.hub_user(self.hub, user)  # type: ignore[attr-defined]
+            jh_user = hub_user(self.hub, user)
             await maybe_await(self.inner.pre_spawn_start(jh_user, spawner))
 
     async def post_spawn_stop(self, user: Any, spawner: Any) -> None:
         await maybe_await(super().post_spawn_stop(user, spawner))
         if "post_spawn_stop" in self.hooks:
-            jh_user = self.hub_user(self.hub, user)  # type: ignore[attr-defined]
+            jh_user = hub_user(self.hub, user)
             await maybe_await(self.inner.post_spawn_stop(jh_user, spawner))
 
 

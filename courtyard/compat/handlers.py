@@ -35,7 +35,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -54,6 +54,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("courtyard.compat")
 
 Handler = tuple[re.Pattern[str], type, dict[str, Any]]
+
+
+class Caller(TypedDict):
+    """What a plugin handler is told about the request, answered by Courtyard."""
+
+    user: Any  # JupyterHub's current_user: a user or service object, or None
+    token: str | None  # the API token in the request's header
+    db: HandlerSession
+    scopes: tuple[set[str], dict[str, Any]]  # (expanded_scopes, parsed_scopes)
 
 
 def plugin_handlers() -> list[Handler]:
@@ -155,7 +164,8 @@ class SpawnerView:
         from tornado import web
 
         found = engines.engine_of(self._spawner)
-        settable = getattr(found[0], "SERVER_SETTABLE", frozenset()) if found else frozenset()
+        settable: frozenset[str] = getattr(found[0], "SERVER_SETTABLE", frozenset()) \
+            if found else frozenset()
         if name not in settable:
             log.warning("Refused a plugin API handler's write of %s.%s",
                         type(self._spawner).__name__, name)
@@ -250,8 +260,8 @@ def handler_class(cls: type) -> type:
     if cached is not None:
         return cached
 
-    class Bridged(cls):  # type: ignore[valid-type,misc]
-        _courtyard: dict[str, Any]
+    class Bridged(cls):  # type: ignore[misc]  # a base known at run time: the plugin's class
+        _courtyard: Caller
 
         # JupyterHub's BaseHandler.prepare (through any prepare of the plugin's) calls these
         async def get_current_user(self) -> Any:
@@ -317,7 +327,7 @@ def tornado_application(hub: Hub) -> Any:
         from tornado import web
 
         base = hub.options.base_url
-        settings = {
+        settings: dict[str, Any] = {  # tornado's settings: any value
             "base_url": base, "login_url": f"{base}hub/login", "log_function": lambda h: None,
             "hub": SimpleNamespace(base_url=f"{base}hub/"), "config": hub.config,
             "authenticator": hub.authenticator, "xsrf_cookies": False,
@@ -361,7 +371,10 @@ async def serve_plugin(ctx: Ctx) -> Response:
     connection = _Connection()
     tornado_request = httputil.HTTPServerRequest(
         method=request.method, uri=uri, version="HTTP/1.1", headers=headers, body=body,
-        host=request.headers.get("host", ""), connection=connection)
+        host=request.headers.get("host", ""),
+        # duck-typed: what a handler calls of tornado's HTTPConnection (no tornado import
+        # until a plugin is served)
+        connection=cast("httputil.HTTPConnection", connection))
     tornado_request.remote_ip = request.client.host if request.client else ""
     handler = handler_class(cls)(tornado_application(hub), tornado_request, **kwargs)
     handler._courtyard = {"user": current_user(ctx), "token": token, "db": HandlerSession(),

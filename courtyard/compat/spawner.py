@@ -261,10 +261,10 @@ class JupyterHubSpawner(Spawner):
 
         hub = self.courtyard_hub
         opts = hub.options
-        from ..db import queries as q
+        from ..db import queries
 
         with hub.session() as db:
-            row = q.get_user(db, self.user.name)
+            row = queries.get_user(db, self.user.name)
             server = next((s for s in row.servers if s.name == self.name), None) if row else None
             user_id = row.id if row else 0
             created, active = (row.created, row.last_activity) if row else (None, None)
@@ -310,6 +310,9 @@ class JupyterHubSpawner(Spawner):
             kwargs["public_hub_url"] = f"{public.scheme}://{public.netloc}{hub_base}"
         jh = self.jupyterhub_class(**kwargs)
         user.spawners[self.name] = jh
+        found = engines.hook(jh, "attach")  # the engine glue's wrappers on this object
+        if found is not None:
+            found[0](found[1])
         # what the lifecycle reads from this adapter follows JupyterHub's object
         for trait in ("start_timeout", "http_timeout", "poll_interval",
                       "consecutive_failure_limit"):
@@ -416,14 +419,14 @@ class JupyterHubSpawner(Spawner):
         from sqlalchemy import select
 
         from ..auth import tokens
-        from ..db import queries as q
+        from ..db import queries
         from ..db.models import APIToken, OAuthClient
 
         user, name, cid = self.user.name, self.name, self.oauth_client_id or client_id(
             self.user.name, self.name)
 
         def rekey(db: Any) -> None:
-            row = q.get_user(db, user)
+            row = queries.get_user(db, user)
             server = next((s for s in row.servers if s.name == name), None) if row else None
             if server is None:
                 raise SpawnError("the server was deleted")
@@ -459,7 +462,7 @@ class JupyterHubSpawner(Spawner):
             await _maybe_await(jh.run_post_stop_hook())
 
     async def poll(self) -> int | None:
-        status = await _maybe_await(self.jupyterhub_spawner.poll())
+        status: int | None = await _maybe_await(self.jupyterhub_spawner.poll())
         if status is None and self._zombie():
             return 0  # JupyterHub's signal 0 counts an exited, unreaped non-child as alive
         return status
@@ -526,7 +529,8 @@ class JupyterHubSpawner(Spawner):
         return await self.jupyterhub_spawner.get_options_form() or ""
 
     def run_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
-        return self.jupyterhub_spawner.run_options_from_form(formdata)
+        options: dict[str, Any] = self.jupyterhub_spawner.run_options_from_form(formdata)
+        return options
 
     def profiles(self) -> list[dict[str, Any]]:
         return []  # KubeSpawner-style cards are Courtyard's; a JupyterHub spawner has its form
@@ -537,7 +541,7 @@ class JupyterHubSpawner(Spawner):
             self._jh.orm_spawner.user_options = dict(options)
 
     @observe("user_options")
-    def _apply_profile(self, change: dict[str, Any]) -> None:  # type: ignore[override]
+    def _apply_profile(self, change: dict[str, Any]) -> None:
         """``user_options`` go to JupyterHub's object (no Courtyard profiles here)."""
         self._user_options_to_jh(change["new"] or {})
 

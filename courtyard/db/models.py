@@ -1,7 +1,7 @@
 """Database rows. Timestamps are naive UTC, as in JupyterHub; the API adds the ``Z``."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -150,6 +150,10 @@ class Service(Base):
     tokens: Mapped[list["APIToken"]] = relationship(
         back_populates="service", cascade="all, delete-orphan", passive_deletes=True
     )
+
+
+# a row a role is granted to (Role.users, Role.groups, Role.services)
+RoleMember = TypeVar("RoleMember", "User", "Group", Service)
 
 
 class APIToken(Base):

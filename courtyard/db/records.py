@@ -3,7 +3,14 @@
 Reading a user through the ORM costs four queries; most API traffic reads the same users
 over and over (services polling, dashboards, ``GET /users/{name}``, pages of ``GET /users``).
 Snapshots are immutable and dropped whenever a session flushes a write (only the users it
-touched, when that is known), so a read never sees stale data.
+touched, when that is known), and again when it commits, so a read never sees stale data.
+The session events (:class:`RecordCache`) are the one way they are dropped: code that
+writes calls nothing.
+
+What they buy, ``bench/fastpaths.py`` (2026-12-07, 2 cores, load average 1.2-1.9, medians
+of three interleaved rounds, 1,000 users): ``GET /users/{name}`` 11,877 req/s against 4,503
+with every user read again, ``GET /user`` 10,960 against 4,326, paging 157,000 users/s
+against 80,000.
 """
 
 from __future__ import annotations

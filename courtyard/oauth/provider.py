@@ -26,7 +26,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..auth import scopes as sc, tokens
-from ..db import queries as q
+from ..db import queries
 from ..db.models import APIToken, OAuthClient, OAuthCode, Service, User, utcnow
 
 
@@ -303,7 +303,7 @@ def issue_access_token(hub: Hub, db: Session, client: Client, code: OAuthCode
     if user is None:
         raise OAuthError("invalid_grant", "the user no longer exists")
     lifetime = token_lifetime(hub)
-    row, secret = q.issue_token(
+    row, secret = queries.issue_token(
         db, user, note=f"OAuth {client.name}",
         scopes=[s for s in code.scopes if s not in OIDC_SCOPES],
         expires_at=utcnow() + timedelta(seconds=lifetime))

@@ -26,7 +26,7 @@ from ..auth.session import cookie_identity
 from ..db.models import User
 from ..errors import Forbidden, NotFound
 from ..web.render import Page, login_redirect
-from . import oidc, provider as p
+from . import oidc, provider
 from .keys import signer
 
 if TYPE_CHECKING:
@@ -58,48 +58,48 @@ async def authorize(request: Request) -> Response:
                 return page.error(403, "Sign in again, then retry.")
             return login_redirect(hub, request)
         try:
-            client = p.load_client(hub, db, params["client_id"])
-            redirect_uri = p.check_redirect_uri(hub, client, params["redirect_uri"])
-        except p.OAuthError as e:  # no trustworthy place to send the browser back to
+            client = provider.load_client(hub, db, params["client_id"])
+            redirect_uri = provider.check_redirect_uri(hub, client, params["redirect_uri"])
+        except provider.OAuthError as e:  # no trustworthy place to send the browser back to
             return page.error(400, f"OAuth error ({e.error}): {e.description}")
         back = {"state": params["state"]} if params["state"] else {}
         try:
             return await _authorize(page, client, redirect_uri, params, back)
-        except p.OAuthError as e:
+        except provider.OAuthError as e:
             return RedirectResponse(_with_query(redirect_uri, {
                 "error": e.error, "error_description": e.description, **back}), 302)
 
 
-async def _authorize(page: Page, client: p.Client, redirect_uri: str, params: dict[str, str],
+async def _authorize(page: Page, client: provider.Client, redirect_uri: str, params: dict[str, str],
                      back: dict[str, str]) -> Response:
     hub, db, user = page.hub, page.db, page.user
     assert user is not None
     if params["response_type"] != "code":
-        raise p.OAuthError("unsupported_response_type", "response_type must be code")
+        raise provider.OAuthError("unsupported_response_type", "response_type must be code")
     if hub.options.oauth_require_pkce and not params["code_challenge"]:
-        raise p.OAuthError("invalid_request", "this hub requires PKCE (code_challenge, S256)")
+        raise provider.OAuthError("invalid_request", "this hub requires PKCE (code_challenge, S256)")
     ident = cookie_identity(hub, db, user, page.sid)
 
     def user_groups(name: str) -> list[str]:
         return groups_of(db, name)
 
-    if not p.may_access(ident.parsed, client, user_groups):
+    if not provider.may_access(ident.parsed, client, user_groups):
         log.warning("User %s may not use %s (needs %s)", user.name, client.id,
                     client.access_scope)
         owner = client.server_owner
         hint = f"; ask {owner} to share it with you" if owner else ""
         return page.error(403, f"You ({user.name}) do not have access to {client.name}{hint}.")
-    scopes = p.grant_scopes(params["scope"].split(), ident.parsed, client, user.name,
+    scopes = provider.grant_scopes(params["scope"].split(), ident.parsed, client, user.name,
                             user_groups)
     if page.request.method == "POST":
         if not await page.xsrf_ok():
             return page.error(403, "Your session expired or the form was sent from another "
                               "site; go back and try again.")
         if params.get("action") != "allow":
-            raise p.OAuthError("access_denied", f"{user.name} did not allow the sign-in")
-    elif p.needs_consent(db, user, client, scopes):
+            raise provider.OAuthError("access_denied", f"{user.name} did not allow the sign-in")
+    elif provider.needs_consent(db, user, client, scopes):
         return _consent_page(page, client, params, scopes)
-    code = p.issue_code(db, client, user, redirect_uri, scopes, page.sid,
+    code = provider.issue_code(db, client, user, redirect_uri, scopes, page.sid,
                         params["code_challenge"] or None, params["code_challenge_method"] or None,
                         params["nonce"] or None)
     db.commit()
@@ -107,7 +107,7 @@ async def _authorize(page: Page, client: p.Client, redirect_uri: str, params: di
     return RedirectResponse(_with_query(redirect_uri, {"code": code, **back}), 302)
 
 
-def _consent_page(page: Page, client: p.Client, params: dict[str, str], scopes: list[str]
+def _consent_page(page: Page, client: provider.Client, params: dict[str, str], scopes: list[str]
                   ) -> Response:
     described = []
     for scope in scopes:
@@ -124,7 +124,7 @@ def _consent_page(page: Page, client: p.Client, params: dict[str, str], scopes: 
 
 
 # -- /oauth2/token -------------------------------------------------------------------------
-def _token_error(e: p.OAuthError, basic: bool) -> Response:
+def _token_error(e: provider.OAuthError, basic: bool) -> Response:
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **VERSION_HEADER}
     if e.status == 401 and basic:
         headers["WWW-Authenticate"] = 'Basic realm="courtyard"'
@@ -139,7 +139,7 @@ def _client_credentials(request: Request, form: Mapping[str, Any]) -> tuple[str,
         try:
             raw = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise p.OAuthError("invalid_client", "malformed Basic credentials", 401) from None
+            raise provider.OAuthError("invalid_client", "malformed Basic credentials", 401) from None
         cid, _, secret = raw.partition(":")
         return unquote(cid), unquote(secret), True
     return str(form.get("client_id") or ""), str(form.get("client_secret") or ""), False
@@ -154,20 +154,20 @@ async def token(request: Request) -> Response:
         try:
             client_id, secret, basic = _client_credentials(request, form)
             if form.get("grant_type") != "authorization_code":
-                raise p.OAuthError("unsupported_grant_type",
+                raise provider.OAuthError("unsupported_grant_type",
                                    "only grant_type=authorization_code is supported")
-            client = p.authenticate_client(hub, db, client_id, secret)
-            code = p.redeem_code(db, client, str(form.get("code") or ""),
+            client = provider.authenticate_client(hub, db, client_id, secret)
+            code = provider.redeem_code(db, client, str(form.get("code") or ""),
                                  str(form.get("redirect_uri") or "") or None,
                                  str(form.get("code_verifier") or "") or None)
-            access, _row, user = p.issue_access_token(hub, db, client, code)
+            access, _row, user = provider.issue_access_token(hub, db, client, code)
             reply: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
-                                     "expires_in": p.token_lifetime(hub),
+                                     "expires_in": provider.token_lifetime(hub),
                                      "scope": " ".join(code.scopes)}
             if "openid" in code.scopes:
                 reply["id_token"] = oidc.id_token(hub, user, client.id, code.nonce)
             db.commit()
-        except p.OAuthError as e:
+        except provider.OAuthError as e:
             db.commit()  # a code that was presented stays used up
             log.warning("OAuth token request refused: %s (%s)", e.error, e.description)
             return _token_error(e, basic)

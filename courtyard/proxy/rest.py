@@ -1,4 +1,6 @@
-"""Hub-side proxies that speak configurable-http-proxy's REST API over httpx.
+"""Hub-side proxies that speak configurable-http-proxy's REST API: over
+:mod:`courtyard.http11` to an ``http://`` API (a thirteenth of httpx's CPU per call, see its
+docstring), over httpx to an ``https://`` one, with one answer type (``ApiReply``) either way.
 
 ``BuiltinProxy`` runs ``courtyard-proxy`` and lets it outlive the hub, so users' traffic
 keeps flowing while the hub restarts; a restarted hub finds it through the pid file and
@@ -18,7 +20,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -61,6 +63,22 @@ def default_api_port(public_bind_url: str) -> int:
     8001 with the default 8000; also where the port has no successor, or is 0)."""
     port = urlsplit(public_bind_url).port or 0
     return port + 1 if 0 < port < 65535 else 8001
+
+
+class ApiReply(NamedTuple):
+    """One answer of the proxy's REST API, whichever client carried it."""
+
+    method: str
+    path: str  # below /api/routes
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return orjson.loads(self.content)
 
 
 class RestProxy(Proxy):
@@ -122,17 +140,29 @@ class RestProxy(Proxy):
             self._fast = http11.Client(self.api_url, keep=self.concurrency) if plain else None
         return self._fast
 
-    async def api_request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, retry: bool = True
-    ) -> httpx.Response:
-        """One API call; connection errors and 502-504 are retried until api_retry_timeout."""
+    async def _send(self, method: str, url: str, target: str, headers: dict[str, str],
+                    content: bytes | None) -> tuple[int, bytes]:
+        """(status, body) of one call: over :mod:`courtyard.http11` to an ``http://`` API,
+        over httpx to an ``https://`` one; a failed connection raises ``http11.HTTPError``
+        either way."""
+        fast = self._fast_client()
+        if fast is not None:
+            return await fast.request(method, target, headers, content, timeout=20.0)
         import httpx
 
+        try:
+            response = await self._http().request(method, url, headers=headers, content=content)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
+                httpx.ReadError) as e:
+            raise http11.HTTPError(f"{type(e).__name__}: {e}") from None
+        return response.status_code, response.content
+
+    async def api_request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, retry: bool = True
+    ) -> ApiReply:
+        """One API call; connection errors and 502-504 are retried until api_retry_timeout."""
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
-        fast = self._fast_client()
-        retry_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
-                        httpx.ReadError, http11.HTTPError)
         url = self.api_url.rstrip("/") + "/api/routes" + path
         headers = {"Authorization": f"token {self.auth_token}"}
         content = orjson.dumps(body) if body is not None else None
@@ -145,22 +175,15 @@ class RestProxy(Proxy):
         async with self._semaphore:
             while True:
                 try:
-                    if fast is not None:
-                        status, data = await fast.request(method, target, headers,
-                                                                content, timeout=20.0)
-                        response = httpx.Response(status, content=data,
-                                                  request=httpx.Request(method, url))
-                    else:
-                        response = await self._http().request(method, url, headers=headers,
-                                                              content=content)
-                except retry_errors as exc:
+                    status, data = await self._send(method, url, target, headers, content)
+                except http11.HTTPError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
                 except TimeoutError:
                     raise ProxyError(f"{method} {url}: no answer within 20 s") from None
                 else:
-                    if response.status_code not in _RETRY_STATUS:
-                        return response
-                    problem = f"HTTP {response.status_code}"
+                    if status not in _RETRY_STATUS:
+                        return ApiReply(method, path, status, data)
+                    problem = f"HTTP {status}"
                 if loop.time() + delay > deadline:
                     raise ProxyError(f"{method} {url} failed: {problem}")
                 self.log.debug("Proxy API %s %s: %s; retrying in %.2fs", method, url, problem, delay)
@@ -168,10 +191,10 @@ class RestProxy(Proxy):
                 delay = min(delay * 2, 2.0)
 
     @staticmethod
-    def _check(response: httpx.Response, *ok: int) -> None:
+    def _check(response: ApiReply, *ok: int) -> None:
         if response.status_code not in ok:
             raise ProxyError(
-                f"{response.request.method} {response.request.url.path} -> "
+                f"{response.method} /api/routes{response.path} -> "
                 f"{response.status_code} {response.text[:200]}"
             )
 

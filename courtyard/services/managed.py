@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import queries as q
+from ..db import queries
 
 log = logging.getLogger("courtyard.services")
 
@@ -140,9 +140,9 @@ class ManagedService:
         if self._secret:
             return self._secret
         with self.hub.session() as db:
-            service = q.get_service(db, self.name)
+            service = queries.get_service(db, self.name)
             assert service is not None
-            _, secret = q.issue_token(db, service, note="managed service token")
+            _, secret = queries.issue_token(db, service, note="managed service token")
             db.commit()
         self._secret = secret
         return secret

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         _disable_user_config()
     from .extension import SingleUserApp
 
-    SingleUserApp.launch_instance(argv)
+    # jupyter_server leaves launch_instance unannotated
+    SingleUserApp.launch_instance(argv)  # type: ignore[no-untyped-call]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

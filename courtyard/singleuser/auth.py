@@ -113,10 +113,10 @@ class HubIdentityProvider(IdentityProvider):
         self._pending: dict[str, _Pending] = {}
 
     # -- the contract ------------------------------------------------------------------------
-    async def get_user(self, handler: RequestHandler) -> HubUser | None:  # type: ignore[override]
+    async def get_user(self, handler: RequestHandler) -> HubUser | None:
         cached = getattr(handler, "_courtyard_user", False)
-        if cached is not False:
-            return cached  # type: ignore[no-any-return]
+        if cached is None or isinstance(cached, HubUser):  # resolved already for this request
+            return cached
         user = await self._resolve(handler)
         handler._courtyard_user = user  # type: ignore[attr-defined]
         return user
@@ -186,27 +186,33 @@ class HubIdentityProvider(IdentityProvider):
 
     # -- the cookie ------------------------------------------------------------------------
     @property
-    def cookie_name(self) -> str:
+    def hub_cookie_name(self) -> str:
+        """The sign-in cookie's name: the server's OAuth client id (unique per server)."""
         return self.hub_env.client_id or "courtyard-singleuser"
 
+    def get_cookie_name(self, handler: RequestHandler) -> str:
+        """What jupyter_server reads the cookie's name from (its ``cookie_name`` option
+        is not used: the name is the hub's)."""
+        return self.hub_cookie_name
+
     def get_login_cookie(self, handler: RequestHandler) -> str | None:
-        raw = handler.get_cookie(self.cookie_name)
+        raw = handler.get_cookie(self.hub_cookie_name)
         if not raw:
             return None
-        value = decode_signed_value(self._cookie_secret, self.cookie_name, raw,
+        value = decode_signed_value(self._cookie_secret, self.hub_cookie_name, raw,
                                     max_age_days=31)
         return value.decode() if value else None
 
     def set_login_cookie_token(self, handler: RequestHandler, token: str, max_age: int) -> None:
-        value = create_signed_value(self._cookie_secret, self.cookie_name, token)
+        value = create_signed_value(self._cookie_secret, self.hub_cookie_name, token)
         options: dict[str, Any] = {"path": self.hub_env.prefix, "httponly": True,
                                    "samesite": "Lax", "secure": self.hub_env.secure}
         options.update({k: v for k, v in self.hub_env.cookie_options.items()
                         if k in ("domain", "samesite", "secure")})
-        handler.set_cookie(self.cookie_name, value.decode(), max_age=max_age, **options)
+        handler.set_cookie(self.hub_cookie_name, value.decode(), max_age=max_age, **options)
 
     def clear_login_cookie(self, handler: RequestHandler) -> None:
-        handler.clear_cookie(self.cookie_name, path=self.hub_env.prefix)
+        handler.clear_cookie(self.hub_cookie_name, path=self.hub_env.prefix)
 
     # -- the OAuth flow --------------------------------------------------------------------
     def begin_login(self, handler: RequestHandler, next_url: str) -> str:
@@ -243,7 +249,7 @@ class HubIdentityProvider(IdentityProvider):
         return pending
 
     def _state_cookie(self, state: str) -> str:
-        return f"{self.cookie_name}-oauth-state-{_digest(state)[:8]}"
+        return f"{self.hub_cookie_name}-oauth-state-{_digest(state)[:8]}"
 
     def safe_next(self, url: str) -> str:
         """``url`` when it is a path on this server, else the server's default page."""

@@ -117,14 +117,24 @@ class SingleUserApp(ExtensionApp):
             return provider.hub_env
         return HubEnv.from_environ()
 
-    def initialize_settings(self) -> None:
-        app = self.serverapp
-        provider = app.identity_provider
+    def _server(self) -> ServerApp:
+        """The server this extension runs in: jupyter_server links it before any hook here."""
+        if self.serverapp is None:
+            raise RuntimeError("the extension is not linked to a Jupyter server")
+        return self.serverapp
+
+    def _hub_provider(self) -> HubIdentityProvider:
+        provider = self._server().identity_provider
         if not isinstance(provider, HubIdentityProvider):
             # a user config replaced the identity provider: serving without the hub's
             # sign-in would let anyone in, so refuse to start
             raise RuntimeError("ServerApp.identity_provider_class must stay "
                                "HubIdentityProvider under a hub")
+        return provider
+
+    def initialize_settings(self) -> None:
+        app = self._server()
+        provider = self._hub_provider()
         settings = app.web_app.settings
         settings["page_config_hook"] = provider.page_config_hook
         headers = settings.setdefault("headers", {})
@@ -148,12 +158,12 @@ class SingleUserApp(ExtensionApp):
             task.cancel()
 
     async def _check_hub(self) -> None:
-        provider = self.serverapp.identity_provider
+        provider = self._hub_provider()
         try:
             version = await provider.hub.hub_version()
         except Exception as e:
             self.log.critical("The hub at %s does not answer (%s); stopping", self.env.api_url, e)
-            self.serverapp.stop()
+            self._server().stop()
             return
         ours = JUPYTERHUB_API_VERSION.split(".")[:2]
         if version and version.split(".")[:2] != ours:
@@ -171,15 +181,15 @@ class SingleUserApp(ExtensionApp):
 
     async def notify_activity(self) -> bool:
         """Report the server's last activity if it moved since the last report."""
-        last = self.serverapp.web_app.last_activity()
+        # jupyter_server leaves last_activity unannotated
+        last = self._server().web_app.last_activity()  # type: ignore[no-untyped-call]
         if last is None:
             return False
         if last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
         if self._last_sent is not None and last <= self._last_sent:
             return False
-        provider = self.serverapp.identity_provider
-        if await provider.hub.post_activity(last):
+        if await self._hub_provider().hub.post_activity(last):
             self._last_sent = last
             return True
         return False

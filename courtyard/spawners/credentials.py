@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, joinedload
 
 from ..auth import tokens
-from ..db import queries as q
+from ..db import queries
 from ..db.models import APIToken, OAuthClient, Server, User
 from .env import access_scopes
 
@@ -47,7 +47,7 @@ def token_scopes(configured: list[str], username: str, server: str) -> list[str]
 
 def _create(db: Session, user: User, server: Server, prefix: str, scopes: list[str],
             allowed_scopes: list[str], host: str = "") -> tuple[str, str]:
-    row, secret = q.issue_token(db, user, note=f"Server at {prefix}", scopes=scopes)
+    row, secret = queries.issue_token(db, user, note=f"Server at {prefix}", scopes=scopes)
     row.server_id = server.id
     cid = client_id(user.name, server.name)
     client = OAuthClient(identifier=cid, description=f"Server at {prefix}",

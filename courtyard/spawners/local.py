@@ -179,19 +179,18 @@ class LocalProcessSpawner(Spawner):
     async def prepare(self) -> None:
         """Find (or create) the account and build the users' environment if this server
         needs it, outside start_timeout; a refused account fails before anything is built."""
-        running = None
+        running, env = None, None
         try:
             self._run_as = await self._account()
-            self._env = self.user_environment()
-            if self._env is not None:
-                running = userenv.ensure_user_env(self._env)
+            env = self._env = self.user_environment()
+            if env is not None:
+                running = userenv.ensure_user_env(env)
                 self._build = running[1] if running else None
         finally:
             self._prepared.set()
-        if running is None:
+        if running is None or env is None:
             return
-        self.log.info("Building the users' environment in %s for %s", self._env.path,
-                      self.log_name)
+        self.log.info("Building the users' environment in %s for %s", env.path, self.log_name)
         try:
             await asyncio.shield(running[0])
         except userenv.UserEnvError as e:

@@ -10,6 +10,7 @@ names ``/hub/security/csp-report`` as where a browser reports a violation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -59,15 +60,23 @@ def with_page_headers(send: Send, page: dict[str, str]) -> Send:
     """``send``, setting ``page`` headers on a response that turns out to be HTML."""
 
     async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
+        if message["type"] == "http.response.start" and _is_html(message.get("headers", ())):
             headers = MutableHeaders(scope=message)
-            if headers.get("content-type", "").startswith("text/html"):
-                for key, value in page.items():
-                    headers[key] = value
-                headers.setdefault("Cache-Control", "no-store")
+            for key, value in page.items():
+                headers[key] = value
+            headers.setdefault("Cache-Control", "no-store")
         await send(message)
 
     return send_with_headers
+
+
+def _is_html(raw: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether raw response headers say ``text/html`` (read as they are: most responses
+    through here are the API's JSON, which need no header object built)."""
+    for key, value in raw:
+        if key.lower() == b"content-type":
+            return value.startswith(b"text/html")
+    return False
 
 
 async def csp_report(request: Request) -> Response:

@@ -182,7 +182,6 @@ async def logout(request: Request) -> Response:
                                               APIToken.user_id == user.id))
             sess.end_sessions(db, user)
             db.commit()
-            hub.scope_cache.invalidate()
             log.info("User %s signed out", user.name)
         target = getattr(hub.authenticator, "logout_redirect_url", "") or page.url("login")
         return page.sign_out(RedirectResponse(target, status_code=302))

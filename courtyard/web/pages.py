@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..auth import scopes as sc, session as sess
 from ..auth.identity import Identity, groups_of
-from ..db import queries as q
+from ..db import queries
 from ..db.models import Server, User
 from .csp import csp_report
 from .render import STATIC_DIR, Page, login_redirect, signed_in
@@ -223,7 +223,7 @@ async def user_url(request: Request) -> Response:
                 body = orjson.dumps({"status": 403, "message": "Missing or invalid credentials."})
                 return Response(body, 403, media_type="application/json")
             return login_redirect(hub, request)
-        owner = page.user if owner_name == page.user.name else q.get_user(db, owner_name)
+        owner = page.user if owner_name == page.user.name else queries.get_user(db, owner_name)
         servers = {s.name: s for s in owner.servers} if owner else {}
         first, _, after = rest.partition("/")
         server_name = first if hub.options.allow_named_servers and first in servers and first \

@@ -69,7 +69,6 @@ async def accept_share(request: Request) -> Response:
         except HTTPError as e:
             return page.error(e.status, e.message)
         db.commit()
-        hub.scope_cache.invalidate()
         log.info("%s accepted a share of %s's server %r", page.user.name, owner.name,
                  server.name)
         return page.redirect(hub.server_routespec(owner.name, server.name), status=303)

@@ -50,10 +50,10 @@ class Target:
         params = page.request.path_params
         self.user_name: str = params.get("user", page.user.name)
         self.name: str = params.get("server", "")
-        from ..db import queries as q
+        from ..db import queries
 
         self.user: User | None = page.user if self.user_name == page.user.name else \
-            q.get_user(page.db, self.user_name)
+            queries.get_user(page.db, self.user_name)
         self.server: Server | None = next(
             (s for s in self.user.servers if s.name == self.name), None) if self.user else None
 

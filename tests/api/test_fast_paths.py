@@ -8,12 +8,14 @@ import re
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from courtyard.api.base import endpoint
 from courtyard.api.dispatch import ApiDispatcher
+from courtyard.web.csp import SecurityHeaders
 from tests.conftest import ADMIN_TOKEN, new_token
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
@@ -34,7 +36,9 @@ async def slow_item(request: Request) -> Response:
 
 
 def _app(routes: list[Route]) -> tuple[ApiDispatcher, Starlette]:
-    starlette = Starlette(routes=[Mount("/hub/api", routes=routes)])
+    # the hub's middleware that sets the pages' headers: the shortcut runs it too
+    starlette = Starlette(routes=[Mount("/hub/api", routes=routes)],
+                          middleware=[Middleware(SecurityHeaders)])
     starlette.state.hub = object()
     return ApiDispatcher(starlette, "/hub/api", routes, "/"), starlette
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from courtyard.api.shares import accept_share_code
-from courtyard.db import queries as q
+from courtyard.db import queries
 from courtyard.db.models import Server
 from tests.conftest import client_for, new_token
 
@@ -12,7 +12,7 @@ PAGE = {"Accept": "application/jupyterhub-pagination+json"}
 
 def add_server(hub, owner: str, name: str = "") -> None:
     with hub.session() as db:
-        user = q.get_user(db, owner)
+        user = queries.get_user(db, owner)
         db.add(Server(user=user, name=name, state={}, user_options={}))
         db.commit()
 
@@ -76,7 +76,7 @@ async def test_share_codes(api, hub):
     assert [c["id"] for c in r.json()["items"]] == [code["id"]]
     assert "code" not in r.json()["items"][0]
     with hub.session() as db:
-        share = accept_share_code(db, q.get_user(db, "taker"), code["code"])
+        share = accept_share_code(db, queries.get_user(db, "taker"), code["code"])
         db.commit()
         assert share.scopes == ["access:servers!server=o3/"]
     hub.scope_cache.invalidate()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from courtyard.db import queries as q
+from courtyard.db import queries
 from courtyard.db.models import Server, User
 
 PATTERN = {"Authenticator.username_pattern": "[a-z]+"}
@@ -28,7 +28,7 @@ def first_run(make_hub: Callable[..., Any], *users: str) -> None:
     hub = make_hub()
     with hub.session() as db:
         for name in users:
-            q.create_user(db, name)
+            queries.create_user(db, name)
         db.commit()
 
 
@@ -53,7 +53,7 @@ def test_blocked_users_and_users_with_a_server_are_kept(make_hub, caplog) -> Non
     first_run(make_hub, "alice", "bob-2", "carol-3")
     hub = make_hub()
     with hub.session() as db:
-        owner = q.get_user(db, "carol-3")
+        owner = queries.get_user(db, "carol-3")
         db.add(Server(user_id=owner.id, name="", url="http://127.0.0.1:1/user/carol-3/"))
         db.commit()
     hub = make_hub({**PATTERN, "Authenticator.delete_invalid_users": True,

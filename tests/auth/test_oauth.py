@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from courtyard.auth import login as auth_login
-from courtyard.db import queries as q
+from courtyard.db import queries
 from tests.conftest import raw_sql
 
 from .conftest import idp_sign_in
@@ -101,10 +101,10 @@ async def test_tokens_in_encrypted_auth_state_and_refreshed(browser, idp, db_url
     assert state["access_token"].encode() not in raw
     # the token expires within auth_refresh_age (300 s): a refresh gets a new one
     with hub.session() as db:
-        row = q.get_user(db, "sam")
+        row = queries.get_user(db, "sam")
         assert await auth_login.refresh_user(hub, db, row, force=True) is True
         db.commit()
-        fresh = hub.read_auth_state(q.get_user(db, "sam"))
+        fresh = hub.read_auth_state(queries.get_user(db, "sam"))
     assert fresh["access_token"] != state["access_token"]
     assert fresh["refresh_token"]
     async with httpx.AsyncClient() as plain:
@@ -113,7 +113,7 @@ async def test_tokens_in_encrypted_auth_state_and_refreshed(browser, idp, db_url
         assert info.status_code == 200 and info.json()["sub"] == "sam"
     # a refresh token the provider no longer honours means signing in again
     with hub.session() as db:
-        row = q.get_user(db, "sam")
+        row = queries.get_user(db, "sam")
         hub.write_auth_state(row, {**fresh, "refresh_token": "revoked"})
         db.commit()
         assert await auth_login.refresh_user(hub, db, row, force=True) is False

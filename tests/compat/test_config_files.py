@@ -881,6 +881,6 @@ async def test_init_spawners_timeout_minus_one_waits_for_every_check(spawn_hub, 
         assert (await api.post(f"/users/{alice}/server")).status_code == 201
     first.lifecycle._slots.clear()  # as if that hub had exited, leaving the server running
     second = spawn_hub(init_spawners_timeout=-1)
-    await second.lifecycle.start()
+    await second.lifecycle.recovery.start()
     assert second.lifecycle.pending(alice, "") is None  # checked, not pending "check"
     await asyncio.wait_for(second.lifecycle.recovered.wait(), 30)

@@ -90,7 +90,7 @@ async def test_spawn_form_subclass_of_jupyterhubs_local_spawner(spawn_hub, uname
         env = (await browser.get(f"/user/{alice}/env")).json()  # through the proxy
         assert env["FLAVOUR"] == "fancy" and env["JUPYTERHUB_USER"] == alice
         assert env["JUPYTERHUB_SERVICE_PREFIX"] == f"/user/{alice}/"
-        assert env["JUPYTERHUB_API_URL"] == hub.lifecycle.api_url()
+        assert env["JUPYTERHUB_API_URL"] == hub.api_url
         assert env["JUPYTERHUB_CLIENT_ID"] == f"jupyterhub-user-{alice}"
         # JupyterHub's env_keep passes the hub's PATH on, as JupyterHub does
         assert env["PATH"] == os.environ["PATH"]

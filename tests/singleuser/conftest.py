@@ -34,7 +34,7 @@ import pytest
 from traitlets.config import Config
 
 from courtyard.app import Hub
-from courtyard.db import queries as q
+from courtyard.db import queries
 from tests.conftest import ADMIN_TOKEN, free_ports, tool_missing
 
 from .venv import ensure_venv
@@ -77,8 +77,8 @@ def form_fields(response: httpx.Response) -> dict[str, str]:
 
 def user_token(hub: Hub, name: str, scopes: list[str] | None = None) -> str:
     with hub.session() as db:
-        user = q.get_user(db, name) or q.create_user(db, name)
-        _, secret = q.issue_token(db, user, note="test", scopes=scopes)
+        user = queries.get_user(db, name) or queries.create_user(db, name)
+        _, secret = queries.issue_token(db, user, note="test", scopes=scopes)
         db.commit()
     hub.scope_cache.invalidate()
     return secret

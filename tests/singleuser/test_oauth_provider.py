@@ -19,7 +19,7 @@ from joserfc.jwk import KeySet
 from traitlets.config import Config
 
 from courtyard.app import Hub
-from courtyard.db import queries as q
+from courtyard.db import queries
 from courtyard.spawners import credentials
 from tests.conftest import ADMIN_TOKEN
 
@@ -64,7 +64,7 @@ async def browser(hub: Hub) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
 def server_client(hub: Hub, user: str) -> tuple[str, str]:
     """The OAuth client a launch of ``user``'s default server registers: (id, secret)."""
     with hub.session() as db:
-        row = q.get_user(db, user) or q.create_user(db, user)
+        row = queries.get_user(db, user) or queries.create_user(db, user)
         db.flush()
         from courtyard.db.models import Server
 
@@ -257,7 +257,7 @@ async def test_id_token_against_jwks(hub: Hub, browser: Callable[[], httpx.Async
     with hub.session() as db:
         from courtyard.db.models import Group
 
-        user = q.create_user(db, "carol")
+        user = queries.create_user(db, "carol")
         user.groups.append(Group(name="physics", properties={}))
         db.commit()
         carol_id = str(user.id)

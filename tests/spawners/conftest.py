@@ -202,9 +202,9 @@ async def sse_events(client: httpx.AsyncClient, url: str) -> list[dict[str, Any]
 async def server_get(hub: Hub, user: str, server: str, path: str) -> Any:
     """GET ``path`` from a running server directly (not through a proxy)."""
     with hub.session() as db:
-        from courtyard.db import queries as q
+        from courtyard.db import queries
 
-        row = next(s for s in q.get_user(db, user).servers if s.name == server)  # type: ignore[union-attr]
+        row = next(s for s in queries.get_user(db, user).servers if s.name == server)  # type: ignore[union-attr]
         url = row.url
     prefix = hub.server_routespec(user, server)
     async with httpx.AsyncClient(trust_env=False) as client:
@@ -215,10 +215,10 @@ async def server_get(hub: Hub, user: str, server: str, path: str) -> Any:
 
 def server_row(hub: Hub, user: str, server: str = "") -> dict[str, Any] | None:
     """A snapshot of a server's database record."""
-    from courtyard.db import queries as q
+    from courtyard.db import queries
 
     with hub.session() as db:
-        u = q.get_user(db, user)
+        u = queries.get_user(db, user)
         row = next((s for s in u.servers if s.name == server), None) if u else None
         if row is None:
             return None

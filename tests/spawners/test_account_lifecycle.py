@@ -46,10 +46,10 @@ def members(group: str = GROUP) -> list[str]:
 
 def stored(hub: Hub, name: str) -> bool:
     """Whether the hub's database holds a user called ``name``."""
-    from courtyard.db import queries as q
+    from courtyard.db import queries
 
     with hub.session() as db:
-        return q.get_user(db, name) is not None
+        return queries.get_user(db, name) is not None
 
 
 def runs_as(uid: int) -> bool:
@@ -200,9 +200,9 @@ async def test_adopted_servers_are_held_to_the_policy(policy_hub: Callable[..., 
     os.killpg(pids[alice], signal.SIGKILL)
     root, url = await _root_server(mocksu_cmd, first.server_routespec(alice, ""))
     with first.session() as db:
-        from courtyard.db import queries as q
+        from courtyard.db import queries
 
-        row = q.get_user(db, alice).servers[0]  # type: ignore[union-attr]
+        row = queries.get_user(db, alice).servers[0]  # type: ignore[union-attr]
         status = process_status(root.pid)
         assert status is not None
         row.url = url

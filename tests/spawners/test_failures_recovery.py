@@ -104,9 +104,9 @@ async def test_restart_recovers_live_and_cleans_dead(spawn_hub, uname, mocksu_cm
         **os.environ, "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:1/user/x/",
         "MOCKSU_GATE": str(open_dir / "never")}, stdout=subprocess.DEVNULL)
     with first.session() as db:
-        from courtyard.db import queries as q
+        from courtyard.db import queries
 
-        lab = next(s for s in q.get_user(db, carol).servers if s.name == "lab")
+        lab = next(s for s in queries.get_user(db, carol).servers if s.name == "lab")
         lab.state = {"pid": orphan.pid, "pgid": orphan.pid}
         db.commit()
     first.lifecycle._slots.clear()  # the first hub is gone
@@ -220,9 +220,9 @@ async def test_hub_serves_while_servers_are_checked(spawn_hub, uname, mocksu_cmd
         "MOCKSU_GATE": str(gate)}, stdout=subprocess.DEVNULL, **account)
     try:
         with first.session() as db:
-            from courtyard.db import queries as q
+            from courtyard.db import queries
 
-            lab = next(s for s in q.get_user(db, alice).servers if s.name == "lab")
+            lab = next(s for s in queries.get_user(db, alice).servers if s.name == "lab")
             lab.url = f"http://127.0.0.1:{port}"
             lab.state = {"pid": slow.pid, "pgid": slow.pid}
             db.commit()

@@ -179,13 +179,13 @@ def _prepare_database(data: Path, config: Path, admin: str, bulk: int = BULK_USE
 
     from courtyard.app import Hub
     from courtyard.auth.native import set_password
-    from courtyard.db import queries as q
+    from courtyard.db import queries
     from courtyard.db.models import User, utcnow
 
     hub = Hub.from_file(str(config), {"log_level": "WARNING"})
     hub.initialize()
     with hub.session() as db:
-        user = q.get_user(db, admin) or q.create_user(db, admin, admin=True)
+        user = queries.get_user(db, admin) or queries.create_user(db, admin, admin=True)
         set_password(db, user, ADMIN_PASSWORD)
         db.commit()
         started = time.monotonic()

@@ -71,10 +71,10 @@ async def site(tmp_path: Path, new_db_url: Callable[..., str]
 
 
 def server_options(hub: Hub, user: str, name: str = "") -> dict[str, Any]:
-    from courtyard.db import queries as q
+    from courtyard.db import queries
 
     with hub.session() as db:
-        row = next(s for s in q.get_user(db, user).servers if s.name == name)
+        row = next(s for s in queries.get_user(db, user).servers if s.name == name)
         return dict(row.user_options)
 
 

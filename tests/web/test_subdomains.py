@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from courtyard.app import Hub
-from courtyard.db import queries as q
+from courtyard.db import queries
 from courtyard.db.models import OAuthClient, Server
 from courtyard.errors import ConfigError
 from courtyard.routing import desired_routes
@@ -53,7 +53,7 @@ async def browser_for() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
 def running(hub: Hub, user: str, server: str = "") -> None:
     """Record ``user``'s server as running (its URL set), as a finished spawn leaves it."""
     with hub.session() as db:
-        row = q.get_user(db, user) or q.create_user(db, user)
+        row = queries.get_user(db, user) or queries.create_user(db, user)
         row.servers.append(Server(name=server, state={}, user_options={},
                                   url="http://127.0.0.1:9"))
         db.commit()
@@ -165,7 +165,7 @@ async def test_servers_are_told_their_origin_and_sign_in_by_oauth_there(
         "http://alice.localhost:8000/user/alice/oauth_callback"
     running(hub, "alice")
     with hub.session() as db:
-        server = q.get_user(db, "alice").servers[0]
+        server = queries.get_user(db, "alice").servers[0]
         credentials.issue_many(db, [credentials.Launch(
             server.id, spawner.server_prefix, [], [], host=spawner.server_host)])
         db.commit()

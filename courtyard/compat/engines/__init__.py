@@ -10,6 +10,7 @@ package here (``batchspawner`` -> :mod:`.batch`, ``dockerspawner`` -> :mod:`.doc
     async def progress(jh) -> AsyncIterator[ProgressEvent]   # replaces jh.progress()
     async def check_start(adapter, jh) -> None               # before jh.start(); raise SpawnError to refuse
     async def check_adopted(adapter, jh) -> None             # a server found at hub start
+    def attach(jh) -> None                                    # once, on the new spawner object
 
 A wrapper (``wrapspawner``) is looked through: its child decides.
 """

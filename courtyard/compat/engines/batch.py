@@ -18,6 +18,15 @@
   cancelled.
 - **What the job may set** through batchspawner's API handler
   (:mod:`courtyard.compat.handlers`): its port, nothing else.
+- **One ``squeue`` for every job.** batchspawner asks Slurm about each job with a
+  ``squeue`` of its own (through ``sudo``: a shell, sudo and squeue per spawner per
+  ``startup_poll_interval`` while it starts and per ``poll_interval`` while it runs), which
+  with many servers starting at once takes the cores the servers need. Here every job's
+  state asked for meanwhile (by ``poll()``, ``start()``, ``stop()`` and the progress
+  events) comes from one shared ``squeue -j id,id,...`` that began after the question
+  (:class:`SharedQueue`), with the text batchspawner's own query prints; if it fails,
+  batchspawner's own command is asked (its error is what tells "unknown"). Only for
+  SlurmSpawner's default ``batch_query_cmd``; a site's own command is left alone.
 
 Slurm is asked with ``squeue``/``scontrol`` on the hub's ``PATH``, as the hub's own user.
 """
@@ -30,6 +39,8 @@ import pwd
 import re
 import shlex
 import stat
+import types
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,19 +57,162 @@ SWITCHERS = {"sudo", "runuser"}
 
 async def _run(*args: str, timeout: float = 20) -> str:
     """A Slurm command's stdout ("" when it fails: the job or the controller is gone)."""
+    out = await _run_checked(*args, timeout=timeout)
+    return out.strip() if out is not None else ""
+
+
+# -- one squeue for every job -------------------------------------------------------------------
+#: SlurmSpawner's own query; only a spawner using it gets its answers from :class:`SharedQueue`
+DEFAULT_QUERY = "squeue -h -j {job_id} -o '%T %B'"
+FIELDS = "%i|%T|%B|%r|%N"  # job id, state, batch host, reason, nodes
+Row = tuple[str, str, str, str]  # (state, batch host, reason, nodes)
+ENDED: Row = ("", "", "", "")  # a job squeue does not list (ended)
+#: seconds from the start of one shared ``squeue`` to the next (batchspawner's own
+#: ``startup_poll_interval`` is 0.5 s): each one forks from the hub and asks slurmctld
+ROUND_GAP = 0.25
+
+
+class SharedQueue:
+    """Answers "what is the state of job N?" for every job asked about with one ``squeue``.
+
+    A question joins the next round; a round starts once the previous one has ended and
+    at least :data:`ROUND_GAP` seconds after the previous one began, so at most one
+    ``squeue`` runs at a time, a few a second however many servers ask, and every answer
+    comes from a ``squeue`` that began after the question was asked (a ``stop()`` right
+    after ``scancel`` never reads a state from before it). Questions asked in the same loop
+    iteration share a round.
+    """
+
+    def __init__(self) -> None:
+        self._wanted: set[str] = set()
+        self._next: asyncio.Future[dict[str, Row] | None] | None = None
+        self._rounds: asyncio.Task[None] | None = None
+
+    async def row(self, job: str) -> Row | None:
+        """``job``'s row; ``ENDED`` when ``squeue`` does not list it (as ``squeue -j`` of
+        that one job prints nothing, or an error once Slurm has forgotten it: batchspawner
+        reads either as "not found"); None when the shared ``squeue`` failed."""
+        loop = asyncio.get_running_loop()
+        if self._next is None:
+            self._next = loop.create_future()
+        self._wanted.add(job)
+        answer = self._next
+        if self._rounds is None or self._rounds.done():
+            self._rounds = loop.create_task(self._run_rounds())
+        rows = await asyncio.shield(answer)
+        return rows.get(job, ENDED) if rows is not None else None
+
+    async def _run_rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = float("-inf")
+        while self._next is not None:
+            if (gap := began + ROUND_GAP - loop.time()) > 0:
+                await asyncio.sleep(gap)
+            began = loop.time()
+            answer, wanted = self._next, sorted(self._wanted, key=_job_order)
+            self._next, self._wanted = None, set()
+            rows: dict[str, Row] | None = None  # failed: batchspawner's own way for these
+            try:
+                rows = await self._query(wanted)
+            except asyncio.CancelledError:  # the hub is closing
+                for left in (answer, self._next):
+                    if left is not None and not left.done():
+                        left.set_result(None)
+                self._next, self._wanted = None, set()
+                raise
+            except Exception:  # e.g. no answer within the timeout
+                pass
+            answer.set_result(rows)
+
+    async def _query(self, jobs: list[str]) -> dict[str, Row] | None:
+        out = await _run_checked("squeue", "-h", "-j", ",".join(jobs), "-o", FIELDS)
+        if out is None:
+            return None
+        rows: dict[str, Row] = {}
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) == 5:
+                rows[parts[0].strip()] = (parts[1].strip(), parts[2].strip(), parts[3].strip(),
+                                          parts[4].strip())
+        return rows
+
+
+def _job_order(job: str) -> tuple[int, str]:
+    return (int(job), job) if job.isdigit() else (0, job)
+
+
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedQueue] = \
+    weakref.WeakKeyDictionary()
+
+
+def shared_queue() -> SharedQueue:
+    """The event loop's :class:`SharedQueue` (one per hub)."""
+    loop = asyncio.get_running_loop()
+    queue = _queues.get(loop)
+    if queue is None:
+        queue = _queues[loop] = SharedQueue()
+    return queue
+
+
+def _shares_queries(jh: Any) -> bool:
+    """Whether ``jh`` asks Slurm with SlurmSpawner's own, unchanged query."""
+    from batchspawner import BatchSpawnerBase, SlurmSpawner
+
+    return (isinstance(jh, SlurmSpawner)
+            and type(jh).query_job_status is BatchSpawnerBase.query_job_status
+            and jh.batch_query_cmd == DEFAULT_QUERY)
+
+
+async def _query_job_status(jh: Any) -> Any:
+    """batchspawner's ``query_job_status``, its job's row from the shared ``squeue``: the
+    same ``job_status`` text (``'%T %B'``, "" for an ended job) and so the same answer;
+    when the shared ``squeue`` fails (the controller does not answer) the question goes to
+    batchspawner's own command, whose error text it reads as "unknown"."""
+    from batchspawner import BatchSpawnerBase
+    from batchspawner.batchspawner import JobStatus
+
+    job = str(jh.job_id or "")
+    row = await shared_queue().row(job) if job and _shares_queries(jh) else None
+    if row is None:
+        return await BatchSpawnerBase.query_job_status(jh)
+    jh.job_status = f"{row[0]} {row[1]}" if row != ENDED else ""
+    if jh.state_isrunning():
+        return JobStatus.RUNNING
+    if jh.state_ispending():
+        return JobStatus.PENDING
+    if jh.state_isunknown():
+        return JobStatus.UNKNOWN
+    return JobStatus.NOTFOUND
+
+
+def share_queries(jh: Any) -> None:
+    """Give ``jh`` (once) its job states from the shared ``squeue``."""
+    if not getattr(jh, "_courtyard_shared", False) and _shares_queries(jh):
+        jh._courtyard_shared = True
+        jh.query_job_status = types.MethodType(_query_job_status, jh)
+
+
+async def _run_checked(*args: str, timeout: float = 20) -> str | None:
+    """A command's stdout, None when it fails (or cannot run)."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL)
     except OSError:
-        return ""
+        return None
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except (TimeoutError, asyncio.CancelledError):
         proc.kill()
         await proc.wait()
         raise
-    return out.decode(errors="replace").strip() if proc.returncode == 0 else ""
+    return out.decode(errors="replace") if proc.returncode == 0 else None
+
+
+def attach(jh: Any) -> None:
+    """A new spawner object: its job states from the shared ``squeue`` from the start (a
+    server found at hub start is polled before :func:`check_adopted`)."""
+    share_queries(jh)
 
 
 def _account(jh: Any) -> str:
@@ -107,7 +261,8 @@ async def _cancel_if_listed(job: str) -> None:
 
 
 def _track(jh: Any) -> None:
-    """Watch ``jh``'s job id (once per spawner object)."""
+    """Watch ``jh``'s job id, and give it the shared ``squeue`` (once per spawner object)."""
+    share_queries(jh)
     if not getattr(jh, "_courtyard_tracked", False):
         jh._courtyard_tracked = True
         jh.observe(_forgotten, names="job_id")
@@ -132,7 +287,7 @@ def _record_submitted(adapter: Any, jh: Any) -> None:
 
 
 async def _save_state(adapter: Any) -> None:
-    from ...db import queries as q
+    from ...db import queries
     from ...db.writes import set_server_columns
 
     hub = adapter.courtyard_hub
@@ -140,7 +295,7 @@ async def _save_state(adapter: Any) -> None:
     user, name = adapter.user.name, adapter.name
 
     def write(db: Any) -> None:
-        row = q.get_user(db, user)
+        row = queries.get_user(db, user)
         server = next((s for s in row.servers if s.name == name), None) if row else None
         if server is not None and server.url is None:  # only while it starts
             set_server_columns(db, [(server.id, {"state": state})])
@@ -229,14 +384,18 @@ async def progress(jh: Any) -> AsyncIterator[dict[str, Any]]:
         if not job:
             await asyncio.sleep(interval)
             continue
-        out = await _run("squeue", "-h", "-j", job, "-o", "%T|%r|%N")
-        state, _, rest = out.partition("|")
-        reason, _, node = rest.partition("|")
+        row = await shared_queue().row(job)
+        if row is not None:
+            state, _, reason, node = row
+        else:
+            out = await _run("squeue", "-h", "-j", job, "-o", "%T|%r|%N")
+            state, _, rest = out.partition("|")
+            reason, _, node = rest.partition("|")
         if state in ("PENDING", "CONFIGURING"):
             position, pending = await _queue_position(job)
             where = f"position {position} of {pending}; " if position else ""
-            event = {"progress": 20, "message": f"Slurm job {job} queued ({where}reason: "
-                                                f"{reason or 'none'})"}
+            event: dict[str, Any] = {"progress": 20, "message": f"Slurm job {job} queued "
+                                     f"({where}reason: {reason or 'none'})"}
         elif state in ("RUNNING", "COMPLETING"):
             if jh.port:
                 yield {"progress": 80, "message": f"Slurm job {job} running on {node}: the "
@@ -260,9 +419,10 @@ def _output_template(jh: Any) -> str | None:
     if found is None:
         return None
     try:
-        return format_template(found.group(1), **jh.get_req_subvars())
+        path: str = format_template(found.group(1), **jh.get_req_subvars())
     except Exception:
         return None
+    return path
 
 
 def _expand(path: str, job: str, account: str) -> str:

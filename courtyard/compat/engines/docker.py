@@ -9,8 +9,15 @@
   found at hub start running as one is stopped. Root is allowed only where it is not the
   host's root: a rootless engine, or a user-namespaced container (``userns_mode``).
 
+- **Engine calls of different servers at once.** DockerSpawner runs every docker-py call
+  of every spawner in one thread (a class-wide ``ThreadPoolExecutor(1)``): with many servers
+  starting or stopping at once, one server's ``docker stop`` (up to its stop timeout) or
+  ``docker start`` holds up everyone else's. Here each spawner's ``docker()`` runs its call
+  in a pool of :data:`ENGINE_THREADS` threads shared by all (:func:`attach`); a call is
+  still a thread running the same docker-py method on DockerSpawner's own client.
+
 DockerSpawner itself runs unmodified; these hooks only read through its own Docker client
-(``spawner.docker(method, ...)``, which runs docker-py calls in its thread pool).
+(``spawner.docker(method, ...)``) and give that method a wider pool.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...errors import SpawnError
@@ -26,6 +34,27 @@ from ...spawners.base import ProgressEvent
 # the first uid of a person's account on Debian-like systems (login.defs UID_MIN): below it
 # are root and the system accounts, which a server must never run as (docs/security.md)
 FIRST_PERSON_UID = 1000
+#: threads for the engine calls of every DockerSpawner (docker-py's connection pool holds 10)
+ENGINE_THREADS = 8
+_pool: ThreadPoolExecutor | None = None
+
+
+def attach(jh: Any) -> None:
+    """``jh.docker(method, ...)`` runs in Courtyard's shared pool of :data:`ENGINE_THREADS`
+    threads instead of DockerSpawner's single thread: one server's slow call does not hold
+    up the others'. The same method on the same client, and a future, as DockerSpawner's."""
+    global _pool
+    if getattr(jh, "_courtyard_pool", False):
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(ENGINE_THREADS, thread_name_prefix="docker")
+    pool = _pool
+
+    def docker(method: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(pool.submit(jh._docker, method, *args, **kwargs))
+
+    jh._courtyard_pool = True
+    jh.docker = docker
 
 
 async def _inspect(jh: Any, method: str, name: str) -> dict[str, Any] | None:
@@ -35,13 +64,14 @@ async def _inspect(jh: Any, method: str, name: str) -> dict[str, Any] | None:
     if not name:
         return None
     try:
-        return await jh.docker(method, name)
+        found: dict[str, Any] = await jh.docker(method, name)
     except docker.errors.NotFound:
         return None
     except docker.errors.APIError as e:
         if e.status_code == 404:
             return None
         raise
+    return found
 
 
 def _image_of(jh: Any) -> str:
@@ -86,7 +116,8 @@ def _has_run_before(container: dict[str, Any]) -> bool:
 
 def _address(container: dict[str, Any], jh: Any) -> str:
     networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
-    network = networks.get(jh.network_name) or next(iter(networks.values()), {}) or {}
+    network: dict[str, Any] = \
+        networks.get(jh.network_name) or next(iter(networks.values()), {}) or {}
     return str(network.get("IPAddress") or "")
 
 
@@ -124,7 +155,7 @@ async def progress(jh: Any) -> AsyncIterator[ProgressEvent]:
                                                   "waiting for the server to answer"}
         if not pending or "running" in said:
             return
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # an inspect per server starting: the engine's CPU too
 
 
 # -- no server as root ------------------------------------------------------------------------

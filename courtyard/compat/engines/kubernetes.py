@@ -10,14 +10,24 @@
   ``runAsNonRoot``) or privileged is refused before it is created, and a pod found at hub
   start running as one is stopped. Kubernetes 1.20 gives a pod no user namespace of its own,
   so uid 0 in the pod is the node's root.
+- A stop ends when the pod is gone. KubeSpawner's ``stop()`` deletes the pod, then checks
+  its pod reflector (a watch shared by every spawner) for the pod with exponential back-off
+  and full jitter, up to 5 s between checks: the pod is often gone seconds before it
+  looks. Here the same check (the shared watch no longer lists the pod, once KubeSpawner's
+  own delete request went through) is made every :data:`GONE_CHECK` seconds, and
+  KubeSpawner's back-off is cut short when it holds (:func:`attach`).
 
-KubeSpawner itself runs unmodified; these hooks only read its traits and its client.
+KubeSpawner itself runs unmodified; these hooks only read its traits and its client, and
+wrap its ``stop()`` on each spawner object.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import inspect
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +38,10 @@ from ...spawners.base import ProgressEvent
 # are root and the system accounts, which a server must never run as (docs/security.md)
 FIRST_PERSON_UID = 1000
 CONTAINER = "notebook"  # KubeSpawner's name for the server's container
+#: seconds between looks at the shared pod watch while a stop waits for the pod to go
+GONE_CHECK = 0.1
+
+log = logging.getLogger("courtyard.spawner")
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -146,3 +160,43 @@ async def check_adopted(adapter: Any, jh: Any) -> None:
     problem = _refusal(pod)
     if problem is not None:
         raise SpawnError(f"refused: pod {jh.pod_name}: {problem}")
+
+
+# -- a stop ends when the watch sees the pod go ---------------------------------------------
+def attach(jh: Any) -> None:
+    """Wrap ``jh.stop`` (once): KubeSpawner's own stop runs as it is; it ends as soon as its
+    pod reflector no longer lists the pod after KubeSpawner's delete request succeeded,
+    instead of at its next back-off check (up to 5 s later)."""
+    if getattr(jh, "_courtyard_stop_wrapped", False):
+        return
+    jh._courtyard_stop_wrapped = True
+    package_stop, package_delete = jh.stop, jh._make_delete_pod_request
+    deleted: list[bool] = [False]  # this stop's delete request went through
+
+    async def delete_request(*args: Any, **kwargs: Any) -> Any:
+        done = await package_delete(*args, **kwargs)
+        if done:  # True: deleted, or already gone (KubeSpawner retries on False)
+            deleted[0] = True
+        return done
+
+    async def stop(now: bool = False) -> Any:
+        deleted[0] = False
+        task = asyncio.ensure_future(package_stop(now=now))
+        key = f"{jh.namespace}/{jh.pod_name}"
+        try:
+            while not (await asyncio.wait({task}, timeout=GONE_CHECK))[0]:
+                reflector = jh.pod_reflector
+                if deleted[0] and reflector is not None and key not in reflector.pods:
+                    log.debug("Pod %s is gone (seen by the pod watch)", key)
+                    break
+            else:
+                return task.result()
+        finally:
+            if not task.done():  # waiting in its back-off (or this stop was cancelled)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return None
+
+    jh._make_delete_pod_request = delete_request
+    jh.stop = stop
