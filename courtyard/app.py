@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 from traitlets.config import Config
 
-from . import bootstrap, config as cfg
+from . import bootstrap
 from .auth.base import Authenticator, check_hooks
 from .auth.identity import Identity, ScopeCache, authenticate_token
+from .config import build_configurable, find_config_file, load_config_file, resolve_class, unknown_options
 from .db.lease import Lease, claim_database
 from .db.models import User
 from .db.records import RecordCache
@@ -85,7 +86,7 @@ class Hub:
     def __init__(self, config: Config | None = None, config_file: Path | None = None) -> None:
         self.config = config if config is not None else Config()
         self.config_file = config_file
-        self.options: Courtyard = cfg.build(Courtyard, self.config)
+        self.options: Courtyard = build_configurable(Courtyard, self.config)
         self.origins = Origins(self.options.subdomain_host,
                                resolve_hook(self.options.subdomain_hook), self.options.base_url)
         self.scope_cache = ScopeCache()
@@ -110,8 +111,8 @@ class Hub:
     @classmethod
     def from_file(cls, path: str | None, overrides: dict[str, Any] | None = None) -> Hub:
         """Load the config file (``courtyard_config.py`` by default) plus CLI overrides."""
-        config_file = cfg.find_config_file(path)
-        config = cfg.load_config_file(config_file)
+        config_file = find_config_file(path)
+        config = load_config_file(config_file)
         for key, value in (overrides or {}).items():
             if value is not None:
                 config.Courtyard[key] = value
@@ -165,13 +166,13 @@ class Hub:
 
             self.authenticator = build_multi(opts.authenticator_class, self.config)
         else:
-            auth_cls = cfg.resolve_class("authenticator", opts.authenticator_class, Authenticator)
-            self.authenticator = cfg.build(auth_cls, self.config)
+            auth_cls = resolve_class("authenticator", opts.authenticator_class, Authenticator)
+            self.authenticator = build_configurable(auth_cls, self.config)
         check_hooks(self.authenticator)  # an async validate_username would pass everyone
         from .spawners.base import Spawner
 
-        self.spawner_class = cfg.resolve_class("spawner", opts.spawner_class, Spawner)
-        cfg.build(self.spawner_class, self.config)  # a bad c.Spawner.* value fails here, not later
+        self.spawner_class = resolve_class("spawner", opts.spawner_class, Spawner)
+        build_configurable(self.spawner_class, self.config)  # a bad c.Spawner.* value fails here, not later
 
     def component_classes(self) -> list[type]:
         classes: list[type] = [Courtyard, *self.authenticator.component_classes()]
@@ -189,7 +190,7 @@ class Hub:
         return classes
 
     def warn_unknown_options(self) -> list[str]:
-        problems = cfg.unknown_options(self.config, self.component_classes())
+        problems = unknown_options(self.config, self.component_classes())
         for problem in problems:
             log.warning("%s", problem)
         return problems

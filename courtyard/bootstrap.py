@@ -210,7 +210,7 @@ def service_allowed_scopes(hub: Hub, db: Session, spec: dict[str, Any], where: s
                            ) -> list[str]:
     """A service's ``oauth_client_allowed_scopes`` (custom scopes and ``inherit`` included),
     or the scopes of its deprecated ``oauth_roles``: what its visitors' tokens may carry."""
-    from .auth import scopes as sc
+    from .auth.scopes import validate_scopes
 
     scopes = spec.get("oauth_client_allowed_scopes") or []
     roles = spec.get("oauth_roles") or []
@@ -229,7 +229,7 @@ def service_allowed_scopes(hub: Hub, db: Session, spec: dict[str, Any], where: s
             if role is None:
                 raise ConfigError(f"{where}: oauth_roles names no role {role_name!r}")
             scopes.extend(role.scopes)
-    problems = sc.validate([s for s in scopes if s != "inherit"], hub.options.custom_scopes)
+    problems = validate_scopes([s for s in scopes if s != "inherit"], hub.options.custom_scopes)
     if problems:
         raise ConfigError(f"{where}: oauth_client_allowed_scopes: {'; '.join(problems)}")
     return sorted(set(scopes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import config as cfg
+from .config import one_line_message, unknown_options
 from .errors import CourtyardError
 
 
@@ -24,7 +24,7 @@ def check_config(path: str | None, overrides: dict[str, Any]) -> tuple[list[str]
         hub.authenticator.check_config(hub)
     except CourtyardError as e:
         problems.append(str(e))
-    warnings = cfg.unknown_options(hub.config, hub.component_classes()) if not problems else []
+    warnings = unknown_options(hub.config, hub.component_classes()) if not problems else []
     try:
         from .routing import proxy_class
 
@@ -50,5 +50,5 @@ def check_config(path: str | None, overrides: dict[str, Any]) -> tuple[list[str]
         problems.append(str(e))
     except Exception as e:
         problems.append(f"c.JupyterHub.db_url: cannot open {shown_url(opts.db_url)}: "
-                        f"{cfg.one_line(e)}")
+                        f"{one_line_message(e)}")
     return problems, warnings

@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from .auth import scopes as sc
+    from .auth.scopes import validate_scopes
     from .db import queries
     from .db.models import utcnow
 
@@ -98,7 +98,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             raise CourtyardError(f"no user named {name!r}; create it first (e.g. add it to "
                                  "c.Authenticator.admin_users or POST /hub/api/users/NAME)")
         scopes = args.scopes or ["inherit"]
-        problems = sc.validate(scopes, hub.options.custom_scopes) if args.scopes else []
+        problems = validate_scopes(scopes, hub.options.custom_scopes) if args.scopes else []
         if problems:
             raise CourtyardError("; ".join(problems))
         expires = utcnow() + timedelta(seconds=args.expires_in) if args.expires_in else None

@@ -21,7 +21,7 @@ from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 from .errors import ConfigError
 
 log = logging.getLogger("courtyard.config")
-C = TypeVar("C", bound=Configurable)  # a class built from the config: what build() returns
+C = TypeVar("C", bound=Configurable)  # a class built from the config: what build_configurable() returns
 
 CONFIG_FILES = ("courtyard_config.py", "jupyterhub_config.py")
 
@@ -348,7 +348,7 @@ class _NotRecognized(logging.Filter):
 _NOT_RECOGNIZED = _NotRecognized()
 
 
-def build(cls: type[C], config: Config, **kwargs: Any) -> C:
+def build_configurable(cls: type[C], config: Config, **kwargs: Any) -> C:
     """Instantiate a configurable; a bad value becomes a one-line ConfigError naming it."""
     loggers = [logger for logger in (logging.getLogger("traitlets"), kwargs.get("log"))
                if isinstance(logger, logging.Logger)]
@@ -360,12 +360,12 @@ def build(cls: type[C], config: Config, **kwargs: Any) -> C:
             warnings.filterwarnings("ignore", message="Config option .* not recognized")
             return cls(config=config, **kwargs)
     except TraitError as e:
-        raise ConfigError(f"{cls.__name__}: {one_line(e)}; fix the value in your config "
+        raise ConfigError(f"{cls.__name__}: {one_line_message(e)}; fix the value in your config "
                           "file") from None
     finally:
         for logger in loggers:
             logger.removeFilter(_NOT_RECOGNIZED)
 
 
-def one_line(e: BaseException) -> str:
+def one_line_message(e: BaseException) -> str:
     return " ".join(str(e).split())

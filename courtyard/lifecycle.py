@@ -619,10 +619,11 @@ class Lifecycle:
             raise SpawnError("no spawner is configured (c.JupyterHub.spawner_class)")
         # a JupyterHub spawner's adapter (courtyard.compat) builds JupyterHub's objects from the hub
         extra = {"courtyard_hub": hub} if hasattr(cls, "courtyard_hub") else {}
-        return config.build(cls, hub.config, **extra, user=user, name=server, hub=self.hub_info(),
-                         server_prefix=hub.server_routespec(user.name, server),
-                         server_host=hub.origins.user_host(user.name),
-                         log=logging.getLogger("courtyard.spawner"))
+        return config.build_configurable(
+            cls, hub.config, **extra, user=user, name=server, hub=self.hub_info(),
+            server_prefix=hub.server_routespec(user.name, server),
+            server_host=hub.origins.user_host(user.name),
+            log=logging.getLogger("courtyard.spawner"))
 
     def hub_info(self) -> HubInfo:
         opts = self.hub.options

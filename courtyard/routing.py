@@ -181,7 +181,7 @@ async def start_proxy(hub: Hub) -> Any:
     from . import config
 
     opts = hub.options
-    proxy = config.build(proxy_class(hub), hub.config, log=logging.getLogger("courtyard.proxy"))
+    proxy = config.build_configurable(proxy_class(hub), hub.config, log=logging.getLogger("courtyard.proxy"))
     proxy.public_bind_url = hub.public_bind_url
     proxy.default_target = hub.hub_url
     proxy.error_target = f"{hub.hub_url}{opts.base_url}hub/error"

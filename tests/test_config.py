@@ -7,9 +7,9 @@ import logging
 import pytest
 from traitlets.config import Config
 
-from courtyard import config as cfg
 from courtyard.app import Hub
 from courtyard.auth.dummy import DummyAuthenticator, NullAuthenticator
+from courtyard.config import normalize, resolve_class
 from courtyard.errors import ConfigError
 
 
@@ -51,18 +51,18 @@ def test_wrong_type_is_one_line_naming_option():
 def test_class_aliases():
     from courtyard.auth.base import Authenticator
 
-    assert cfg.resolve_class("authenticator", "dummy", Authenticator) is DummyAuthenticator
-    assert cfg.resolve_class("authenticator", "jupyterhub.auth.DummyAuthenticator",
+    assert resolve_class("authenticator", "dummy", Authenticator) is DummyAuthenticator
+    assert resolve_class("authenticator", "jupyterhub.auth.DummyAuthenticator",
                              Authenticator) is DummyAuthenticator
-    assert cfg.resolve_class("authenticator", "null", Authenticator) is NullAuthenticator
-    assert cfg.resolve_class("authenticator", NullAuthenticator, Authenticator) is \
+    assert resolve_class("authenticator", "null", Authenticator) is NullAuthenticator
+    assert resolve_class("authenticator", NullAuthenticator, Authenticator) is \
         NullAuthenticator
     with pytest.raises(ConfigError, match="not available"):
-        cfg.resolve_class("authenticator", "nonesuch", Authenticator)
+        resolve_class("authenticator", "nonesuch", Authenticator)
     with pytest.raises(ConfigError, match="cannot be loaded"):
-        cfg.resolve_class("authenticator", "mypkg.MyAuth", Authenticator)
+        resolve_class("authenticator", "mypkg.MyAuth", Authenticator)
     with pytest.raises(ConfigError, match="subclass"):
-        cfg.resolve_class("authenticator", "courtyard.options.Courtyard", Authenticator)
+        resolve_class("authenticator", "courtyard.options.Courtyard", Authenticator)
 
 
 def test_unknown_options_warned_once(tmp_path, db_url, caplog):
@@ -72,7 +72,7 @@ def test_unknown_options_warned_once(tmp_path, db_url, caplog):
     c.Authenticator.admin_users = {"a"}
     c.Courtyard.db_url = db_url
     c.Courtyard.data_files_path = str(tmp_path)
-    hub = Hub(cfg.normalize(c))
+    hub = Hub(normalize(c))
     with caplog.at_level(logging.WARNING, logger="courtyard"):
         hub.initialize()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import JUPYTERHUB_API_VERSION
-from ..auth import refresh, scopes as sc
+from ..auth import refresh
 from ..auth.identity import Identity, groups_of
+from ..auth.scopes import Filters, Target, scope_allows
 from ..db import writes
 from ..errors import BadRequest, Conflict, Forbidden, HTTPError, NotFound
 
@@ -148,16 +149,16 @@ class Ctx:
             self._groups[username] = groups_of(self.db, username)
         return self._groups[username]
 
-    def filters(self, scope: str) -> sc.Filters | None:
+    def filters(self, scope: str) -> Filters | None:
         assert self.identity is not None
         return self.identity.parsed.get(scope)
 
-    def can(self, scope: str, target: sc.Target) -> bool:
+    def can(self, scope: str, target: Target) -> bool:
         if self.identity is None:
             return False
-        return sc.allows(self.identity.parsed.get(scope), target, self.groups_of)
+        return scope_allows(self.identity.parsed.get(scope), target, self.groups_of)
 
-    def require(self, scopes: Iterable[str], target: sc.Target) -> None:
+    def require(self, scopes: Iterable[str], target: Target) -> None:
         """Refuse with 404 (not 403) when the caller's scopes do not reach ``target``."""
         if not any(self.can(s, target) for s in scopes):
             raise NotFound("No access to resources or resources not found")

@@ -8,8 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 from starlette.routing import Route
 
-from ..auth import scopes as sc
-from ..auth.scopes import Target
+from ..auth.scopes import ALL, Target
 from ..db import queries
 from ..db.models import Group, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
@@ -68,7 +67,7 @@ async def list_groups(ctx: Ctx) -> Any:
     offset, limit = ctx.page_args(envelope)
     conditions = []
     filters = ctx.filters("list:groups")
-    if filters is not sc.ALL and filters is not None:
+    if filters is not ALL and filters is not None:
         if any(not f.startswith("group=") for f in filters):
             raise Forbidden("list:groups only accepts group filters")
         conditions.append(Group.name.in_([f[6:] for f in filters]))

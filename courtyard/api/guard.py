@@ -24,15 +24,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..auth import scopes as sc
 from ..auth.identity import owner_scopes
 from ..auth.roles import ADMIN_SCOPES
+from ..auth.scopes import GroupsOf, Parsed, expand_scopes, missing_scopes, parse_scopes, subtract_scopes
 from ..db import queries
 from ..db.models import Group, Role, Service, Share, User
 from ..errors import Forbidden
 from .base import Ctx
 
-ADMIN_PARSED = sc.parse(sc.expand(ADMIN_SCOPES))
+ADMIN_PARSED = parse_scopes(expand_scopes(ADMIN_SCOPES))
 SHOWN = 4  # scopes named in a refusal; the rest are counted
 
 
@@ -42,15 +42,15 @@ def superuser(ctx: Ctx) -> bool:
     if ident is None or not ident.admin:
         return False
     if "superuser" not in ctx.memo:
-        ctx.memo["superuser"] = not sc.missing(ident.parsed, ADMIN_PARSED)
+        ctx.memo["superuser"] = not missing_scopes(ident.parsed, ADMIN_PARSED)
     return bool(ctx.memo["superuser"])
 
 
-def _lacking(ctx: Ctx, wanted: sc.Parsed, groups_of: sc.GroupsOf | None = None) -> list[str]:
+def _lacking(ctx: Ctx, wanted: Parsed, groups_of: GroupsOf | None = None) -> list[str]:
     if superuser(ctx):
         return []
     held = ctx.identity.parsed if ctx.identity else {}
-    return sc.missing(held, wanted, groups_of or ctx.groups_of)
+    return missing_scopes(held, wanted, groups_of or ctx.groups_of)
 
 
 def _refuse(what: str, lacking: list[str]) -> Forbidden:
@@ -59,14 +59,14 @@ def _refuse(what: str, lacking: list[str]) -> Forbidden:
     return Forbidden(f"{what}: that needs rights you do not hold ({shown}{more})")
 
 
-def baseline(name: str) -> sc.Parsed:
+def baseline(name: str) -> Parsed:
     """What every user holds over themselves (the ``user`` role's ``self``)."""
-    return sc.parse(sc.expand(["self"], "user", name))
+    return parse_scopes(expand_scopes(["self"], "user", name))
 
 
-def user_rights(ctx: Ctx, user: User) -> sc.Parsed:
+def user_rights(ctx: Ctx, user: User) -> Parsed:
     """What ``user`` holds beyond its own ``self`` scopes (roles, groups' roles, shares)."""
-    return sc.minus(sc.parse(owner_scopes(ctx.db, user)), baseline(user.name))
+    return subtract_scopes(parse_scopes(owner_scopes(ctx.db, user)), baseline(user.name))
 
 
 def is_self(ctx: Ctx, user: User) -> bool:
@@ -100,11 +100,11 @@ def require_grant(ctx: Ctx, raw: Iterable[str], to: User | Service | None, what:
     if not raw or superuser(ctx):
         return
     if isinstance(to, User):
-        wanted = sc.minus(sc.parse(sc.expand(raw, "user", to.name)), baseline(to.name))
+        wanted = subtract_scopes(parse_scopes(expand_scopes(raw, "user", to.name)), baseline(to.name))
     elif isinstance(to, Service):
-        wanted = sc.parse(sc.expand(raw, "service", to.name))
+        wanted = parse_scopes(expand_scopes(raw, "service", to.name))
     else:
-        wanted = sc.parse(sc.expand(raw))
+        wanted = parse_scopes(expand_scopes(raw))
     lacking = _lacking(ctx, wanted)
     if lacking:
         raise _refuse(f"Cannot {what}", lacking)
@@ -161,7 +161,7 @@ def require_service_below(ctx: Ctx, service: Service, action: str) -> None:
     if superuser(ctx):
         return
     lacking = ["admin"] if service.admin else _lacking(
-        ctx, sc.parse(owner_scopes(ctx.db, service)))
+        ctx, parse_scopes(owner_scopes(ctx.db, service)))
     if lacking:
         raise _refuse(f"Cannot {action} service {service.name}, which holds more rights "
                       "than you", lacking)
@@ -216,7 +216,7 @@ def require_name_grantable(ctx: Ctx, name: str, groups: list[str], what: str) ->
             raw.extend(group_scopes(ctx, group))
         raw.extend(config_scopes_for_group(ctx, group_name))
     if raw:
-        wanted = sc.minus(sc.parse(sc.expand(raw, "user", name)), baseline(name))
+        wanted = subtract_scopes(parse_scopes(expand_scopes(raw, "user", name)), baseline(name))
         lacking = _lacking(ctx, wanted, lambda _u: groups)
         if lacking:
             raise _refuse(f"Cannot {what}: the configuration gives {name} more rights "

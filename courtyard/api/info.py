@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import JUPYTERHUB_API_VERSION, __version__
-from ..auth import scopes as sc
+from ..auth.scopes import parse_scopes, unparse_scopes
 from ..db.models import Service
 from ..errors import BadRequest
 from .base import VERSION_HEADER, Ctx, endpoint
@@ -72,7 +72,7 @@ async def current_identity(ctx: Ctx) -> UserModel | ServiceModel:
             {f"{s}!user={ident.name}" for s in ("read:users:name", "read:users:groups")}
             if ident.kind == "user" else {f"read:services:name!service={ident.name}"}
         )
-        ident.identify_parsed = sc.parse(set(sc.unparse(ident.parsed)) | identify)
+        ident.identify_parsed = parse_scopes(set(unparse_scopes(ident.parsed)) | identify)
     if ident.kind == "user":
         owner: Any = ctx.hub.records.user(ctx.session, ident.name)
     else:

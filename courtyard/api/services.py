@@ -8,8 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from starlette.routing import Route
 
-from ..auth import scopes as sc
-from ..auth.scopes import Target
+from ..auth.scopes import Target, validate_scopes
 from ..db import queries
 from ..db.models import Service
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
@@ -72,7 +71,7 @@ async def create_service(ctx: Ctx) -> Any:
     if body.get("admin") and not guard.superuser(ctx):
         raise Forbidden("Only admins can grant admin")  # with a token of the caller's choice
     allowed = body.get("oauth_client_allowed_scopes") or []
-    problems = sc.validate([s for s in allowed if s != "inherit"], ctx.hub.options.custom_scopes)
+    problems = validate_scopes([s for s in allowed if s != "inherit"], ctx.hub.options.custom_scopes)
     if problems:
         raise BadRequest("oauth_client_allowed_scopes: " + "; ".join(problems))
     if "inherit" in allowed and not guard.superuser(ctx):

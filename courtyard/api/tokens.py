@@ -9,8 +9,17 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from starlette.routing import Route
 
-from ..auth import scopes as sc
 from ..auth.identity import owner_scopes
+from ..auth.scopes import (
+    Parsed,
+    expand_scopes,
+    intersect_scopes,
+    missing_scopes,
+    parse_scopes,
+    subtract_scopes,
+    unparse_scopes,
+    validate_scopes,
+)
 from ..db import queries
 from ..db.models import APIToken, User, utcnow
 from ..errors import BadRequest, Forbidden, NotFound
@@ -54,12 +63,12 @@ def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
     scopes = body.get("scopes")
     roles = body.get("roles")
     if scopes is None and roles is None:
-        return _inherit(ctx, user, sc.parse(owner_scopes(ctx.db, user)))
+        return _inherit(ctx, user, parse_scopes(owner_scopes(ctx.db, user)))
     wanted: list[str] = []
     if scopes is not None:
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise BadRequest("scopes must be a list of strings")
-        problems = sc.validate(scopes, ctx.hub.options.custom_scopes)
+        problems = validate_scopes(scopes, ctx.hub.options.custom_scopes)
         if problems:
             raise BadRequest("; ".join(problems))
         wanted.extend(scopes)
@@ -71,12 +80,12 @@ def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
             if role is None:
                 raise BadRequest(f"No such role: {name}")
             wanted.extend(role.scopes)
-    held = sc.parse(owner_scopes(ctx.db, user))
+    held = parse_scopes(owner_scopes(ctx.db, user))
     if "inherit" in wanted:
         return _inherit(ctx, user, held)
-    asked = sc.parse(sc.expand(wanted, "user", user.name))
-    granted = sc.intersect(asked, held, ctx.groups_of)
-    missing = sorted(set(sc.unparse(asked)) - set(sc.unparse(granted)))
+    asked = parse_scopes(expand_scopes(wanted, "user", user.name))
+    granted = intersect_scopes(asked, held, ctx.groups_of)
+    missing = sorted(set(unparse_scopes(asked)) - set(unparse_scopes(granted)))
     if missing:
         raise BadRequest(f"Not assigning requested scopes {', '.join(missing)}, not held by "
                          f"{user.name}")
@@ -84,22 +93,22 @@ def requested_scopes(ctx: Ctx, body: dict[str, Any], user: User) -> list[str]:
     return sorted(set(wanted))
 
 
-def _require_requester_holds(ctx: Ctx, user: User, asked: sc.Parsed) -> None:
+def _require_requester_holds(ctx: Ctx, user: User, asked: Parsed) -> None:
     """A token never holds more than its requester (stricter than JupyterHub, which checks
     only the owner): a narrowed token cannot mint a wider one for its own owner, and
     ``tokens`` on another user gives that user's own ``self`` scopes, nothing more."""
     if guard.superuser(ctx):
         return
     if not guard.is_self(ctx, user):
-        asked = sc.minus(asked, guard.baseline(user.name))
+        asked = subtract_scopes(asked, guard.baseline(user.name))
     held = ctx.identity.parsed if ctx.identity else {}
-    lacking = sc.missing(held, asked, ctx.groups_of)
+    lacking = missing_scopes(held, asked, ctx.groups_of)
     if lacking:
         shown = ", ".join(lacking[:guard.SHOWN])
         raise Forbidden(f"Cannot create a token with scopes you do not hold: {shown}")
 
 
-def _inherit(ctx: Ctx, user: User, held: sc.Parsed) -> list[str]:
+def _inherit(ctx: Ctx, user: User, held: Parsed) -> list[str]:
     """``inherit``, or for a token made by someone else, the owner's scopes of today.
 
     A token someone else holds must not grow when its owner is later given more rights:
@@ -108,7 +117,7 @@ def _inherit(ctx: Ctx, user: User, held: sc.Parsed) -> list[str]:
     _require_requester_holds(ctx, user, held)
     if guard.is_self(ctx, user) or guard.superuser(ctx):
         return ["inherit"]
-    return sc.unparse(held)
+    return unparse_scopes(held)
 
 
 @endpoint("tokens", status=201, body_auth=True)

@@ -11,8 +11,7 @@ from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from starlette.routing import Route
 
-from ..auth import scopes as sc
-from ..auth.scopes import Target
+from ..auth.scopes import ALL, Target, scope_allows
 from ..db import queries
 from ..db.models import Group, Role, Server, User, user_group_map, utcnow
 from ..db.records import users_query
@@ -51,7 +50,7 @@ def load_user(ctx: Ctx, name: str, scopes: tuple[str, ...] = USER_READ_SCOPES) -
 
 def _list_filter(ctx: Ctx) -> Any:
     filters = ctx.filters("list:users")
-    if filters is sc.ALL or filters is None:
+    if filters is ALL or filters is None:
         return None
     names, groups = [], []
     for f in filters:
@@ -234,7 +233,7 @@ def _new_roles(ctx: Ctx, user: User, raw: Any) -> list[Role]:
 def _check_rename(ctx: Ctx, user: User, new: str, groups: list[str]) -> None:
     """A rename stays inside the caller's admin:users filter and never lands on a name the
     configuration gives more rights (``admin_users``, ``load_roles``, ``load_groups``)."""
-    if not sc.allows(ctx.filters("admin:users"), Target(user=new), lambda _u: groups):
+    if not scope_allows(ctx.filters("admin:users"), Target(user=new), lambda _u: groups):
         raise Forbidden(f"Cannot rename {user.name} to {new}: your admin:users does not "
                         f"reach {new}")
     guard.require_name_grantable(ctx, new, groups, f"rename {user.name} to {new}")

@@ -36,7 +36,8 @@ from ..db.models import (
     user_group_map,
     utcnow,
 )
-from . import scopes as sc, tokens
+from . import tokens
+from .scopes import Parsed, expand_scopes, intersect_scopes, parse_scopes, unparse_scopes
 
 IDENTIFY_USER = ("read:users:name", "read:users:groups")
 IDENTIFY_SERVICE = ("read:services:name",)
@@ -49,12 +50,12 @@ class Identity:
     kind: str  # "user" or "service"
     id: int
     name: str
-    parsed: sc.Parsed
+    parsed: Parsed
     expanded: frozenset[str]
     token_id: int | None = None
     session_id: str | None = None
     admin: bool = False
-    identify_parsed: sc.Parsed | None = None  # parsed plus the scopes GET /user always grants
+    identify_parsed: Parsed | None = None  # parsed plus the scopes GET /user always grants
 
     def has_any(self, names: Iterable[str]) -> bool:
         return any(n in self.parsed for n in names)
@@ -193,10 +194,10 @@ def owner_scopes(db: Session, owner: User | Service) -> frozenset[str]:
         for share in db.scalars(select(Share).where(share_filter).options(
                 joinedload(Share.server).joinedload(Server.user))):
             raw.update(share_scopes(share))
-        return sc.expand(raw, "user", owner.name)
+        return expand_scopes(raw, "user", owner.name)
     for role in owner.roles:
         raw.update(role.scopes)
-    return sc.expand(raw, "service", owner.name)
+    return expand_scopes(raw, "service", owner.name)
 
 
 def token_identity(db: Session, token: APIToken, cache: ScopeCache) -> Identity:
@@ -210,12 +211,12 @@ def token_identity(db: Session, token: APIToken, cache: ScopeCache) -> Identity:
     kind = "user" if isinstance(owner, User) else "service"
     held = owner_scopes(db, owner)
     if "inherit" in token.scopes:
-        parsed = sc.parse(held)
-        expanded = frozenset(sc.unparse(parsed))
+        parsed = parse_scopes(held)
+        expanded = frozenset(unparse_scopes(parsed))
     else:
-        own = sc.parse(sc.expand(token.scopes, kind, owner.name))
-        parsed = sc.intersect(own, sc.parse(held), lambda u: groups_of(db, u))
-        expanded = frozenset(sc.unparse(parsed))
+        own = parse_scopes(expand_scopes(token.scopes, kind, owner.name))
+        parsed = intersect_scopes(own, parse_scopes(held), lambda u: groups_of(db, u))
+        expanded = frozenset(unparse_scopes(parsed))
     ident = Identity(
         kind=kind, id=owner.id, name=owner.name, parsed=parsed, expanded=expanded,
         token_id=token.id, session_id=token.session_id, admin=bool(owner.admin),

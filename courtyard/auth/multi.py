@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from traitlets.config import Config
 
-from .. import config as cfg
+from ..config import build_configurable, resolve_class
 from ..errors import ConfigError
 from .base import Authenticator, AuthResult, Handler, LoginRefused, maybe_await
 
@@ -30,8 +30,8 @@ def build_multi(names: list[Any] | tuple[Any, ...], config: Config) -> MultiAuth
     children: list[Authenticator] = []
     seen: set[str] = set()
     for value in names:
-        cls = cfg.resolve_class("authenticator", value, Authenticator)
-        child = cfg.build(cls, config)
+        cls = resolve_class("authenticator", value, Authenticator)
+        child = build_configurable(cls, config)
         key = re.sub(r"[^a-z0-9-]", "", value.lower()) if isinstance(value, str) and \
             "." not in value else cls.__name__.lower().replace("authenticator", "")
         key = key or "auth"

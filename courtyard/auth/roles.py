@@ -6,7 +6,7 @@ import re
 from typing import Any, Final
 
 from ..errors import BadRequest
-from . import scopes
+from .scopes import validate_scopes
 
 ADMIN_SCOPES: Final = (
     "admin-ui", "admin:users", "admin:servers", "admin:services", "tokens", "admin:groups",
@@ -46,7 +46,7 @@ def check_role(spec: Any, custom_scopes: tuple[str, ...] = ()) -> dict[str, Any]
     role_scopes = spec.get("scopes", [])
     if not isinstance(role_scopes, list):
         raise BadRequest("role scopes must be a list of strings")
-    problems = scopes.validate(role_scopes, custom_scopes)
+    problems = validate_scopes(role_scopes, custom_scopes)
     if problems:
         raise BadRequest(f"role {name}: " + "; ".join(problems))
     for key in ("users", "groups", "services"):

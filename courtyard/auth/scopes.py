@@ -144,17 +144,17 @@ Filters = frozenset[str] | Literal[_All.ALL]
 Parsed = dict[str, Filters]
 
 
-def split(scope: str) -> tuple[str, str | None]:
+def split_scope(scope: str) -> tuple[str, str | None]:
     """``"read:users!user=alice"`` -> ``("read:users", "user=alice")``."""
     base, sep, filt = scope.partition("!")
     return base, (filt if sep else None)
 
 
-def is_custom(name: str) -> bool:
+def is_custom_scope(name: str) -> bool:
     return name.startswith("custom:")
 
 
-def validate(scopes: Iterable[str], custom: Iterable[str] = ()) -> list[str]:
+def validate_scopes(scopes: Iterable[str], custom: Iterable[str] = ()) -> list[str]:
     """Return the messages for every malformed or unknown scope (empty when all are fine)."""
     known = set(SCOPES) | set(custom)
     problems = []
@@ -162,7 +162,7 @@ def validate(scopes: Iterable[str], custom: Iterable[str] = ()) -> list[str]:
         if not isinstance(scope, str):
             problems.append(f"scope {scope!r} is not a string")
             continue
-        base, filt = split(scope)
+        base, filt = split_scope(scope)
         if base not in known:
             problems.append(f"unknown scope {base!r}")
         elif filt is not None:
@@ -175,7 +175,7 @@ def validate(scopes: Iterable[str], custom: Iterable[str] = ()) -> list[str]:
     return problems
 
 
-def expand(
+def expand_scopes(
     scopes: Iterable[str],
     owner_kind: str | None = None,
     owner_name: str | None = None,
@@ -191,7 +191,7 @@ def expand(
     stack = list(scopes)
     while stack:
         scope = stack.pop()
-        base, filt = split(scope)
+        base, filt = split_scope(scope)
         if filt is not None and "=" not in filt:
             if filt == "user" and owner_kind == "user":
                 filt = f"user={owner_name}"
@@ -219,12 +219,12 @@ def expand(
     return frozenset(out)
 
 
-def parse(expanded: Iterable[str]) -> Parsed:
+def parse_scopes(expanded: Iterable[str]) -> Parsed:
     """Group expanded scopes by name: ``{"read:users": ALL | {"user=alice", ...}}``."""
     everything: set[str] = set()
     filters: dict[str, set[str]] = {}
     for scope in expanded:
-        base, filt = split(scope)
+        base, filt = split_scope(scope)
         if filt is None:
             everything.add(base)
         else:
@@ -234,7 +234,7 @@ def parse(expanded: Iterable[str]) -> Parsed:
     return parsed
 
 
-def unparse(parsed: Parsed) -> list[str]:
+def unparse_scopes(parsed: Parsed) -> list[str]:
     """The sorted list of scope strings a parsed mapping stands for."""
     out = []
     for base, filters in parsed.items():
@@ -267,7 +267,7 @@ def _covers(filters: Filters, filt: str, groups_of: GroupsOf) -> bool:
     return False
 
 
-def intersect(a: Parsed, b: Parsed, groups_of: GroupsOf = lambda _u: ()) -> Parsed:
+def intersect_scopes(a: Parsed, b: Parsed, groups_of: GroupsOf = lambda _u: ()) -> Parsed:
     """What both ``a`` and ``b`` grant; the narrower filter wins where they differ."""
     out: dict[str, Filters] = {}
     for base in a.keys() & b.keys():
@@ -284,7 +284,7 @@ def intersect(a: Parsed, b: Parsed, groups_of: GroupsOf = lambda _u: ()) -> Pars
     return out
 
 
-def minus(a: Parsed, b: Parsed) -> Parsed:
+def subtract_scopes(a: Parsed, b: Parsed) -> Parsed:
     """What ``a`` grants beyond the exact entries of ``b`` (no filter reasoning: for taking
     a known baseline, such as a user's own ``self`` scopes, out of what they hold)."""
     out: dict[str, Filters] = {}
@@ -299,7 +299,7 @@ def minus(a: Parsed, b: Parsed) -> Parsed:
     return out
 
 
-def missing(held: Parsed, wanted: Parsed, groups_of: GroupsOf = lambda _u: ()) -> list[str]:
+def missing_scopes(held: Parsed, wanted: Parsed, groups_of: GroupsOf = lambda _u: ()) -> list[str]:
     """The scopes of ``wanted`` that ``held`` does not grant, sorted (empty: all held).
 
     A held ``!user=``/``!group=`` filter grants the users (and servers) it reaches; an
@@ -311,7 +311,7 @@ def missing(held: Parsed, wanted: Parsed, groups_of: GroupsOf = lambda _u: ()) -
         if have is ALL:
             continue
         if have is None or filters is ALL:
-            out.extend(unparse({base: filters}))
+            out.extend(unparse_scopes({base: filters}))
             continue
         out.extend(f"{base}!{f}" for f in filters
                    if not _covers(have, f, groups_of))
@@ -328,7 +328,7 @@ class Target:
     service: str | None = None
 
 
-def allows(filters: Filters | None, target: Target, groups_of: GroupsOf) -> bool:
+def scope_allows(filters: Filters | None, target: Target, groups_of: GroupsOf) -> bool:
     """Whether scope ``filters`` (from a parsed mapping) reach ``target``."""
     if filters is None:
         return False
@@ -355,7 +355,7 @@ def allows(filters: Filters | None, target: Target, groups_of: GroupsOf) -> bool
     return False
 
 
-def markdown_table() -> str:
+def scopes_markdown_table() -> str:
     """The scope reference, rendered for ``docs/scopes.md``."""
     lines = [
         "# Scopes",
@@ -377,4 +377,4 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    print(scopes_markdown_table(), end="")

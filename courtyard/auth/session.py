@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..db.models import User, utcnow
-from . import scopes as sc
 from .identity import Identity, ScopeCache, owner_scopes
+from .scopes import parse_scopes, unparse_scopes
 
 
 class SessionOptions(Protocol):
@@ -263,8 +263,8 @@ def cookie_identity(hub: Hub, db: Session, user: User, sid: str | None) -> Ident
     key = ("cookie", user.id, None)
     ident = hub.scope_cache.identities.get(key)
     if ident is None:
-        parsed = sc.parse(owner_scopes(db, user))
+        parsed = parse_scopes(owner_scopes(db, user))
         ident = Identity(kind="user", id=user.id, name=user.name, parsed=parsed,
-                         expanded=frozenset(sc.unparse(parsed)), admin=bool(user.admin))
+                         expanded=frozenset(unparse_scopes(parsed)), admin=bool(user.admin))
         hub.scope_cache.identities[key] = ident
     return dataclasses.replace(ident, session_id=sid)

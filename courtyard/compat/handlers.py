@@ -199,12 +199,12 @@ def current_user(ctx: Ctx) -> Any:
 def parsed_scopes(ctx: Ctx) -> tuple[set[str], dict[str, Any]]:
     """``(expanded_scopes, parsed_scopes)`` as JupyterHub's handlers hold them, with every
     ``!group=`` filter also given as its members' ``!user=`` filters."""
-    from jupyterhub import scopes
+    from jupyterhub.scopes import parse_scopes
 
     if ctx.identity is None:
         return set(), {}
     expanded = set(ctx.identity.expanded)
-    parsed = scopes.parse_scopes(expanded)
+    parsed = parse_scopes(expanded)
     for filters in parsed.values():
         if isinstance(filters, dict) and filters.get("group"):
             members = _members(ctx, filters["group"])

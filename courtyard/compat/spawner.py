@@ -561,11 +561,11 @@ class JupyterHubSpawner(Spawner):
     def _courtyard_local(self) -> Any:
         """Courtyard's LocalProcessSpawner with this hub's ``c.LocalProcessSpawner`` options:
         its policy (allowed_system_users, ...) and account creation apply here too."""
-        from .. import config as cfg
+        from ..config import build_configurable
         from ..spawners.local import LocalProcessSpawner
 
-        return cfg.build(LocalProcessSpawner, self.courtyard_hub.config, user=self.user,
-                         name=self.name, hub=self.hub, log=self.log)
+        return build_configurable(LocalProcessSpawner, self.courtyard_hub.config,
+                                  user=self.user, name=self.name, hub=self.hub, log=self.log)
 
     async def _check_accounts(self, jh: Any) -> None:
         """As root: the account each JupyterHub LocalProcessSpawner will switch to (the hub

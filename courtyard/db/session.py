@@ -268,9 +268,9 @@ def upgrade_db(db_url: str) -> str | None:
     if current_revision(engine) is None:
         init_db(db_url)
         return backup
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))  # an ini-style value
-    cfg.attributes["engine"] = engine
-    command.upgrade(cfg, "head")
+    alembic_config = Config()
+    alembic_config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    alembic_config.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))  # an ini-style value
+    alembic_config.attributes["engine"] = engine
+    command.upgrade(alembic_config, "head")
     return backup

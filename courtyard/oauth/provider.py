@@ -25,7 +25,19 @@ from typing import Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ..auth import scopes as sc, tokens
+from ..auth import tokens
+from ..auth.scopes import (
+    Parsed,
+    Target,
+    expand_scopes,
+    intersect_scopes,
+    is_custom_scope,
+    parse_scopes,
+    scope_allows,
+    split_scope,
+    unparse_scopes,
+    validate_scopes,
+)
 from ..db import queries
 from ..db.models import APIToken, OAuthClient, OAuthCode, Service, User, utcnow
 
@@ -80,11 +92,11 @@ class Client:
         return self.row.description or self.row.identifier
 
     @property
-    def target(self) -> sc.Target:
+    def target(self) -> Target:
         kind, _, value = self.access_scope.partition("!")[2].partition("=")
         if kind == "service":
-            return sc.Target(service=value)
-        return sc.Target(user=value.partition("/")[0], server=value)
+            return Target(service=value)
+        return Target(user=value.partition("/")[0], server=value)
 
     @property
     def server_owner(self) -> str | None:
@@ -170,13 +182,13 @@ def _origin(url: str) -> str:
 
 
 # -- scopes --------------------------------------------------------------------------------------
-def may_access(held: sc.Parsed, client: Client, groups_of: Callable[[str], Iterable[str]]
+def may_access(held: Parsed, client: Client, groups_of: Callable[[str], Iterable[str]]
                ) -> bool:
     base = client.access_scope.partition("!")[0]
-    return sc.allows(held.get(base), client.target, groups_of)
+    return scope_allows(held.get(base), client.target, groups_of)
 
 
-def grant_scopes(requested: Iterable[str], held: sc.Parsed, client: Client, user: str,
+def grant_scopes(requested: Iterable[str], held: Parsed, client: Client, user: str,
                  groups_of: Callable[[str], Iterable[str]]) -> list[str]:
     """requested ∩ held ∩ what the client may carry; the access scope always; OIDC scopes
     as asked. No scopes requested means the client's allowed scopes."""
@@ -188,12 +200,12 @@ def grant_scopes(requested: Iterable[str], held: sc.Parsed, client: Client, user
     if "inherit" in wanted and "inherit" in client.row.allowed_scopes:
         return sorted(required | {"inherit"}) + oidc  # the user's own rights, as they change
     wanted = [s for s in wanted if s != "inherit"]
-    if sc.validate(wanted, _custom(wanted)):
-        raise OAuthError("invalid_scope", "unknown scope(s): " + ", ".join(sc.validate(wanted)))
-    parsed = sc.parse(sc.expand(wanted, "user", user))
-    allowed = sc.parse(sc.expand(client.row.allowed_scopes, "user", user))
-    granted = sc.intersect(sc.intersect(parsed, allowed, groups_of), held, groups_of)
-    return sorted(set(sc.unparse(granted)) | required) + oidc
+    if validate_scopes(wanted, _custom(wanted)):
+        raise OAuthError("invalid_scope", "unknown scope(s): " + ", ".join(validate_scopes(wanted)))
+    parsed = parse_scopes(expand_scopes(wanted, "user", user))
+    allowed = parse_scopes(expand_scopes(client.row.allowed_scopes, "user", user))
+    granted = intersect_scopes(intersect_scopes(parsed, allowed, groups_of), held, groups_of)
+    return sorted(set(unparse_scopes(granted)) | required) + oidc
 
 
 def identify_scopes(user: str) -> list[str]:
@@ -203,7 +215,7 @@ def identify_scopes(user: str) -> list[str]:
 
 
 def _custom(scopes: Iterable[str]) -> list[str]:
-    return [sc.split(s)[0] for s in scopes if sc.is_custom(sc.split(s)[0])]
+    return [split_scope(s)[0] for s in scopes if is_custom_scope(split_scope(s)[0])]
 
 
 def needs_consent(db: Session, user: User, client: Client, scopes: list[str]) -> bool:

@@ -20,8 +20,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..api.base import VERSION_HEADER, Ctx, endpoint, json_response
-from ..auth import scopes as sc
 from ..auth.identity import authenticate_token, groups_of
+from ..auth.scopes import SCOPES, split_scope
 from ..auth.session import cookie_identity
 from ..db.models import User
 from ..errors import Forbidden, NotFound
@@ -111,8 +111,8 @@ def _consent_page(page: Page, client: provider.Client, params: dict[str, str], s
                   ) -> Response:
     described = []
     for scope in scopes:
-        base = sc.split(scope)[0]
-        definition = sc.SCOPES.get(base)
+        base = split_scope(scope)[0]
+        definition = SCOPES.get(base)
         text = definition.description if definition else {
             "openid": "Know who you are (your user name and groups).",
             "profile": "Know your name.", "groups": "Know your groups.",

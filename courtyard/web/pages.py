@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..auth import scopes as sc, session as sess
+from ..auth import session as sess
 from ..auth.identity import Identity, groups_of
+from ..auth.scopes import Target, scope_allows
 from ..db import queries
 from ..db.models import Server, User
 from .csp import csp_report
@@ -57,8 +58,8 @@ def identity(page: Page) -> Identity:
 def may(page: Page, scopes: tuple[str, ...], user: str, server: str | None = None) -> bool:
     """Whether the signed-in user holds one of ``scopes`` on ``user`` (or their server)."""
     ident = identity(page)
-    target = sc.Target(user=user, server=None if server is None else f"{user}/{server}")
-    return any(sc.allows(ident.parsed.get(s), target, lambda u: groups_of(page.db, u))
+    target = Target(user=user, server=None if server is None else f"{user}/{server}")
+    return any(scope_allows(ident.parsed.get(s), target, lambda u: groups_of(page.db, u))
                for s in scopes)
 
 

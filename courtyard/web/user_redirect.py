@@ -18,8 +18,9 @@ from urllib.parse import quote, urlencode
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..auth import refresh, scopes
+from ..auth import refresh
 from ..auth.identity import groups_of
+from ..auth.scopes import Target, scope_allows
 from ..auth.session import cookie_identity
 from ..db.models import Server, User
 from ..errors import HTTPError
@@ -73,8 +74,8 @@ async def user_redirect(page: Page, user: User) -> Response:
 def _start(page: Page, user: User, server: Server | None, name: str) -> None:
     hub, db = page.hub, page.db
     ident = cookie_identity(hub, db, user, page.sid)
-    target = scopes.Target(user=user.name, server=f"{user.name}/{name}")
-    if not any(scopes.allows(ident.parsed.get(s), target, lambda u: groups_of(db, u))
+    target = Target(user=user.name, server=f"{user.name}/{name}")
+    if not any(scope_allows(ident.parsed.get(s), target, lambda u: groups_of(db, u))
                for s in START_SCOPES):
         raise HTTPError(f"{user.name} may not start their server", 403)
     hub.lifecycle.check_limits()

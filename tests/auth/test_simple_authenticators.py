@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from courtyard import config as cfg
 from courtyard.auth.base import Authenticator
 from courtyard.auth.dummy import DummyAuthenticator
+from courtyard.config import resolve_class
 from courtyard.db.models import User
 from courtyard.errors import ConfigError
 
@@ -104,7 +104,7 @@ async def test_login_page_is_accessible(browser):
     ("dummy", "DummyAuthenticator"), ("null", "NullAuthenticator"),
 ])
 def test_authenticator_names(name, cls):
-    assert cfg.resolve_class("authenticator", name, Authenticator).__name__ == cls
+    assert resolve_class("authenticator", name, Authenticator).__name__ == cls
 
 
 class AnyNameAuthenticator(DummyAuthenticator):

@@ -807,17 +807,17 @@ def test_options_from_form_by_name(tmp_path, db_url):
 def test_commands_may_be_strings(tmp_path):
     """Command options take one string as JupyterHub's ``Command`` traits do (split as a
     shell would), the deprecated ``c.JupyterHub.proxy_cmd`` included."""
-    from courtyard import config as cfg
     from courtyard.auth.pam import LocalAuthenticator
+    from courtyard.config import build_configurable
     from courtyard.proxy.rest import ConfigurableHTTPProxy
 
     path = tmp_path / "jupyterhub_config.py"
     path.write_text("c.JupyterHub.proxy_cmd = '/opt/chp --log-level=debug'\n"
                     "c.LocalAuthenticator.add_user_cmd = 'adduser -q --gecos \"\"'\n")
     hub = Hub.from_file(str(path))
-    assert cfg.build(ConfigurableHTTPProxy, hub.config).command == [
+    assert build_configurable(ConfigurableHTTPProxy, hub.config).command == [
         "/opt/chp", "--log-level=debug"]
-    assert cfg.build(LocalAuthenticator, hub.config).add_user_cmd == [
+    assert build_configurable(LocalAuthenticator, hub.config).add_user_cmd == [
         "adduser", "-q", "--gecos", ""]
 
 

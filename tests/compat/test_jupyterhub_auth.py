@@ -14,8 +14,8 @@ import httpx
 import pytest
 from traitlets.config import Config
 
-from courtyard import config as cfg
 from courtyard.app import Hub
+from courtyard.config import load_config_file
 from courtyard.errors import ConfigError
 from tests.auth import backends
 from tests.auth.conftest import idp_sign_in, login
@@ -47,7 +47,7 @@ def hub_from_file(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Hub]]:
     def make(text: str, extra: Config | None = None) -> Hub:
         path = tmp_path / "jupyterhub_config.py"
         path.write_text(textwrap.dedent(text))
-        config = cfg.load_config_file(path)
+        config = load_config_file(path)
         config.Courtyard.db_url = db_url
         config.Courtyard.data_files_path = str(tmp_path)
         config.Courtyard.api_tokens = {ADMIN_TOKEN: "admin"}

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from traitlets.config import Config
 
-from courtyard import config as cfg
+from courtyard.config import load_config_file
 from tests.spawners.conftest import (
     ROOT,
     alive,
@@ -35,7 +35,7 @@ def load(tmp_path: Path, text: str) -> Config:
     """A jupyterhub_config.py loaded as the hub loads it."""
     path = tmp_path / "jupyterhub_config.py"
     path.write_text(textwrap.dedent(text))
-    config = cfg.load_config_file(path)
+    config = load_config_file(path)
     config.Spawner.poll_interval = 1  # an Integer in JupyterHub
     return config
 

@@ -242,3 +242,37 @@ async def test_hub_serves_while_servers_are_checked(spawn_hub, uname, mocksu_cmd
     finally:
         if slow.poll() is None:
             slow.kill()
+
+
+async def test_stop_does_not_wait_for_the_route_removal(hub, uname):
+    """The spawner's ``stop()`` begins while the proxy is still removing the route: with many
+    stops at once each route change waits on every proxy worker, and a cluster engine's
+    stop need not queue behind that. Both are done before the stop is."""
+    alice = uname("alice")
+    async with serving(hub) as api:
+        await api.post(f"/users/{alice}")
+        assert (await api.post(f"/users/{alice}/server")).status_code == 201
+        spawner = hub.lifecycle._slots[(alice, "")].spawner
+        stopping, route_release = asyncio.Event(), asyncio.Event()
+        real_stop, real_remove = spawner.stop, hub.remove_server_route
+
+        async def watched_stop(now: bool = False) -> None:
+            stopping.set()
+            await real_stop(now)
+
+        async def held_remove(user: str, server: str) -> None:
+            await route_release.wait()
+            await real_remove(user, server)
+
+        spawner.stop = watched_stop
+        hub.remove_server_route = held_remove
+        hub.options.slow_spawn_timeout = 0.1  # answer 202 while the route removal is held
+        assert (await api.delete(f"/users/{alice}/server")).status_code == 202
+        try:
+            await asyncio.wait_for(stopping.wait(), 10)  # begun, the route still being removed
+            assert f"/user/{alice}/" in (await api.get("/proxy")).json()
+            assert (await api.get(f"/users/{alice}")).json()["pending"] == "stop"
+        finally:
+            route_release.set()
+        await wait_until(lambda: server_row(hub, alice)["url"] is None, what="the stop")
+        assert f"/user/{alice}/" not in (await api.get("/proxy")).json()

@@ -14,8 +14,8 @@ import pytest
 from traitlets import TraitError
 from traitlets.config import Config
 
-from courtyard import config as cfg
 from courtyard.app import Hub
+from courtyard.config import normalize, resolve_class
 from courtyard.spawners.base import Spawner
 from courtyard.spawners.credentials import client_id, token_scopes
 from courtyard.spawners.env import format_template
@@ -105,9 +105,9 @@ async def test_not_root_runs_in_a_per_user_directory(hub, api, uname, tmp_path, 
 def test_aliases_resolve_to_local_process_spawner():
     for name in ("local", "localprocess", "jupyterhub.spawner.LocalProcessSpawner",
                  "courtyard.spawners.local.LocalProcessSpawner"):
-        assert cfg.resolve_class("spawner", name, Spawner) is LocalProcessSpawner
+        assert resolve_class("spawner", name, Spawner) is LocalProcessSpawner
     for name in ("simple", "jupyterhub.spawner.SimpleLocalProcessSpawner"):
-        assert cfg.resolve_class("spawner", name, Spawner) is SimpleLocalProcessSpawner
+        assert resolve_class("spawner", name, Spawner) is SimpleLocalProcessSpawner
 
 
 def test_hub_resolves_spawner_and_knows_its_options(tmp_path):
@@ -117,7 +117,7 @@ def test_hub_resolves_spawner_and_knows_its_options(tmp_path):
     c.Spawner.cmd = "jupyterhub-singleuser --debug"
     c.Spawner.bogus = 1
     c.LocalProcessSpawner.term_timeout = 2
-    hub = Hub(cfg.normalize(c))
+    hub = Hub(normalize(c))
     hub.init_components()
     assert hub.spawner_class is LocalProcessSpawner
     problems = hub.warn_unknown_options()
