@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -54,6 +54,7 @@ from harness import (
     boost_priority,
     cpu_model,
     ensure_environment,
+    run_workers,
     wait_quiet,
 )
 from report import NOISY_OTHER_CPU_PCT, compare, format_table
@@ -61,16 +62,6 @@ from report import NOISY_OTHER_CPU_PCT, compare, format_table
 PAGE_LIMIT = 200
 
 # --------------------------------------------------------------------------- phases
-
-
-async def run_workers(concurrency: int, port: int, work: Callable[[Connection], Awaitable[None]]) -> None:
-    """Run `work` on `concurrency` keep-alive connections at once."""
-    conns = [Connection(port) for _ in range(concurrency)]
-    try:
-        await asyncio.gather(*(work(conn) for conn in conns))
-    finally:
-        for conn in conns:
-            await conn.close()
 
 
 async def create_users(port: int, names: list[str], concurrency: int) -> dict[str, float]:

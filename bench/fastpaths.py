@@ -51,7 +51,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import COURTYARD_BIN, TOKEN, WRK_SCRIPT, Connection, HubRun, free_ports, probe
+from harness import (
+    COURTYARD_BIN,
+    TOKEN,
+    WRK_SCRIPT,
+    Connection,
+    HubRun,
+    free_ports,
+    probe,
+    run_workers,
+)
 
 API_VARIANTS = ("fast", "bare-dispatch", "no-dispatch", "no-records", "no-identity")
 USERS = 1000
@@ -142,12 +151,7 @@ async def _create(port: int, names: list[str]) -> float:
             if status != 201:
                 raise RuntimeError(f"POST {name}: {status} {body[:200]!r}")
 
-    conns = [Connection(port) for _ in range(CONCURRENCY)]
-    try:
-        await asyncio.gather(*(work(c) for c in conns))
-    finally:
-        for c in conns:
-            await c.close()
+    await run_workers(CONCURRENCY, port, work)
     return len(names) / (time.perf_counter() - began)
 
 

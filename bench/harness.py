@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -447,3 +447,13 @@ def ensure_environment(hubs: list[str]) -> None:
         subprocess.run([str(python if python.exists() else sys.executable), "-m", "compileall",
                         "-q", str(BENCH_DIR.parent / "courtyard")], check=True,
                        stdout=subprocess.DEVNULL)
+
+
+async def run_workers(concurrency: int, port: int, work: Callable[[Connection], Awaitable[None]]) -> None:
+    """Run `work` on `concurrency` keep-alive connections at once."""
+    conns = [Connection(port) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(*(work(conn) for conn in conns))
+    finally:
+        for conn in conns:
+            await conn.close()
