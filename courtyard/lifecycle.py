@@ -17,7 +17,9 @@
               default server's last: the user's own resources, e.g. a system account)
 
 Recovery at hub start lives in :mod:`courtyard.recovery` (held as ``Lifecycle.recovery``),
-the grouped database writes in :mod:`courtyard.db.writes`. A launch is on record before its
+the wait for a started server's HTTP answer in :mod:`courtyard.readiness`, the grouped
+database writes in :mod:`courtyard.db.writes`; what the lifecycle needs of the hub is the
+``Hub`` Protocol of :mod:`courtyard.lifecycle_hub`. A launch is on record before its
 process exists (its credentials are committed before ``Spawner.start()``; its pid as soon as
 that returns), so a hub killed at any instant leaves nothing the next one cannot find. A
 database outage holds the lifecycle's writes (retried with back-off, logged with its cause)
@@ -41,10 +43,11 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import config, http11
+from . import config
 from .db.models import Server, utcnow
 from .db.writes import Writes, set_server_columns
 from .errors import HTTPError, SpawnError, SpawnTimeout, error_reason
+from .readiness import Readiness
 from .recovery import Recovery
 from .spawners import credentials
 from .spawners.base import HubInfo, Spawner, UserInfo, only_system_accounts, uses_system_accounts
@@ -52,14 +55,11 @@ from .spawners.progress import Event, ProgressLog, failed_event, queue_event, re
 from .spawners.queue import SpawnQueue
 
 if TYPE_CHECKING:
-    import httpx
     from sqlalchemy.orm import Session
 
-    from .app import Hub
+    from .lifecycle_hub import Hub, LifecycleOptions
 
 log = logging.getLogger("courtyard.lifecycle")
-#: seconds between ``poll()`` calls while a starting server's HTTP answer is awaited
-POLL_WHILE_CHECKING = 1.0
 Key = tuple[str, str]  # (user name, server name)
 
 
@@ -106,17 +106,19 @@ class Lifecycle:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.options: LifecycleOptions = hub.options
         self._slots: dict[Key, Slot] = {}
         self._failures: dict[Key, Event] = {}  # the last spawn's failed event, until the next
         self._failure_status: dict[Key, int] = {}  # and the status the API answers with it
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.queue = SpawnQueue(lambda: hub.options.concurrent_spawn_limit)
+        self.queue = SpawnQueue(lambda: self.options.concurrent_spawn_limit)
         self.consecutive_failures = 0
         #: set when consecutive_failure_limit shut the hub down
         self.gave_up = False
         self._closing = False
         self._stop_on_close = True
-        self._http: httpx.AsyncClient | None = None
+        #: readiness checks of started servers (their HTTP answer), one HTTP client for all
+        self.readiness = Readiness()
         self.write = Writes(hub)
         #: set once every server a previous hub left has been checked (or at once, if none)
         self.recovered = asyncio.Event()
@@ -132,6 +134,12 @@ class Lifecycle:
     def all_pending(self) -> dict[Key, str]:
         """Every pending state by (user, server) (the users API and route sync read it)."""
         return {k: s.pending for k, s in self._slots.items() if s.pending}
+
+    def built_spawners(self, user: str) -> list[tuple[str, Spawner]]:
+        """``(server name, spawner)`` of ``user``'s servers the hub deals with, for those
+        whose spawner is built (a recovered server's is built only when its check runs)."""
+        return [(server, slot._spawner) for (owner, server), slot in list(self._slots.items())
+                if owner == user and slot._spawner is not None]
 
     def count(self, state: str) -> int:
         return sum(1 for s in self._slots.values() if s.pending == state)
@@ -185,7 +193,7 @@ class Lifecycle:
     # -- starting ------------------------------------------------------------------------------
     def check_limits(self) -> None:
         """Refuse with 429 when the hub is full (call before creating anything)."""
-        opts = self.hub.options
+        opts = self.options
         low, high = opts.spawn_throttle_retry_range
         retry = {"Retry-After": str(random.randint(min(low, high), max(low, high)))}
         if opts.active_server_limit and len(self._slots) >= opts.active_server_limit:
@@ -243,7 +251,7 @@ class Lifecycle:
                 url = await self._start(slot)
             stage = "check"
             with metrics.timed(metrics.stage, "check"):
-                await self._wait_http(slot, url, spawner.http_timeout)
+                await self.readiness.wait_http(spawner, url, spawner.http_timeout)
             stage = "route"
             with metrics.timed(metrics.stage, "route"):
                 await self.hub.add_server_route(slot.user, slot.server, url)
@@ -306,70 +314,6 @@ class Lifecycle:
                 slot.progress.emit(event)
         except Exception:
             log.exception("Error in the progress events of %s", slot.spawner.log_name)
-
-    async def _wait_http(self, slot: Slot, url: str, timeout: float) -> None:
-        """Until ``GET {url}{prefix}api`` answers below 500; fails if the server exits first.
-
-        Probes back off from 10 ms, growing by half each time, to 100 ms or a twentieth of
-        the time waited so far: a server is seen soon after it answers, and hundreds of
-        servers starting at once on a busy machine are not probed hundreds of times each.
-        Whether the server exited is asked at most once a second (``poll()`` of a cluster
-        spawner is a query to the engine: a ``squeue`` per probe, for every server starting,
-        would take the cores the servers need).
-        """
-        spawner = slot.spawner
-        check = f"{url}{spawner.server_prefix}api"
-        plain = http11.Origin.of(check) is not None
-        errors: tuple[type[BaseException], ...] = (http11.HTTPError, TimeoutError)
-        if not plain:  # https: through httpx, imported only when a server needs it
-            import httpx
-
-            errors += (httpx.HTTPError,)
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        deadline, delay, last = began + timeout, 0.01, "no answer"
-        polled = float("-inf")
-        while True:
-            if loop.time() - polled >= POLL_WHILE_CHECKING:
-                polled = loop.time()
-                status = await spawner.poll()
-                if status is not None:
-                    raise SpawnError(f"the server exited with status {status} before it "
-                                     f"answered{await self._last_words(spawner)}")
-            wait = max(0.5, min(5.0, deadline - loop.time()))
-            try:
-                if plain:
-                    code = await http11.get_status(check, wait)
-                else:
-                    code = (await self.http_client().get(check, timeout=wait)).status_code
-                if code < 500:
-                    return
-                last = f"HTTP {code}"
-            except errors as e:
-                last = type(e).__name__
-            now = loop.time()
-            if now >= deadline:
-                raise SpawnTimeout(f"the server did not answer at {check} within "
-                                   f"{timeout:g} seconds ({last})")
-            await asyncio.sleep(min(delay, max(0.0, deadline - now)))
-            delay = min(delay * 1.5, max(0.1, (now - began) / 20))
-
-    def http_client(self) -> httpx.AsyncClient:
-        """One client for every readiness check (building one per check is costly)."""
-        if self._http is None or self._http.is_closed:
-            import httpx
-
-            self._http = httpx.AsyncClient(
-                trust_env=False, follow_redirects=False,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
-        return self._http
-
-    async def _last_words(self, spawner: Spawner) -> str:
-        try:
-            text = await spawner.read_log(tail=1)
-        except Exception:
-            return ""
-        return f"; its last output: {text.strip()[:300]}" if text and text.strip() else ""
 
     async def _mark_ready(self, slot: Slot, url: str) -> None:
         now = utcnow()
@@ -607,9 +551,7 @@ class Lifecycle:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self.readiness.close()
 
     # -- building spawners ---------------------------------------------------------------------
     def make_spawner(self, user: UserInfo, server: str) -> Spawner:
@@ -626,7 +568,7 @@ class Lifecycle:
             log=logging.getLogger("courtyard.spawner"))
 
     def hub_info(self) -> HubInfo:
-        opts = self.hub.options
+        opts = self.options
         public = urlsplit(opts.public_url) if opts.public_url else None
         # the hub's origin, for links and OAuth from servers (the subdomain host itself)
         host = f"{public.scheme}://{public.netloc}" if public else opts.subdomain_host

@@ -78,12 +78,12 @@ class Recovery:
             lifecycle.recovered.set()
             return
         log.info("Checking %d server(s) recorded as running, in the background", len(slots))
-        limit = asyncio.Semaphore(max(1, self.hub.options.recovery_concurrency))
+        limit = asyncio.Semaphore(max(1, lifecycle.options.recovery_concurrency))
         routes = asyncio.ensure_future(self._proxy_targets())
         for slot, url in slots:
             slot.task = lifecycle._background(self._recover(slot, url, limit, routes))
         lifecycle._background(self._all_recovered([s for s, _ in slots]))
-        timeout = self.hub.options.init_spawners_timeout
+        timeout = lifecycle.options.init_spawners_timeout
         if timeout:  # JupyterHub's -1: wait for every check, however long
             await asyncio.wait({s.task for s, _ in slots if s.task},
                                timeout=timeout if timeout > 0 else None)
@@ -207,7 +207,7 @@ class Recovery:
         if status is not None:
             raise SpawnError(f"it exited (status {status}) while the hub was down")
         await spawner.check_adopted()  # e.g. started as root by an earlier version
-        await self.lifecycle._wait_http(slot, url, spawner.http_timeout)
+        await self.lifecycle.readiness.wait_http(spawner, url, spawner.http_timeout)
         spec = self.hub.server_proxy_spec(slot.user, slot.server)
         if routes is not None and routes.get(spec) == url.rstrip("/"):
             return

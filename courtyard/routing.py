@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -21,13 +21,61 @@ from .db.models import Server, Service, User
 from .errors import ProxyError
 
 if TYPE_CHECKING:
-    from .app import Hub
+    from sqlalchemy.orm import sessionmaker
+    from traitlets.config import Config
+
+    from .metrics import Metrics
+    from .options import Courtyard
     from .proxy.base import Proxy
+    from .subdomains import Origins
+
+
+class Pending(Protocol):
+    @property
+    def all_pending(self) -> dict[tuple[str, str], str]: ...
+
+
+class RouteTable(Protocol):
+    """What keeping the proxy's table in step needs of the hub: the proxy and its lock,
+    the database, where the hub and each server are routed, the servers in transition
+    (left alone), and the metrics of each round."""
+
+    @property
+    def options(self) -> Courtyard: ...
+    @property
+    def proxy(self) -> Any: ...
+    @property
+    def route_lock(self) -> asyncio.Lock: ...
+    @property
+    def session(self) -> sessionmaker[Session]: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def origins(self) -> Origins: ...
+    @property
+    def lifecycle(self) -> Pending: ...
+    @property
+    def hub_url(self) -> str: ...
+
+    def server_proxy_spec(self, username: str, server_name: str) -> str: ...
+
+
+class Hub(RouteTable, Protocol):
+    """What starting and stopping the proxy also needs: the config that builds it, where
+    it listens, and the hub's ``proxy`` to set."""
+
+    proxy: Any
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def public_bind_url(self) -> str: ...
+
 
 log = logging.getLogger("courtyard.routing")
 
 
-def desired_routes(hub: Hub, db: Session) -> tuple[dict[str, tuple[str, dict[str, Any]]], set[str]]:
+def desired_routes(hub: RouteTable, db: Session) -> tuple[dict[str, tuple[str, dict[str, Any]]], set[str]]:
     """``({routespec: (target, data)}, routespecs to keep)`` as the database has it."""
     base = hub.options.base_url
     routes: dict[str, tuple[str, dict[str, Any]]] = {base: (hub.hub_url, {"hub": True})}
@@ -63,7 +111,7 @@ def _parse_time(value: Any) -> datetime | None:
     return dt
 
 
-def record_activity(hub: Hub, db: Session, routes: dict[str, dict[str, Any]]) -> int:
+def record_activity(hub: RouteTable, db: Session, routes: dict[str, dict[str, Any]]) -> int:
     """Move users' and servers' ``last_activity`` forward from the proxy's route data."""
     updated = 0
     seen: list[tuple[dict[str, Any], datetime]] = []
@@ -90,7 +138,7 @@ def record_activity(hub: Hub, db: Session, routes: dict[str, dict[str, Any]]) ->
     return updated
 
 
-async def sync_routes(hub: Hub) -> tuple[list[str], list[str]]:
+async def sync_routes(hub: RouteTable) -> tuple[list[str], list[str]]:
     """Reconcile the proxy with the database; one at a time."""
     from .proxy.base import reconcile
 
@@ -112,7 +160,7 @@ async def sync_routes(hub: Hub) -> tuple[list[str], list[str]]:
     return added, removed
 
 
-async def check_proxy(hub: Hub) -> bool:
+async def check_proxy(hub: RouteTable) -> bool:
     """Restart a proxy the hub manages if it stopped answering; True when it was restarted."""
     proxy = hub.proxy
     state = getattr(proxy, "api_state", None)
@@ -126,7 +174,7 @@ async def check_proxy(hub: Hub) -> bool:
     return True
 
 
-async def keep_routes_in_sync(hub: Hub, check_interval: float | None = None) -> None:
+async def keep_routes_in_sync(hub: RouteTable, check_interval: float | None = None) -> None:
     """Check the proxy every ``check_running_interval`` (5 s), and at once when the proxy
     process the hub started or adopted exits (restarting it and restoring routes if it
     died), and every ``last_activity_interval`` pull activity and repair the table. Errors

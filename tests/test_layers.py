@@ -13,17 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "courtyard"
 DOC = ROOT / "docs" / "architecture.md"
-#: modules still handed the whole hub, naming its class ``app.Hub`` under TYPE_CHECKING:
-#: the exception docs/architecture.md names. Each one that instead declares the narrow
-#: ``Protocol`` it needs (as ``db.writes``, ``oauth.oidc``, ``oauth.provider``,
-#: ``auth.session``, ``bootstrap``, ``services.managed`` and ``subdomains`` do) leaves this
-#: list; no module joins it.
-HUB_AS_A_TYPE = {
-    "api.base", "auth.login", "auth.native_handlers", "auth.refresh", "compat.auth",
-    "compat.handlers", "lifecycle", "oauth.routes", "routing", "web.admin", "web.asgi",
-    "web.login", "web.pages", "web.refresh", "web.render", "web.sharing", "web.spawn",
-    "web.user_redirect",
-}
 
 
 @dataclass(frozen=True)
@@ -121,21 +110,14 @@ def test_every_module_is_placed_in_a_layer():
 
 def test_imports_go_down_the_layers():
     table, known = layer_table(), modules()
-    upward, hub_as_a_type = [], set()
+    upward = []
     for name, path in known.items():
         for imp in imports_of(name, path, known):
-            if imp.kind == "type" and imp.target == "app" and table.get(name) != 8:
-                hub_as_a_type.add(name)
-                continue  # the exception docs/architecture.md names
             source, target = layer_of(imp.source, table), layer_of(imp.target, table)
             if source is not None and target is not None and target > source:
                 upward.append(f"courtyard/{imp.source.replace('.', '/')} line {imp.line} "
                               f"({imp.kind}) imports {imp.target}: layer {source} -> {target}")
     assert not upward, "imports against docs/architecture.md's layers:\n" + "\n".join(upward)
-    assert hub_as_a_type == HUB_AS_A_TYPE, (
-        f"no longer name app.Hub (take them off HUB_AS_A_TYPE): {HUB_AS_A_TYPE - hub_as_a_type}; "
-        f"name it anew (declare a Protocol of what they need instead): "
-        f"{hub_as_a_type - HUB_AS_A_TYPE}")
 
 
 def test_the_check_sees_an_upward_import(tmp_path):

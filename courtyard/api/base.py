@@ -8,10 +8,11 @@ database transaction, and turns :class:`~courtyard.errors.HTTPError` into Jupyte
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 import orjson
@@ -26,9 +27,75 @@ from ..auth.identity import Identity, groups_of
 from ..auth.scopes import Filters, Target, scope_allows
 from ..db import writes
 from ..errors import BadRequest, Conflict, Forbidden, HTTPError, NotFound
+from ..web.hub import Hub as PageHub, Servers as PageServers
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from traitlets.config import Config
+
+    from ..db.models import User
+    from ..db.records import RecordCache
+    from ..spawners.base import Spawner, UserInfo
+    from ..spawners.queue import SpawnQueue
+
+
+class Servers(PageServers, Protocol):
+    """What the API asks of the lifecycle beyond what pages do: waiting for a start,
+    stopping, removing, renaming, logs, the spawn queue and its counts."""
+
+    @property
+    def all_pending(self) -> dict[tuple[str, str], str]: ...
+    @property
+    def queue(self) -> SpawnQueue: ...
+
+    def count(self, state: str) -> int: ...
+    async def check_alive(self, user: str, server: str) -> bool: ...
+    async def wait(self, slot: Any, timeout: float) -> bool: ...  # slot: what spawn returned
+    def failure_status(self, user: str, server: str) -> int: ...
+    def stop(self, user: str, server: str) -> asyncio.Task[None] | None: ...
+    def remove_after(self, task: asyncio.Task[None], server_id: int, user: UserInfo) -> None: ...
+    def forget(self, user: str, server: str) -> None: ...
+    async def delete_forever(self, user: UserInfo, servers: list[str]) -> None: ...
+    def rename_user(self, old: str, new: str) -> None: ...
+    async def user_renamed(self, user: UserInfo, old: str) -> None: ...
+    async def read_log(self, user: UserInfo, server: str, tail: int | None) -> str | None: ...
+    def built_spawners(self, user: str) -> list[tuple[str, Spawner]]: ...  # plugins' handlers
+
+
+class Hub(PageHub, Protocol):
+    """What the API's endpoints need of the hub: what pages need
+    (:class:`courtyard.web.hub.Hub`), more of the lifecycle, a request's caller
+    (:meth:`identify`), the user snapshots, services' specs and PIDs, the shutdown, the proxy
+    and what syncing its routes needs (:class:`courtyard.routing.RouteTable`), and the
+    config that plugins' handlers get (:mod:`courtyard.compat.handlers`)."""
+
+    @property
+    def lifecycle(self) -> Servers: ...
+    @property
+    def records(self) -> RecordCache: ...
+    @property
+    def spawner_class(self) -> type[Spawner] | None: ...
+    @property
+    def service_specs(self) -> dict[str, dict[str, Any]]: ...
+    @property
+    def service_pids(self) -> dict[str, int]: ...
+    @property
+    def shutdown_event(self) -> asyncio.Event: ...
+    @property
+    def shutdown_options(self) -> dict[str, bool]: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def proxy(self) -> Any: ...
+    @property
+    def route_lock(self) -> asyncio.Lock: ...
+    @property
+    def hub_url(self) -> str: ...
+
+    def identify(self, request: Request, open_db: Callable[[], Session]) -> Identity | None: ...
+    def write_auth_state(self, user: User, state: dict[str, Any] | None) -> None: ...
+    def server_proxy_spec(self, username: str, server_name: str) -> str: ...
+    async def ready_proxy(self) -> Any: ...
+
 
 log = logging.getLogger("courtyard.api")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,15 +19,32 @@ from starlette.requests import Request
 from ..db import queries
 from ..db.models import Group, Role, RoleMember, Service, User, utcnow
 from ..errors import BadRequest, Conflict, HTTPError
+from ..metrics import Metrics
 from ..names import check_group_name
 from .base import Authenticator, LoginRefused
 from .crypto import Crypt, DecryptError
 from .identity import Identity
 from .refresh import mark_fresh, refresh_user as refresh_user  # refresh_user: its old home
-from .session import cookie_identity
+from .session import Hub as SessionHub, SessionOptions, cookie_identity
 
-if TYPE_CHECKING:
-    from ..app import Hub
+
+class LoginOptions(SessionOptions, Protocol):
+    @property
+    def custom_scopes(self) -> dict[str, Any]: ...
+
+
+class Hub(SessionHub, Protocol):
+    """What signing in needs of the hub: its authenticator (with the throttle and, with auth
+    state, its key), the login histogram, the custom scopes a managed role may hold, and
+    what the sign-in's session needs (:class:`courtyard.auth.session.Hub`)."""
+
+    @property
+    def options(self) -> LoginOptions: ...
+    @property
+    def authenticator(self) -> Authenticator: ...
+    @property
+    def metrics(self) -> Metrics: ...
+
 
 log = logging.getLogger("courtyard.auth")
 

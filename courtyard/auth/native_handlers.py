@@ -36,7 +36,7 @@ from .login import TooManyAttempts, client_address
 from .native import account_for, hash_password, set_password, verify_password
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from ..web.hub import Hub
     from .native import NativeAuthenticator
 
 

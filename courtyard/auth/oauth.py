@@ -132,7 +132,7 @@ class OAuthenticator(Authenticator):
 
     # -- set-up --------------------------------------------------------------------------
     def check_config(self, hub: Any) -> None:
-        from ..compat.auth import check_oauthenticator_options
+        from ..compat.oauth import check_oauthenticator_options
 
         super().check_config(hub)
         check_oauthenticator_options(self)  # a dropped allow rule is a hole or a lock-out

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from starlette.requests import Request
 
-    from ..app import Hub
     from ..db.models import User
     from .identity import Identity
+    from .login import Hub  # refreshing stores what the authenticator says, as signing in does
 
 log = logging.getLogger("courtyard.auth")
 

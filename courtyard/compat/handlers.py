@@ -35,7 +35,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -46,12 +46,40 @@ from starlette.types import Receive, Scope, Send
 from ..api.base import Ctx, _refresh, endpoint
 from ..auth import refresh
 from . import engines
-from .spawner import JupyterHubSpawner, NullSession
+from .spawner import JupyterHubSpawner
+from .spawner_objects import NullSession
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from traitlets.config import Config
+
+    from ..auth.base import Authenticator
+    from ..spawners.base import Spawner
 
 log = logging.getLogger("courtyard.compat")
+
+
+class SiteOptions(Protocol):
+    @property
+    def base_url(self) -> str: ...
+
+
+class Servers(Protocol):
+    def built_spawners(self, user: str) -> list[tuple[str, Spawner]]: ...
+
+
+class Hub(Protocol):
+    """What plugin handlers need of the hub: the settings JupyterHub's tornado application
+    holds (base URL, config, authenticator), and the spawners of a user's servers."""
+
+    @property
+    def options(self) -> SiteOptions: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def authenticator(self) -> Authenticator: ...
+    @property
+    def lifecycle(self) -> Servers: ...
+
 
 Handler = tuple[re.Pattern[str], type, dict[str, Any]]
 
@@ -175,9 +203,8 @@ class SpawnerView:
 
 def active_spawners(hub: Hub, username: str) -> Iterator[tuple[str, Any]]:
     """``(server name, JupyterHub spawner)`` of ``username``'s servers the hub deals with."""
-    for (user, server), slot in list(hub.lifecycle._slots.items()):
-        adapter = slot._spawner  # never built here: one not built yet runs nothing
-        if user == username and isinstance(adapter, JupyterHubSpawner) and adapter._jh:
+    for server, adapter in hub.lifecycle.built_spawners(username):  # none built here: one
+        if isinstance(adapter, JupyterHubSpawner) and adapter._jh:  # not built runs nothing
             yield server, adapter._jh
 
 

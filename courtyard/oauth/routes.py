@@ -30,7 +30,7 @@ from . import oidc, provider
 from .keys import signer
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from ..web.hub import Hub
 
 log = logging.getLogger("courtyard.oauth")
 

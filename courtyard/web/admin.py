@@ -18,7 +18,7 @@ from .pages import holds, nav
 from .render import Page, signed_in
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from .hub import Hub
 
 # What the script may offer, by scope; the API still checks each call.
 ACTION_SCOPES = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import DataError
@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from ..api import groups, info, metrics, openapi, proxy, roles, servers, services, shares, tokens, users
-from ..api.base import error_response
+from ..api.base import Hub as ApiHub, error_response
 from ..api.dispatch import ApiDispatcher
 from ..compat.handlers import PluginRoute
 from ..oauth import routes as oauth
@@ -26,8 +26,16 @@ from .forwarded import ForwardedClient
 from .limits import BodyTooLarge, Refusal
 from .refresh import RefreshAuth
 
-if TYPE_CHECKING:
-    from ..app import Hub
+
+class Hub(ApiHub, Protocol):
+    """What the app needs of the hub: what its API endpoints need, which includes what its
+    pages need (:class:`courtyard.web.hub.Hub`), and where the hub listens (a proxy on its
+    own address is trusted to forward clients' addresses). Handed the hub here, mypy checks
+    it against both; the endpoints and pages then read it from ``app.state.hub``."""
+
+    @property
+    def hub_bind(self) -> tuple[str, int]: ...
+
 
 API_MODULES = [info, users, servers, tokens, groups, services, roles, shares, proxy, oauth, openapi,
                metrics]

@@ -21,7 +21,7 @@ from ..db.models import APIToken
 from .render import STATIC_DIR, Page
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from .hub import Hub
 
 log = logging.getLogger("courtyard.web")
 

@@ -32,7 +32,7 @@ from .csp import csp_report
 from .render import STATIC_DIR, Page, login_redirect, signed_in
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from .hub import Hub
 
 log = logging.getLogger("courtyard.web")
 
@@ -142,7 +142,7 @@ def default_url(hub: Hub, user: Any) -> str:
     value: str | Callable[[Any], str] = hub.options.default_url
     if not callable(value):
         return value
-    from ..compat.auth import GroupRef, HubUser, LoginHandler
+    from ..compat.auth_objects import GroupRef, HubUser, LoginHandler
 
     current = HubUser(user.name, user.id, bool(user.admin), [GroupRef(g.name) for g in user.groups],
                       hub.options.base_url)

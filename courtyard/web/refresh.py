@@ -22,8 +22,8 @@ from .pages import render_error
 from .render import Page, login_redirect
 
 if TYPE_CHECKING:
-    from ..app import Hub
     from ..db.models import User
+    from .hub import Hub
 
 
 class RefreshAuth:

@@ -27,7 +27,7 @@ from ..db.models import User
 if TYPE_CHECKING:
     import jinja2
 
-    from ..app import Hub
+    from .hub import Hub
 
 log = logging.getLogger("courtyard.web")
 

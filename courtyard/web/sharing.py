@@ -22,7 +22,7 @@ from ..errors import HTTPError
 from .render import Page, login_redirect
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from .hub import Hub
 
 log = logging.getLogger("courtyard.web")
 

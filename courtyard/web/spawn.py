@@ -27,7 +27,7 @@ from .refresh import spawn_refused
 from .render import Page, safe_next, signed_in
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from .hub import Hub
 
 log = logging.getLogger("courtyard.web")
 

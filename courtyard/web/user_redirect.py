@@ -30,7 +30,7 @@ from .refresh import spawn_refused
 from .render import Page, signed_in
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from .hub import Hub
 
 log = logging.getLogger("courtyard.web")
 
