@@ -12,6 +12,10 @@ For each user count N it starts each hub on a fresh SQLite database from the sam
 
 Then it prints every figure with the Courtyard/JupyterHub ratio and writes the results
 to `bench/results/`. Performance is only measured here, never asserted in the tests.
+With `--baseline REF` Courtyard at git ref REF runs too, right after this checkout's, and
+each figure gets this checkout's ratio against it (to show a refactor changed no figure);
+`--rounds K` measures every hub K times, the order reversed every other round, and reports
+the medians.
 
 Run `python bench/api.py --quick` for a smoke test; see bench/README.md.
 """
@@ -51,15 +55,19 @@ from harness import (
     CpuMeter,
     HubFailed,
     HubRun,
+    baseline,
+    baseline_hub,
     boost_priority,
     cpu_model,
     ensure_environment,
+    is_baseline,
     run_workers,
     wait_quiet,
 )
-from report import NOISY_OTHER_CPU_PCT, compare, format_table
+from report import NOISY_OTHER_CPU_PCT, add_round_ratios, compare, format_table, median_results
 
 PAGE_LIMIT = 200
+HUB_WIDTH = 10  # progress lines align hub names to this width (wider names overflow it)
 
 # --------------------------------------------------------------------------- phases
 
@@ -192,6 +200,8 @@ class Options:
     start_timeout: float
     keep: bool = False
     boost: bool = True
+    baseline: str | None = None  # the baseline hub's name, courtyard@REF
+    rounds: int = 1
     notes: list[str] = field(default_factory=list)
 
 
@@ -208,6 +218,8 @@ async def measure_hub(hub: str, n: int, opts: Options, result: dict[str, object]
     result["users"] = n
     if hub == "courtyard":
         result["commit"] = courtyard_revision()  # the code may change between runs
+    elif is_baseline(hub):
+        result["commit"] = baseline(hub).short
     failed = True
     try:
         result["first_start_s"] = round(run.start(opts.start_timeout)[0], 3)
@@ -383,7 +395,7 @@ def say(run: HubRun, text: str, meter: CpuMeter | None = None) -> None:
         )
         if r["other_cpu_pct"] > NOISY_OTHER_CPU_PCT:
             cpu += " NOISY"
-    print(f"  {run.hub:<10} N={run.users:<6} {text}{cpu}", flush=True)
+    print(f"  {run.hub:<{HUB_WIDTH}} N={run.users:<6} {text}{cpu}", flush=True)
 
 
 def environment_info(opts: Options) -> dict[str, object]:
@@ -393,7 +405,7 @@ def environment_info(opts: Options) -> dict[str, object]:
         if opts.client == "wrk"
         else "asyncio raw HTTP/1.1 keep-alive, one process"
     )
-    return {
+    info: dict[str, object] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -405,12 +417,27 @@ def environment_info(opts: Options) -> dict[str, object]:
         "priority": f"hub and client at nice {BOOST_NICE}" if opts.boost else "default",
         "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
     }
+    if opts.baseline is not None:
+        base = baseline(opts.baseline)
+        info["baseline"] = {
+            "ref": base.ref,
+            "commit": base.commit,
+            "venv": str(base.venv),
+            "library_versions_differing": base.version_differences(),  # (this checkout, baseline)
+        }
+    return info
 
 
 def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, nargs="+", default=[1000, 10_000], metavar="N")
-    parser.add_argument("--only", choices=HUBS, help="benchmark one hub only")
+    parser.add_argument("--only", choices=HUBS, help="benchmark one hub only (and the baseline)")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run Courtyard at git ref REF (built once into bench/.venv-baseline) and "
+        "give each figure this checkout's ratio against it",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: 200 users, 2 s loads")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each GET load")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -420,6 +447,13 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         choices=("auto", "wrk", "python"),
         default="auto",
         help="GET load generator; auto uses wrk when installed",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every hub this many times, the order reversed every other round; "
+        "the table shows medians (and, with --baseline, the range of the rounds' ratios)",
     )
     parser.add_argument("--start-timeout", type=float, default=300.0)
     parser.add_argument("--keep", action="store_true", help="keep each hub's temp dir")
@@ -447,14 +481,23 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         start_timeout=args.start_timeout,
         keep=args.keep,
         boost=args.boost,
+        baseline=baseline_hub(args.baseline) if args.baseline else None,
+        rounds=max(1, args.rounds),
     )
+    if opts.baseline is not None:
+        try:
+            baseline(opts.baseline)
+        except ValueError as exc:
+            parser.error(str(exc))
+        opts.hubs.append(opts.baseline)  # right after this checkout's Courtyard
     return opts, args
 
 
 def output_path(args: argparse.Namespace) -> Path:
     if args.output:
         return args.output
-    suffix = "".join(f"-{part}" for part in ("quick" if args.quick else "", args.only or "") if part)
+    parts = ("quick" if args.quick else "", args.only or "", f"vs-{args.baseline}" if args.baseline else "")
+    suffix = "".join(f"-{part}" for part in parts if part)
     path = RESULTS_DIR / f"api-{dt.date.today().isoformat()}{suffix}.json"
     if path.exists():  # a second run the same day keeps the first
         path = path.with_stem(f"{path.stem}-{dt.datetime.now():%H%M%S}")
@@ -464,25 +507,50 @@ def output_path(args: argparse.Namespace) -> Path:
 async def main_async(opts: Options, args: argparse.Namespace) -> int:
     info = environment_info(opts)
     print(f"client: {info['client']} ({info['event_loop']} loop); CPU: {info['cpu']}, {info['cores']} cores")
-    results: dict[int, dict[str, dict[str, object]]] = {}
+    if opts.baseline is not None:
+        base = baseline(opts.baseline)
+        print(f"baseline: {opts.baseline} = {base.short}, from {base.venv}")
+        for name, (new, old) in base.version_differences().items():
+            print(f"  library versions differ: {name} {new} here, {old} in the baseline")
+    rounds: dict[int, list[dict[str, dict[str, object]]]] = {}
     failures: dict[str, str] = {}
     for n in opts.users:
-        results[n] = {}
-        for hub in opts.hubs:
-            result = results[n][hub] = {}
-            try:
-                await measure_hub(hub, n, opts, result)
-            except (HubFailed, RuntimeError, OSError, ValueError, KeyError) as exc:
-                failures[f"{hub} N={n}"] = result["error"] = f"{type(exc).__name__}: {exc}"
-                print(f"  {hub:<10} N={n:<6} FAILED: {exc}", file=sys.stderr, flush=True)
-    rows = compare(results)
+        rounds[n] = []
+        for turn in range(opts.rounds):
+            rounds[n].append({})
+            if opts.rounds > 1:
+                print(f"round {turn + 1} of {opts.rounds}, N={n}", flush=True)
+            for hub in opts.hubs if turn % 2 == 0 else opts.hubs[::-1]:
+                result = rounds[n][turn][hub] = {}
+                try:
+                    await measure_hub(hub, n, opts, result)
+                except (HubFailed, RuntimeError, OSError, ValueError, KeyError) as exc:
+                    where = f"{hub} N={n}" + (f" round {turn + 1}" if opts.rounds > 1 else "")
+                    failures[where] = result["error"] = f"{type(exc).__name__}: {exc}"
+                    print(f"  {hub:<{HUB_WIDTH}} N={n:<6} FAILED: {exc}", file=sys.stderr, flush=True)
+    if opts.rounds == 1:
+        results = {n: runs[0] for n, runs in rounds.items()}
+        rows = compare(results, opts.baseline)
+    else:
+        results = {n: median_results(runs) for n, runs in rounds.items()}
+        rows = compare(results, opts.baseline)
+        if opts.baseline is not None:
+            per_round = [
+                [row for n, runs in rounds.items() for row in compare({n: runs[turn]}, opts.baseline)]
+                for turn in range(opts.rounds)
+            ]
+            add_round_ratios(rows, per_round)
     print()
-    print(format_table(rows))
+    if opts.rounds > 1:
+        print(f"medians of {opts.rounds} rounds")
+    print(format_table(rows, opts.baseline))
     for what, why in failures.items():
         print(f"FAILED {what}: {why}")
     out = output_path(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"environment": info, "results": results, "comparison": rows, "failures": failures}
+    if opts.rounds > 1:
+        report["rounds"] = rounds
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nresults: {out}")
     return 1 if failures else 0

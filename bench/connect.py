@@ -21,6 +21,7 @@ uvicorn+Starlette app answering a constant (no hub at all).
     python bench/connect.py                      # both hubs, 500 clients, 20 s each
     python bench/connect.py --only courtyard --clients 200 --seconds 10
     python bench/connect.py --via proxy          # through each hub's proxy (CHP for JupyterHub)
+    python bench/connect.py --only courtyard --baseline 18a5b5a   # against Courtyard at 18a5b5a
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HUBS, Connection, HubFailed, HubRun, ensure_environment
+from harness import HUBS, Connection, HubFailed, HubRun, baseline, baseline_hub, ensure_environment
 
 USERS = 50
 PROBE_EVERY = 0.05
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--via", choices=["hub", "proxy"], default="hub",
                         help="load the hub port (default) or the proxy's public port")
     parser.add_argument("--floor", action="store_true", help="also measure a bare uvicorn app")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also measure Courtyard at git ref REF (see bench/README.md)")
     parser.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load:
@@ -239,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(load(int(port), int(clients), float(seconds), USERS))))
         return 0
     hubs = args.only or list(HUBS)
+    if args.baseline:
+        try:
+            baseline(baseline_hub(args.baseline))
+        except ValueError as exc:
+            parser.error(str(exc))
+        hubs.append(baseline_hub(args.baseline))
     ensure_environment(hubs)
     results: dict[str, dict[str, object]] = {}
     for hub in hubs:
@@ -254,13 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         results["floor"] = run_floor(args.clients, args.seconds)
         print("  floor: " + json.dumps(results["floor"]), flush=True)
     keys = list(next(iter(results.values())))
-    print(f"\n{'figure':<22}" + "".join(f"{h:>14}" for h in results))
+    width = max(14, *(len(h) + 2 for h in results))
+    print(f"\n{'figure':<22}" + "".join(f"{h:>{width}}" for h in results))
     for key in keys:
-        print(f"{key:<22}" + "".join(f"{r[key]!s:>14}" for r in results.values()))
+        print(f"{key:<22}" + "".join(f"{r[key]!s:>{width}}" for r in results.values()))
     out = Path(__file__).parent / "results" / f"connect-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"clients": args.clients, "seconds": args.seconds, "via": args.via,
-                               "cpus": os.cpu_count(), "results": results}, indent=2))
+    saved: dict[str, object] = {"clients": args.clients, "seconds": args.seconds, "via": args.via,
+                                "cpus": os.cpu_count(), "results": results}
+    if args.baseline:
+        saved["baseline"] = baseline(baseline_hub(args.baseline)).commit
+    out.write_text(json.dumps(saved, indent=2))
     print(f"\nwritten to {out}")
     return 0
 

@@ -1,17 +1,22 @@
 """What the benchmarks share: a cheap HTTP client, CPU accounting, hub processes, ports.
 
-bench/api.py and bench/spawn.py import from here; see bench/README.md.
+bench/api.py and bench/spawn.py import from here; see bench/README.md. A hub is
+"jupyterhub", "courtyard" (this checkout) or "courtyard@REF" (the baseline: the code of a git
+ref, exported and installed in a venv of its own, see Baseline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +36,9 @@ PROXY_PID_FILES = {
     "courtyard-proxy.pid": b"courtyard.proxy",
 }
 HUBS = ("jupyterhub", "courtyard")
+BASELINE_PREFIX = "courtyard@"  # a baseline hub is named courtyard@REF
+BASELINE_DIR = BENCH_DIR / ".baseline"  # <commit>/: the source of REF, from git archive
+BASELINE_VENVS = BENCH_DIR / ".venv-baseline"  # <commit>/: a venv with that source installed
 PAGINATION_ACCEPT = "application/jupyterhub-pagination+json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUIET_OTHER_CPU_PCT = 15.0
@@ -260,7 +268,16 @@ class HubRun:
     def command(self) -> list[str]:
         if self.hub == "jupyterhub":
             return [str(JUPYTERHUB_BIN), "-f", str(self.config)]
+        if is_baseline(self.hub):
+            return [str(baseline(self.hub).bin("courtyard")), "serve", "-f", str(self.config)]
         return [*courtyard_command(), "serve", "-f", str(self.config)]
+
+    def environment(self) -> dict[str, str]:
+        """The hub's environment: a baseline gets no PYTHONPATH, which could name this
+        checkout and so run its code instead of the baseline's (its proxy too)."""
+        if is_baseline(self.hub):
+            return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        return dict(os.environ)
 
     def start(self, timeout: float) -> tuple[float, float]:
         """Start the hub; seconds from process start until `/hub/api/` answers 200.
@@ -274,6 +291,7 @@ class HubRun:
         self.proc = subprocess.Popen(
             self.command(),
             cwd=self.tmp,
+            env=self.environment(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -436,10 +454,14 @@ def courtyard_command() -> list[str]:
 
 
 def ensure_environment(hubs: list[str]) -> None:
-    """Build bench/.venv, bench/.node and bench/.venv-courtyard with setup_env.sh if missing."""
+    """Build bench/.venv, bench/.node and bench/.venv-courtyard with setup_env.sh if missing,
+    and each baseline's venv (Baseline.ensure)."""
     needed = {"jupyterhub": [JUPYTERHUB_BIN, CHP_BIN], "courtyard": [COURTYARD_BIN]}
     if any(not path.exists() for hub in hubs for path in needed.get(hub, [])):
         subprocess.run(["bash", str(BENCH_DIR / "setup_env.sh")], check=True)
+    for hub in hubs:
+        if is_baseline(hub):
+            baseline(hub).ensure()
     if "courtyard" in hubs:
         # JupyterHub runs from bytecode pip compiled at install; an editable checkout has
         # only what earlier runs wrote, and nothing under PYTHONDONTWRITEBYTECODE=1
@@ -457,3 +479,165 @@ async def run_workers(concurrency: int, port: int, work: Callable[[Connection], 
     finally:
         for conn in conns:
             await conn.close()
+
+
+# --------------------------------------------------------------------------- the baseline
+
+
+def is_baseline(hub: str) -> bool:
+    """Whether `hub` names a baseline, courtyard@REF."""
+    return hub.startswith(BASELINE_PREFIX)
+
+
+def is_courtyard(hub: str) -> bool:
+    """Whether `hub` is Courtyard, this checkout's or a baseline's."""
+    return hub == "courtyard" or is_baseline(hub)
+
+
+def better_by(new: float | None, old: float | None, higher_is_better: bool) -> float | None:
+    """How many times better `new` is than `old` (a higher rate, or a shorter time); None when
+    either is missing or zero."""
+    if not new or not old:
+        return None
+    return new / old if higher_is_better else old / new
+
+
+def baseline_hub(ref: str) -> str:
+    """The hub name of the baseline at git ref `ref`."""
+    return BASELINE_PREFIX + ref
+
+
+@functools.cache
+def baseline(hub: str) -> Baseline:
+    """The Baseline a courtyard@REF hub runs; ValueError if REF names no commit."""
+    ref = hub.removeprefix(BASELINE_PREFIX)
+    found = subprocess.run(
+        ["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0 or not ref:
+        raise ValueError(f"{ref!r} names no commit of {BENCH_DIR.parent}")
+    return Baseline(ref, found.stdout.strip())
+
+
+def installed_versions(python: Path) -> dict[str, str]:
+    """Distribution name -> version in the environment of `python` (courtyard left out)."""
+    listing = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m\n"
+         "for d in m.distributions(): print(d.metadata['Name'], d.version)"],
+        capture_output=True, text=True, check=True, cwd="/",
+    )
+    names = (line.split(" ", 1) for line in listing.stdout.splitlines() if " " in line)
+    return {name.lower(): version for name, version in names if name.lower() != "courtyard"}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Courtyard as it was at a git ref, to measure this checkout against the code before a change.
+
+    The source comes from `git archive` (no checkout, no worktree: the repository is shared)
+    and is installed non-editable into a venv of its own, built once per commit and reused.
+    Its dependencies are pinned to bench/.venv-courtyard's versions where it has the same
+    ones, with the same interpreter, so that the two differ in Courtyard's code only. Its
+    `courtyard serve` runs its own proxy: the hub starts `python -m courtyard.proxy` with the
+    venv's interpreter.
+    """
+
+    ref: str
+    commit: str
+
+    @property
+    def source(self) -> Path:
+        return BASELINE_DIR / self.commit
+
+    @property
+    def venv(self) -> Path:
+        return BASELINE_VENVS / self.commit
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+    def bin(self, name: str) -> Path:
+        return self.venv / "bin" / name
+
+    def ensure(self) -> None:
+        """Export and install the baseline unless a complete build of its commit exists."""
+        done = self.venv / ".built"  # written last: a venv without it is rebuilt
+        if done.exists():
+            return
+        print(f"baseline {self.ref}: building {self.venv} from {self.short} (once)", flush=True)
+        self._export()
+        shutil.rmtree(self.venv, ignore_errors=True)
+        subprocess.run([str(self._interpreter()), "-m", "venv", str(self.venv)], check=True)
+        pins = self.venv / "pins.txt"
+        pins.write_text("".join(f"{name}=={version}\n" for name, version in self._pinned().items()))
+        pip = [str(self.bin("python")), "-m", "pip", "install", "--quiet"]
+        if subprocess.run([*pip, "-c", str(pins), str(self.source)], cwd=self.venv).returncode:
+            print(f"baseline {self.ref}: not installable with bench/.venv-courtyard's versions; "
+                  "installing with pip's choice", file=sys.stderr)
+            pins.write_text("")
+            subprocess.run([*pip, str(self.source)], cwd=self.venv, check=True)
+        self._check()
+        done.write_text(f"{self.commit}\n")
+
+    def version_differences(self) -> dict[str, tuple[str, str]]:
+        """Libraries both venvs have at different versions: name -> (bench/.venv-courtyard's,
+        the baseline's). Libraries only one has (the spawner packages bench/cluster.py adds,
+        a dependency dropped since) are left out: neither hub imports what it does not use."""
+        new_python = COURTYARD_BIN.parent / "python"
+        if not new_python.exists():
+            return {}
+        new, old = installed_versions(new_python), installed_versions(self.bin("python"))
+        return {
+            name: (new[name], old[name])
+            for name in sorted(new.keys() & old.keys())
+            if new[name] != old[name] and name not in ("pip", "setuptools", "wheel")
+        }
+
+    def _export(self) -> None:
+        """`git archive REF | tar -x` into bench/.baseline/<commit>, whole or not at all."""
+        if self.source.exists():
+            return
+        BASELINE_DIR.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=BASELINE_DIR, prefix=f".{self.short}-"))
+        try:
+            archive = subprocess.Popen(
+                ["git", "-C", str(BENCH_DIR.parent), "archive", self.commit], stdout=subprocess.PIPE
+            )
+            assert archive.stdout is not None
+            untar = subprocess.run(["tar", "-x", "-C", str(partial)], stdin=archive.stdout)
+            archive.stdout.close()
+            if archive.wait() or untar.returncode:
+                raise RuntimeError(f"git archive {self.commit} | tar -x failed")
+            partial.rename(self.source)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def _interpreter(self) -> Path:
+        """The Python bench/.venv-courtyard was made with, else $PYTHON or python3."""
+        with contextlib.suppress(OSError):
+            for line in (COURTYARD_BIN.parent.parent / "pyvenv.cfg").read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "executable" and Path(value.strip()).exists():
+                    return Path(value.strip())
+        return Path(shutil.which(os.environ.get("PYTHON", "python3")) or sys.executable)
+
+    def _pinned(self) -> dict[str, str]:
+        """bench/.venv-courtyard's library versions, as constraints (pip's own tools left free)."""
+        new_python = COURTYARD_BIN.parent / "python"
+        if not new_python.exists():
+            return {}
+        versions = installed_versions(new_python)
+        return {k: v for k, v in versions.items() if k not in ("pip", "setuptools", "wheel")}
+
+    def _check(self) -> None:
+        """The venv imports the baseline's own courtyard, not this checkout's."""
+        where = subprocess.run(
+            [str(self.bin("python")), "-c", "import courtyard; print(courtyard.__file__)"],
+            capture_output=True, text=True, check=True, cwd=self.venv,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        ).stdout.strip()
+        if not where.startswith(str(self.venv)):
+            raise RuntimeError(f"baseline {self.ref}: courtyard imports from {where}, not {self.venv}")

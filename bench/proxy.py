@@ -1,11 +1,15 @@
 """Benchmark: a trivial backend directly, through configurable-http-proxy, through ours.
 
-    python bench/proxy.py [--duration 10] [--connections 64] [--workers N]
+    python bench/proxy.py [--duration 10] [--connections 64] [--workers N] [--baseline REF]
 
 Runs ``wrk -c64 -d10s`` against each (Debian package ``wrk``), then a WebSocket echo
 round-trip test when the ``websockets`` package is installed, and prints req/s, p99
 latency, the ratios against CHP and against direct, and each proxy's RSS afterwards.
 CHP is installed into bench/.node with npm when it is missing.
+
+With ``--baseline REF`` Courtyard's proxy at git ref REF (bench/README.md) runs too, and each
+figure gets its ratio against it ("vs base"); this checkout's proxy then runs with
+bench/.venv-courtyard's Python, so that both use the same libraries.
 
 The backend is a raw uvloop + httptools server answering a 13-byte body; it does more than
 50k req/s here, so it is not what limits the proxies.
@@ -26,6 +30,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from harness import COURTYARD_BIN, baseline, baseline_hub, ensure_environment  # noqa: E402
+
 ROOT = HERE.parent
 CHP = HERE / ".node/node_modules/.bin/configurable-http-proxy"
 TOKEN = "bench-token"
@@ -194,7 +201,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--backend", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", metavar="REF", help="also run Courtyard's proxy at git ref REF")
     args = parser.parse_args()
+    base = baseline_hub(args.baseline) if args.baseline else None
+    if base is not None:
+        try:
+            baseline(base)
+        except ValueError as exc:
+            parser.error(str(exc))
+        ensure_environment(["courtyard", base])
     if args.backend:
         run_backend(*args.backend)
         return
@@ -203,7 +218,7 @@ def main() -> None:
 
     chp = ensure_chp()
     port, ws_port = free_port(), free_port()
-    chp_port, chp_api, cy_port, cy_api = (free_port() for _ in range(4))
+    chp_port, chp_api, cy_port, cy_api, base_port, base_api = (free_port() for _ in range(6))
     env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     backend = f"http://127.0.0.1:{port}"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -232,7 +247,7 @@ def main() -> None:
         ),
         "courtyard": subprocess.Popen(
             [
-                sys.executable,
+                str(COURTYARD_BIN.parent / "python") if base else sys.executable,
                 "-m",
                 "courtyard.proxy",
                 "--port",
@@ -249,34 +264,49 @@ def main() -> None:
             env=env,
         ),
     }
+    ports = [port, chp_port, chp_api, cy_port, cy_api]
+    if base is not None:  # its own code: no PYTHONPATH, and not started from this checkout
+        procs[base] = subprocess.Popen(
+            [str(baseline(base).bin("python")), "-m", "courtyard.proxy", "--port", str(base_port),
+             "--api-port", str(base_api), "--default-target", backend, "--workers", str(args.workers),
+             "--log-level", "warn"],
+            env={k: v for k, v in env.items() if k != "PYTHONPATH"},
+            cwd=baseline(base).venv,
+        )
+        ports += [base_port, base_api]
     try:
-        for p in (port, chp_port, chp_api, cy_port, cy_api):
+        for p in ports:
             wait_port(p)
-        for api in (chp_api, cy_api):
+        for api in (chp_api, cy_api, *([base_api] if base else [])):
             add_route(api, "/ws", f"http://127.0.0.1:{ws_port}")
         targets = {
             "direct": f"{backend}/",
             "chp": f"http://127.0.0.1:{chp_port}/",
             "courtyard": f"http://127.0.0.1:{cy_port}/",
         }
+        if base is not None:
+            targets[base] = f"http://127.0.0.1:{base_port}/"
+        width = max(10, *(len(name) for name in targets))
+        vs_base = f" {'vs base':>8}" if base else ""
         for close in (False, True):
             results = {}
             for name, url in targets.items():
                 wrk(url, 1, args.connections, close)  # warm-up: pools, JIT, page cache
                 results[name] = wrk(url, args.duration, args.connections, close)
-            rss = {name: tree_rss_mib(procs[name].pid) for name in ("chp", "courtyard")}
+            rss = {name: tree_rss_mib(procs[name].pid) for name in targets if name in procs}
 
             kind = "a new connection per request" if close else "keep-alive"
             print(
                 f"\nwrk -c{args.connections} -d{args.duration}s -t2 ({kind}), {os.cpu_count()} "
                 f"CPUs, courtyard-proxy --workers {args.workers}\n"
             )
-            print(f"{'':10} {'req/s':>10} {'p99 ms':>9} {'vs CHP':>8} {'vs direct':>10} "
-                  f"{'RSS MiB':>8}  errors")
+            print(f"{'':{width}} {'req/s':>10} {'p99 ms':>9} {'vs CHP':>8} {'vs direct':>10} "
+                  f"{'RSS MiB':>8}{vs_base}  errors")
             for name, (rps, p99, errors) in results.items():
+                against = f" {rps / results[base][0]:7.2f}x" if base else ""
                 print(
-                    f"{name:10} {rps:10.0f} {p99:9.2f} {rps / results['chp'][0]:7.2f}x "
-                    f"{rps / results['direct'][0]:9.1%} {rss.get(name, 0):8.1f}  {errors}"
+                    f"{name:{width}} {rps:10.0f} {p99:9.2f} {rps / results['chp'][0]:7.2f}x "
+                    f"{rps / results['direct'][0]:9.1%} {rss.get(name, 0):8.1f}{against}  {errors}"
                 )
 
         try:
@@ -290,12 +320,15 @@ def main() -> None:
             "chp": f"ws://127.0.0.1:{chp_port}/ws",
             "courtyard": f"ws://127.0.0.1:{cy_port}/ws",
         }
+        if base is not None:
+            ws_targets[base] = f"ws://127.0.0.1:{base_port}/ws"
         ws_results = {name: asyncio.run(ws_echo(url)) for name, url in ws_targets.items()}
         for name, (mps, p99) in ws_results.items():
+            against = f"  {mps / ws_results[base][0]:5.2f}x base" if base else ""
             print(
-                f"{name:10} {mps:10.0f} msg/s  p99 {p99:6.2f} ms  "
+                f"{name:{width}} {mps:10.0f} msg/s  p99 {p99:6.2f} ms  "
                 f"{mps / ws_results['chp'][0]:5.2f}x CHP  {mps / ws_results['direct'][0]:6.1%} "
-                "of direct"
+                f"of direct{against}"
             )
     finally:
         for proc in procs.values():

@@ -11,6 +11,10 @@ user per server). Phases, per hub, on a fresh temp dir:
   seconds until the API answers, and until ``state=ready`` counts R again (every server checked).
 
     python bench/spawn.py [--servers 50 500] [--restart-servers 1000] [--only HUB] [--quick]
+                          [--baseline REF]
+
+``--baseline REF`` also runs Courtyard at git ref REF (see bench/README.md) and gives each
+figure this checkout's ratio against it.
 """
 
 from __future__ import annotations
@@ -39,8 +43,12 @@ from harness import (
     RESULTS_DIR,
     TOKEN,
     HubRun,
+    baseline,
+    baseline_hub,
+    better_by,
     ensure_environment,
     free_ports,
+    is_courtyard,
     wait_quiet,
 )
 
@@ -61,6 +69,11 @@ class HubUserSpawner(LocalProcessSpawner):
         home = Path(self.hub.data_dir) / "users" / self.user.name
         home.mkdir(parents=True, exist_ok=True)
         return {}, str(home), {"HOME": str(home)}
+
+    async def check_adopted(self):
+        # as root the hub stops a server it finds running as root at its start; here every
+        # server runs as the hub's user by design (above), so the restart keeps them
+        return None
 '''
 
 EXTRA_CONFIG = """
@@ -83,7 +96,7 @@ class SpawnRun(HubRun):
     def write_config(self) -> None:
         super().write_config()
         shutil.copy(MOCKSU, self.tmp / "mocksu.py")
-        if self.hub == "courtyard":
+        if is_courtyard(self.hub):
             (self.tmp / "bench_spawner.py").write_text(SPAWNER_MODULE)
             spawner = "bench_spawner.HubUserSpawner"
         else:
@@ -319,10 +332,11 @@ async def measure(hub: str, sizes: list[int], restart: int) -> dict[str, Any]:
     return result
 
 
-def table(results: dict[str, dict[str, Any]], floors: dict[str, dict[str, Any]] | None = None
-          ) -> tuple[str, list[dict[str, Any]]]:
+def table(results: dict[str, dict[str, Any]], floors: dict[str, dict[str, Any]] | None = None,
+          base: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """Rows of seconds per hub, the JupyterHub/Courtyard ratio and the 5x target; for starts,
-    the floor (the same servers started without a hub) too."""
+    the floor (the same servers started without a hub) too; with `base` (a baseline hub's
+    name), its seconds and this checkout's better-by factor against it."""
     floors = floors or {}
     keys: list[tuple[str, str, str]] = []
     for hub in results.values():
@@ -338,27 +352,36 @@ def table(results: dict[str, dict[str, Any]], floors: dict[str, dict[str, Any]] 
     rows = []
     lines = [f"{'metric':<44}{'JupyterHub s':>14}{'Courtyard s':>13}{'ratio':>8}  5x?"
              f"{'floor s':>10}"]
+    base_width = len(base) + 4 if base else 0
+    if base:
+        lines[0] += f"{base.replace('courtyard', 'Courtyard', 1) + ' s':>{base_width}}{'vs base':>9}"
     for phase, field, label in keys:
         jh = results.get("jupyterhub", {}).get(phase, {}).get(field)
         cy = results.get("courtyard", {}).get(phase, {}).get(field)
         ratio = round(jh / cy, 1) if jh and cy else None
         floor = floors.get(phase, {}).get("seconds")
-        rows.append(
-            {
-                "metric": label,
-                "jupyterhub_s": jh,
-                "courtyard_s": cy,
-                "ratio": ratio,
-                "meets_target": ratio is not None and ratio >= TARGET_RATIO,
-                "floor_s": floor,
-            }
-        )
-        lines.append(
+        row = {
+            "metric": label,
+            "jupyterhub_s": jh,
+            "courtyard_s": cy,
+            "ratio": ratio,
+            "meets_target": ratio is not None and ratio >= TARGET_RATIO,
+            "floor_s": floor,
+        }
+        line = (
             f"{label:<44}{jh if jh is not None else '-':>14}"
             f"{cy if cy is not None else '-':>13}{ratio if ratio else '-':>8}  "
             f"{('yes' if ratio >= TARGET_RATIO else 'NO ') if ratio else '-  '}"
             f"{floor if floor is not None else '':>10}"
         )
+        if base:
+            old = results.get(base, {}).get(phase, {}).get(field)
+            against = better_by(cy, old, higher_is_better=False)
+            row |= {"baseline_s": old, "vs_baseline": None if against is None else round(against, 2)}
+            line += (f"{old if old is not None else '-':>{base_width}}"
+                     f"{f'{against:.2f}x' if against else '-':>9}")
+        rows.append(row)
+        lines.append(line)
     return "\n".join(lines), rows
 
 
@@ -367,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", type=int, nargs="+", default=[50, 500])
     p.add_argument("--restart-servers", type=int, default=1000)
     p.add_argument("--only", choices=HUBS)
+    p.add_argument("--baseline", metavar="REF",
+                   help="also run Courtyard at git ref REF (see bench/README.md)")
     p.add_argument("--quick", action="store_true", help="20 servers, restart with 50")
     p.add_argument("--no-floor", action="store_true",
                    help="skip timing N bare mocksu processes started without a hub")
@@ -374,7 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.servers, args.restart_servers = [20], 50
     hubs = [args.only] if args.only else list(HUBS)
-    ensure_environment(["jupyterhub"])  # mocksu runs with bench/.venv's Python
+    base = baseline_hub(args.baseline) if args.baseline else None
+    if base is not None:
+        try:
+            baseline(base)
+        except ValueError as exc:
+            p.error(str(exc))
+        hubs.append(base)
+    ensure_environment(["jupyterhub", *([base] if base else [])])  # mocksu: bench/.venv's Python
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     floors = {}
@@ -388,11 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     for hub in hubs:
         print(f"{hub}: servers {args.servers}, restart with {args.restart_servers}")
         results[hub] = asyncio.run(measure(hub, args.servers, args.restart_servers))
-    text, rows = table(results, floors)
+    text, rows = table(results, floors, base)
     print(text)
     RESULTS_DIR.mkdir(exist_ok=True)
-    suffix = "".join(f"-{part}" for part in ("quick" if args.quick else "", args.only or "")
-                     if part)
+    parts = ("quick" if args.quick else "", args.only or "", f"vs-{args.baseline}" if base else "")
+    suffix = "".join(f"-{part}" for part in parts if part)
     out = RESULTS_DIR / f"spawn-{date.today().isoformat()}{suffix}.json"
     if out.exists():  # a second run the same day keeps the first
         out = out.with_stem(f"{out.stem}-{time.strftime('%H%M%S')}")
@@ -405,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                 "comparison": rows,
                 "target_ratio": TARGET_RATIO,
                 "cpus": os.cpu_count(),
+                **({"baseline_commit": baseline(base).commit} if base else {}),
             },
             indent=2,
         )
