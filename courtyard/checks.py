@@ -28,7 +28,7 @@ def check_config(path: str | None, overrides: dict[str, Any]) -> tuple[list[str]
     try:
         from .routing import proxy_class
 
-        proxy_class(hub)
+        proxy_class(hub.options)
     except CourtyardError as e:
         problems.append(str(e))
     opts = hub.options

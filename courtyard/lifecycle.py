@@ -17,8 +17,9 @@
               default server's last: the user's own resources, e.g. a system account)
 
 Recovery at hub start lives in :mod:`courtyard.recovery` (held as ``Lifecycle.recovery``),
-the wait for a started server's HTTP answer in :mod:`courtyard.readiness`, the grouped
-database writes in :mod:`courtyard.db.writes`; what the lifecycle needs of the hub is the
+the wait for a started server's HTTP answer in :mod:`courtyard.readiness`, building a
+server's spawner in :mod:`courtyard.spawner_factory`, the grouped database writes in
+:mod:`courtyard.db.writes`; what the lifecycle needs of the hub is the
 ``Hub`` Protocol of :mod:`courtyard.lifecycle_hub`. A launch is on record before its
 process exists (its credentials are committed before ``Spawner.start()``; its pid as soon as
 that returns), so a hub killed at any instant leaves nothing the next one cannot find. A
@@ -41,16 +42,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from . import config
+from . import spawner_factory
 from .db.models import Server, utcnow
 from .db.writes import Writes, set_server_columns
 from .errors import HTTPError, SpawnError, SpawnTimeout, error_reason
 from .readiness import Readiness
 from .recovery import Recovery
 from .spawners import credentials
-from .spawners.base import HubInfo, Spawner, UserInfo, only_system_accounts, uses_system_accounts
+from .spawners.base import Spawner, UserInfo
 from .spawners.progress import Event, ProgressLog, failed_event, queue_event, ready_event
 from .spawners.queue import SpawnQueue
 
@@ -555,27 +555,8 @@ class Lifecycle:
 
     # -- building spawners ---------------------------------------------------------------------
     def make_spawner(self, user: UserInfo, server: str) -> Spawner:
-        hub = self.hub
-        cls = hub.spawner_class
-        if cls is None:
-            raise SpawnError("no spawner is configured (c.JupyterHub.spawner_class)")
-        # a JupyterHub spawner's adapter (courtyard.compat) builds JupyterHub's objects from the hub
-        extra = {"courtyard_hub": hub} if hasattr(cls, "courtyard_hub") else {}
-        return config.build_configurable(
-            cls, hub.config, **extra, user=user, name=server, hub=self.hub_info(),
-            server_prefix=hub.server_routespec(user.name, server),
-            server_host=hub.origins.user_host(user.name),
-            log=logging.getLogger("courtyard.spawner"))
-
-    def hub_info(self) -> HubInfo:
-        opts = self.options
-        public = urlsplit(opts.public_url) if opts.public_url else None
-        # the hub's origin, for links and OAuth from servers (the subdomain host itself)
-        host = f"{public.scheme}://{public.netloc}" if public else opts.subdomain_host
-        return HubInfo(api_url=self.hub.api_url, base_url=opts.base_url, host=host,
-                       data_dir=opts.data_files_path,
-                       system_accounts=uses_system_accounts(self.hub.authenticator),
-                       system_accounts_only=only_system_accounts(self.hub.authenticator))
+        """A new spawner for ``user``'s server (:mod:`courtyard.spawner_factory`)."""
+        return spawner_factory.make_spawner(self.hub, user, server)
 
     def _background(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from traitlets.config import Config
 
     from .auth.base import Authenticator
+    from .lifecycle import Lifecycle
     from .metrics import Metrics
     from .spawners.base import Spawner
     from .subdomains import Origins
@@ -43,7 +44,9 @@ class LifecycleOptions(Protocol):
 class Hub(Protocol):
     """What the lifecycle needs of the hub: its options, config and spawner class (to build
     spawners), its database, metrics and authenticator (spawn hooks), its origins and
-    routes (where a server is reached), and its shutdown (too many failed spawns)."""
+    routes (where a server is reached), and its shutdown (too many failed spawns); and,
+    for a JupyterHub spawner's adapter, the lifecycle's writes
+    (:class:`courtyard.compat.spawner.CourtyardHub`)."""
 
     @property
     def options(self) -> LifecycleOptions: ...
@@ -63,6 +66,8 @@ class Hub(Protocol):
     def api_url(self) -> str: ...
     @property
     def shutdown_event(self) -> asyncio.Event: ...
+    @property
+    def lifecycle(self) -> Lifecycle: ...
 
     def server_routespec(self, username: str, server_name: str) -> str: ...
     def server_proxy_spec(self, username: str, server_name: str) -> str: ...

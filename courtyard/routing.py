@@ -217,11 +217,12 @@ async def _proxy_exit(proxy: Any) -> None:
     log.warning("The proxy process exited")
 
 
-def proxy_class(hub: Hub) -> type[Proxy]:
+def proxy_class(options: Courtyard) -> type[Proxy]:
+    """The configured ``proxy_class``, resolved (a short name, a dotted path or a class)."""
     from . import config
     from .proxy.base import Proxy
 
-    return config.resolve_class("proxy", hub.options.proxy_class, Proxy)
+    return config.resolve_class("proxy", options.proxy_class, Proxy)
 
 
 async def start_proxy(hub: Hub) -> Any:
@@ -229,7 +230,7 @@ async def start_proxy(hub: Hub) -> Any:
     from . import config
 
     opts = hub.options
-    proxy = config.build_configurable(proxy_class(hub), hub.config, log=logging.getLogger("courtyard.proxy"))
+    proxy = config.build_configurable(proxy_class(opts), hub.config, log=logging.getLogger("courtyard.proxy"))
     proxy.public_bind_url = hub.public_bind_url
     proxy.default_target = hub.hub_url
     proxy.error_target = f"{hub.hub_url}{opts.base_url}hub/error"

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from starlette.routing import BaseRoute
 
+    from .login import AuthenticatorHub
+
 AuthResult = str | dict[str, Any] | None
 # (path below {base_url}hub/, endpoint): extra pages an authenticator serves, e.g. oauth_callback
 Handler = tuple[str, Callable[..., Any]]
@@ -194,7 +196,7 @@ class Authenticator(LoggingConfigurable):
         if self.enable_auth_state:
             keys_from_env()
 
-    def startup(self, hub: Any, db: Session) -> None:
+    def startup(self, hub: AuthenticatorHub, db: Session) -> None:
         """Check the options and prepare (e.g. first accounts); runs once as the hub starts."""
         from .crypto import Crypt
         from .throttle import Throttle
@@ -242,9 +244,16 @@ class Authenticator(LoggingConfigurable):
         return [type(self)]
 
     # -- what the hub runs around the contract ----------------------------------------------
-    hub: Any = None  # set by startup, with ``throttle`` and (with auth state) ``crypt``
+    #: set by startup, with ``throttle`` and (with auth state) ``crypt``
+    hub: AuthenticatorHub | None = None
     throttle: Any = None
     crypt: Any = None
+
+    @property
+    def started_hub(self) -> AuthenticatorHub:
+        """:attr:`hub`, for what runs only once ``startup`` has set it (sign-in pages, hooks)."""
+        assert self.hub is not None, f"{type(self).__name__} used before startup"
+        return self.hub
 
     def user_exists(self, username: str) -> bool:
         from ..db import queries

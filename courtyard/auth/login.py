@@ -13,7 +13,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from ..db import queries
@@ -44,6 +44,26 @@ class Hub(SessionHub, Protocol):
     def authenticator(self) -> Authenticator: ...
     @property
     def metrics(self) -> Metrics: ...
+
+
+class AuthenticatorOptions(LoginOptions, Protocol):
+    @property
+    def allow_named_servers(self) -> bool: ...
+
+
+class AuthenticatorHub(Hub, Protocol):
+    """What an authenticator is handed of the hub (:attr:`Authenticator.hub
+    <courtyard.auth.base.Authenticator.hub>`, set by ``startup``, where mypy checks the hub
+    against it): what signing in needs (an authenticator's own pages sign users in), the
+    database, users' auth state, and what JupyterHub's plugins read
+    (:mod:`courtyard.compat.auth_objects`)."""
+
+    @property
+    def options(self) -> AuthenticatorOptions: ...
+    @property
+    def session(self) -> sessionmaker[Session]: ...
+
+    def read_auth_state(self, user: User) -> dict[str, Any] | None: ...
 
 
 log = logging.getLogger("courtyard.auth")

@@ -105,7 +105,7 @@ async def change_password_page(request: Request) -> Response:
     with hub.session() as db:
         page = Page(request, db)
         if page.user is None:
-            return login_redirect(hub, request)
+            return login_redirect(page.base_url, request)
         user = page.user
         if request.method == "GET":
             return page.render("change_password.html",
@@ -145,7 +145,7 @@ async def authorize_page(request: Request) -> Response:
     with hub.session() as db:
         page = Page(request, db)
         if page.user is None:
-            return login_redirect(hub, request)
+            return login_redirect(page.base_url, request)
         ident = sess.cookie_identity(hub, db, page.user, page.sid)
         if not ident.has_any(["admin:users"]):
             return page.error(403, "Only admins can approve sign-ups.")

@@ -154,8 +154,8 @@ class OAuthenticator(Authenticator):
             return self.oauth_callback_url
         from urllib.parse import urlsplit
 
-        public = urlsplit(self.hub.public_url)
-        base = self.hub.options.base_url
+        public = urlsplit(self.started_hub.public_url)
+        base = self.started_hub.options.base_url
         return f"{public.scheme}://{public.netloc}{base}hub/{self.url_prefix}oauth_callback"
 
     def get_handlers(self, hub: Any) -> list[Handler]:
@@ -196,13 +196,13 @@ class OAuthenticator(Authenticator):
 
     # -- the browser flow --------------------------------------------------------------------
     def _serializer(self) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(self.hub.cookie_secret, salt="courtyard-oauth-state")
+        return URLSafeTimedSerializer(self.started_hub.cookie_secret, salt="courtyard-oauth-state")
 
     async def login_handler(self, request: Request) -> Response:
         from ..auth import session as sess
         from ..web.render import SECURITY_HEADERS, safe_next
 
-        hub = self.hub
+        hub = self.started_hub
         try:
             ep = await self.endpoints()
         except OAuthError as e:
@@ -221,7 +221,7 @@ class OAuthenticator(Authenticator):
         sep = "&" if "?" in ep.authorize else "?"
         response = RedirectResponse(ep.authorize + sep + urlencode(params), status_code=302,
                                     headers=SECURITY_HEADERS)
-        next_url = safe_next(hub, request.query_params.get("next"))
+        next_url = safe_next(hub.options.base_url, request.query_params.get("next"))
         value = self._serializer().dumps([state, verifier, nonce, next_url])
         response.set_cookie(self.state_cookie, value, max_age=STATE_MAX_AGE,
                             path=sess.hub_path(hub), httponly=True, samesite="lax",
@@ -231,14 +231,14 @@ class OAuthenticator(Authenticator):
     async def _error(self, request: Request, status: int, message: str) -> Response:
         from ..web.render import Page
 
-        with self.hub.session() as db:
+        with self.started_hub.session() as db:
             return Page(request, db).error(status, message)
 
     async def callback_handler(self, request: Request) -> Response:
         from ..web.render import Page
         from .login import LoginContext, login_user
 
-        hub, params = self.hub, request.query_params
+        hub, params = self.started_hub, request.query_params
         if params.get("error"):
             return await self._error(request, 403, f"{self.login_service} refused the sign-in: "
                                      f"{params.get('error_description') or params['error']}")

@@ -259,7 +259,7 @@ class JupyterHubAuthenticator(Authenticator):
         user. A tornado ``HTTPError`` from ``authenticate`` is a failed sign-in (throttled as
         one); from the allow checks, after the credentials held, a refusal with its message."""
         inner = self.inner
-        jh = LoginHandler(handler, self.hub, inner, data)
+        jh = LoginHandler(handler, self.started_hub, inner, data)
         http_error = tornado_http_error()
         try:
             result = await maybe_await(inner.authenticate(jh, data))
@@ -333,7 +333,7 @@ class JupyterHubAuthenticator(Authenticator):
     async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
         jh_user = hub_user(self.hub, user)
         ctx = handler if hasattr(handler, "request") else None
-        jh = LoginHandler(ctx, self.hub, self.inner, current_user=jh_user)
+        jh = LoginHandler(ctx, self.started_hub, self.inner, current_user=jh_user)
         result: bool | dict[str, Any] = await maybe_await(self.inner.refresh_user(jh_user, jh))
         return result
 

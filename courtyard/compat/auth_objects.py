@@ -18,6 +18,19 @@ class SiteOptions(Protocol):
     def base_url(self) -> str: ...
 
 
+class HandlerOptions(SiteOptions, Protocol):
+    @property
+    def allow_named_servers(self) -> bool: ...
+
+
+class HandlerHub(Protocol):
+    """What the handler needs of the hub: the site's base URL, and whether users may have
+    named servers (JupyterHub's ``handler.settings``)."""
+
+    @property
+    def options(self) -> HandlerOptions: ...
+
+
 class Hub(Protocol):
     """What a plugin's user needs of the hub: the site's base URL, the database (the user's
     id) and the user's auth state."""
@@ -122,7 +135,7 @@ class LoginHandler:
     """The ``handler`` a JupyterHub authenticator's hooks get: what its plugins use of
     JupyterHub's tornado ``BaseHandler``. No cookie secret or database writes are exposed."""
 
-    def __init__(self, ctx: LoginContext | None, hub: Any, authenticator: Any,
+    def __init__(self, ctx: LoginContext | None, hub: HandlerHub, authenticator: Any,
                  data: dict[str, Any] | None = None, current_user: HubUser | None = None
                  ) -> None:
         base_url = hub.options.base_url

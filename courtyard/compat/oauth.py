@@ -159,7 +159,7 @@ class OAuthSubclassHooks(_OAuthLogin):
                  "scope": " ".join(state.get("scope") or [])}
         token.update({k: state[k] for k in ("refresh_token", "id_token") if state.get(k)})
         _SIGN_IN.set((token, state.get("oauth_user", {})))
-        jh = LoginHandler(handler if hasattr(handler, "request") else None, self.hub,
+        jh = LoginHandler(handler if hasattr(handler, "request") else None, self.started_hub,
                           self.inner, data)
         theirs = await self._call(self.inner.authenticate(jh, data))
         if theirs is None:

@@ -24,7 +24,7 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from traitlets import Any as AnyTrait, observe
@@ -35,6 +35,44 @@ from ..spawners.base import ProgressEvent, Spawner, UserInfo
 from ..spawners.credentials import client_id
 from . import engines
 from .spawner_objects import JupyterHubUser, NullSession, jupyterhub_config, without_courtyard_options
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+    from traitlets.config import Config
+
+    from ..auth.base import Authenticator
+    from ..db.writes import Writes
+
+
+class SiteOptions(Protocol):
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def subdomain_host(self) -> str: ...
+    @property
+    def public_url(self) -> str: ...
+
+
+class ServerWrites(Protocol):
+    @property
+    def write(self) -> Writes: ...
+
+
+class CourtyardHub(Protocol):
+    """What the adapter needs of the hub (:attr:`JupyterHubSpawner.courtyard_hub`): where
+    the site is, the database (the user's row), the config and authenticator JupyterHub's
+    spawner is handed, and the lifecycle's writes (a launch's token, a batch job's state)."""
+
+    @property
+    def options(self) -> SiteOptions: ...
+    @property
+    def session(self) -> sessionmaker[Session]: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def authenticator(self) -> Authenticator: ...
+    @property
+    def lifecycle(self) -> ServerWrites: ...
 
 
 def is_jupyterhub_spawner(cls: Any) -> bool:
@@ -60,6 +98,7 @@ class JupyterHubSpawner(Spawner):
     lifecycle; :func:`adapter_for` makes one such class per configured JupyterHub class."""
 
     jupyterhub_class: type = type(None)
+    # a CourtyardHub: mypy checks the hub against it where courtyard.spawner_factory sets it
     courtyard_hub = AnyTrait(None, allow_none=True, help="The Courtyard hub (set by the "
                              "lifecycle): the database, the options and the authenticator.")
 
@@ -125,7 +164,7 @@ class JupyterHubSpawner(Spawner):
     def _build(self) -> Any:
         from jupyterhub import orm
 
-        hub = self.courtyard_hub
+        hub: CourtyardHub = self.courtyard_hub
         opts = hub.options
         from ..db import queries
 
@@ -307,7 +346,8 @@ class JupyterHubSpawner(Spawner):
             if client is not None:
                 client.hashed_secret = hashed
 
-        await self.courtyard_hub.lifecycle.write(rekey)
+        hub: CourtyardHub = self.courtyard_hub
+        await hub.lifecycle.write(rekey)
         self.api_token = secret
 
     def _url(self, result: Any) -> str:
@@ -430,7 +470,8 @@ class JupyterHubSpawner(Spawner):
         from ..config import build_configurable
         from ..spawners.local import LocalProcessSpawner
 
-        return build_configurable(LocalProcessSpawner, self.courtyard_hub.config,
+        hub: CourtyardHub = self.courtyard_hub
+        return build_configurable(LocalProcessSpawner, hub.config,
                                   user=self.user, name=self.name, hub=self.hub, log=self.log)
 
     async def _check_accounts(self, jh: Any) -> None:

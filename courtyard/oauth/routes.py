@@ -56,7 +56,7 @@ async def authorize(request: Request) -> Response:
         if page.user is None:
             if request.method == "POST":
                 return page.error(403, "Sign in again, then retry.")
-            return login_redirect(hub, request)
+            return login_redirect(page.base_url, request)
         try:
             client = provider.load_client(hub, db, params["client_id"])
             redirect_uri = provider.check_redirect_uri(hub, client, params["redirect_uri"])

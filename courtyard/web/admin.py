@@ -8,17 +8,12 @@ and every action is an API call that the API authorizes, scope by scope.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..db.models import User
 from .pages import holds, nav
 from .render import Page, signed_in
-
-if TYPE_CHECKING:
-    from .hub import Hub
 
 # What the script may offer, by scope; the API still checks each call.
 ACTION_SCOPES = {
@@ -50,5 +45,5 @@ async def admin_page(page: Page, user: User) -> Response:
                        max_page_size=opts.api_page_max_limit)
 
 
-def routes(hub: Hub) -> list[BaseRoute]:
-    return [Route(f"{hub.options.base_url}hub/admin", admin_page, methods=["GET"])]
+def routes(base_url: str) -> list[BaseRoute]:
+    return [Route(f"{base_url}hub/admin", admin_page, methods=["GET"])]

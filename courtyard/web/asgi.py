@@ -50,7 +50,7 @@ def api_routes() -> list[Route]:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if pages.is_page_path(request.app.state.hub, request.url.path):
+    if pages.is_page_path(request.app.state.hub.options.base_url, request.url.path):
         return await pages.http_error_page(request, exc)
     message = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, exc.detail)
     return error_response(exc.status_code, f"{message}: {request.method} {request.url.path}")
@@ -59,7 +59,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _too_large(request: Request, exc: Exception) -> Response:
     """413: the body was cut off at the limit while an endpoint or page read it."""
     assert isinstance(exc, BodyTooLarge)
-    if pages.is_page_path(request.app.state.hub, request.url.path):
+    if pages.is_page_path(request.app.state.hub.options.base_url, request.url.path):
         return await pages.http_error_page(request, HTTPException(413, exc.message, exc.headers))
     return error_response(413, exc.message, exc.headers)
 
@@ -90,11 +90,11 @@ def build_app(hub: Hub, extra_routes: list[Route] | None = None) -> ApiDispatche
         Route(f"{base}hub/metrics", metrics.metrics, methods=["GET"]),  # JupyterHub has both
         *login.routes(hub),
         *oauth.page_routes(hub),
-        *sharing.routes(hub),
-        *user_redirect.routes(hub),
-        *pages.routes(hub),
-        *spawn.routes(hub),
-        *admin.routes(hub),
+        *sharing.routes(base),
+        *user_redirect.routes(base),
+        *pages.routes(base),
+        *spawn.routes(base),
+        *admin.routes(base),
         *(extra_routes or []),
     ]
     # HubHostOnly: no hub page (nor its cookies) on a user's origin (subdomain_host)

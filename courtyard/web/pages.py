@@ -223,7 +223,7 @@ async def user_url(request: Request) -> Response:
             if _wants_json(request, rest):
                 body = orjson.dumps({"status": 403, "message": "Missing or invalid credentials."})
                 return Response(body, 403, media_type="application/json")
-            return login_redirect(hub, request)
+            return login_redirect(page.base_url, request)
         owner = page.user if owner_name == page.user.name else queries.get_user(db, owner_name)
         servers = {s.name: s for s in owner.servers} if owner else {}
         first, _, after = rest.partition("/")
@@ -286,10 +286,11 @@ def render_error(page: Page, status: int, message: str, url: str = "",
                        message=message, url=url, **nav(page))
 
 
-def is_page_path(hub: Hub, path: str) -> bool:
-    """Whether an error on ``path`` should be an HTML page (not the API's JSON)."""
-    base = hub.options.base_url
-    return not path.startswith(f"{base}hub/api") and not path.startswith(f"{base}hub/static")
+def is_page_path(base_url: str, path: str) -> bool:
+    """Whether an error on ``path`` (on the site at ``base_url``) should be an HTML page, not
+    the API's JSON."""
+    return (not path.startswith(f"{base_url}hub/api")
+            and not path.startswith(f"{base_url}hub/static"))
 
 
 async def http_error_page(request: Request, exc: HTTPException) -> Response:
@@ -303,7 +304,7 @@ async def http_error_page(request: Request, exc: HTTPException) -> Response:
 async def server_error_page(request: Request, exc: Exception) -> Response:
     hub: Hub = request.app.state.hub
     log.error("Error in %s %s", request.method, request.url.path, exc_info=exc)
-    if not is_page_path(hub, request.url.path):
+    if not is_page_path(hub.options.base_url, request.url.path):
         from ..api.base import error_response
 
         return error_response(500, "Internal server error; see the hub's log")
@@ -317,7 +318,7 @@ async def refused_value_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DataError)
     hub: Hub = request.app.state.hub
     log.info("Value refused on %s %s: %s", request.method, request.url.path, exc.orig)
-    if not is_page_path(hub, request.url.path):
+    if not is_page_path(hub.options.base_url, request.url.path):
         from ..api.base import error_response
 
         return error_response(400, "a value in the request is not one the database can hold "
@@ -333,11 +334,10 @@ async def logo(request: Request) -> Response:
     return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
 
-def routes(hub: Hub) -> list[BaseRoute]:
-    base = hub.options.base_url
-    prefix = f"{base}hub/"
+def routes(base_url: str) -> list[BaseRoute]:
+    prefix = f"{base_url}hub/"
     return [
-        Route(base, site_root, methods=["GET"]),
+        Route(base_url, site_root, methods=["GET"]),
         Route(prefix, root, methods=["GET"]),
         Route(f"{prefix}home", home, methods=["GET"]),
         Route(f"{prefix}token", token_page, methods=["GET"]),
@@ -346,5 +346,5 @@ def routes(hub: Hub) -> list[BaseRoute]:
         Route(f"{prefix}security/csp-report", csp_report, methods=["POST"]),
         Route(f"{prefix}user/{{user}}", user_url, methods=["GET"]),
         Route(f"{prefix}user/{{user}}/{{path:path}}", user_url, methods=["GET"]),
-        Route(f"{base}user/{{path:path}}", user_prefix_redirect, methods=["GET"]),
+        Route(f"{base_url}user/{{path:path}}", user_prefix_redirect, methods=["GET"]),
     ]

@@ -99,5 +99,5 @@ def spawn_refused(page: Page, owner: User, error: refresh.AuthExpired) -> Respon
     if page.user is not None and page.user.id == owner.id:
         sess.end_sessions(page.db, page.user)
         page.db.commit()
-        return page.sign_out(login_redirect(page.hub, page.request))
+        return page.sign_out(login_redirect(page.base_url, page.request))
     return page.error(403, error.message)

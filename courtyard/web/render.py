@@ -92,21 +92,21 @@ ANNOUNCEMENTS = {"login.html": "announcement_login", "home.html": "announcement_
 ALWAYS_RENDER = ("login.html", "error.html")
 
 
-def safe_next(hub: Hub, value: str | None, default: str | None = None) -> str:
-    """``value`` if it is a path on this site, else the home page: no open redirects."""
-    base = hub.options.base_url
-    fallback = default or f"{base}hub/home"
+def safe_next(base_url: str, value: str | None, default: str | None = None) -> str:
+    """``value`` if it is a path on the site at ``base_url``, else the home page: no open
+    redirects."""
+    fallback = default or f"{base_url}hub/home"
     if not value or not value.isprintable() or "\\" in value:
         return fallback
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
         return fallback
-    return value if parts.path.startswith(base) else fallback
+    return value if parts.path.startswith(base_url) else fallback
 
 
-def login_redirect(hub: Hub, request: Request) -> RedirectResponse:
+def login_redirect(base_url: str, request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    url = f"{hub.options.base_url}hub/login?next={quote(target, safe='/')}"
+    url = f"{base_url}hub/login?next={quote(target, safe='/')}"
     return RedirectResponse(url, status_code=302, headers=SECURITY_HEADERS)
 
 
@@ -121,7 +121,7 @@ def signed_in(handler: Callable[[Page, User], Awaitable[Response]],
         with hub.session() as db:
             page = Page(request, db)
             if page.user is None:
-                return login_redirect(hub, request)
+                return login_redirect(page.base_url, request)
             return await handler(page, page.user)
 
     return endpoint
@@ -178,7 +178,7 @@ class Page:
                                await self.field("_xsrf"))
 
     def next_url(self, value: str | None = None) -> str:
-        return safe_next(self.hub, value if value is not None
+        return safe_next(self.base_url, value if value is not None
                          else self.request.query_params.get("next"))
 
     def context(self, template: str = "", **ns: Any) -> dict[str, Any]:

@@ -44,7 +44,7 @@ async def accept_share(request: Request) -> Response:
         if page.user is None:
             if request.method == "POST":
                 return page.error(403, "Sign in, then open the invitation link again.")
-            return login_redirect(hub, request)
+            return login_redirect(page.base_url, request)
         if request.method == "GET":
             secret = request.query_params.get("code", "")
         else:
@@ -74,6 +74,6 @@ async def accept_share(request: Request) -> Response:
         return page.redirect(hub.server_routespec(owner.name, server.name), status=303)
 
 
-def routes(hub: Hub) -> list[BaseRoute]:
-    return [Route(f"{hub.options.base_url}hub/accept-share", accept_share,
+def routes(base_url: str) -> list[BaseRoute]:
+    return [Route(f"{base_url}hub/accept-share", accept_share,
                   methods=["GET", "POST"])]

@@ -36,9 +36,9 @@ FORM_META_FIELDS = ("_xsrf", "next")
 _NONE = "/\x00"
 
 
-def next_arg(hub: Hub, value: str | None) -> str:
-    """A ``next`` argument if it is a path on this site, else ""."""
-    url = safe_next(hub, value, _NONE) if value else _NONE
+def next_arg(base_url: str, value: str | None) -> str:
+    """A ``next`` argument if it is a path on the site at ``base_url``, else ""."""
+    url = safe_next(base_url, value, _NONE) if value else _NONE
     return "" if url == _NONE else url
 
 
@@ -115,7 +115,7 @@ async def spawn_page(page: Page, user: User) -> Response:
         return page.error(404, f"There is no server of {target.user_name} you may start.")
     if target.name and not hub.options.allow_named_servers:
         return page.error(400, "Named servers are not enabled on this hub.")
-    next_url = next_arg(hub, request.query_params.get("next"))
+    next_url = next_arg(page.base_url, request.query_params.get("next"))
     state = server_state(page, target.user_name, target.server, target.name)
     if state in ("spawn", "check"):
         return page.redirect(_pending(page, target, next_url), status=302)
@@ -136,7 +136,7 @@ async def spawn_page(page: Page, user: User) -> Response:
         form = await page.form()
         formdata = {k: [str(v) for v in form.getlist(k)] for k in form
                     if k not in FORM_META_FIELDS}
-        next_url = next_arg(hub, await page.field("next")) or next_url
+        next_url = next_arg(page.base_url, await page.field("next")) or next_url
     else:
         opts = {k[4:]: request.query_params.getlist(k) for k in request.query_params
                 if k.startswith("opt-")}
@@ -189,7 +189,7 @@ async def pending_page(page: Page, user: User) -> Response:
         return page.error(404, f"There is no server of {target.user_name} you may see.")
     state = server_state(page, target.user_name, target.server, target.name)
     server_url = hub.server_routespec(target.user_name, target.name)
-    next_url = next_arg(hub, request.query_params.get("next"))
+    next_url = next_arg(page.base_url, request.query_params.get("next"))
     if state == "ready":
         return page.redirect(next_url or server_url, status=302)
     base = f"{page.base_url}hub/api/{api_path(target.user_name, target.name)}"
@@ -205,8 +205,8 @@ async def pending_page(page: Page, user: User) -> Response:
     )
 
 
-def routes(hub: Hub) -> list[BaseRoute]:
-    prefix = f"{hub.options.base_url}hub/"
+def routes(base_url: str) -> list[BaseRoute]:
+    prefix = f"{base_url}hub/"
     both = ["GET", "POST"]
     return [
         Route(f"{prefix}spawn", spawn_page, methods=both),

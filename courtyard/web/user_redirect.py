@@ -114,6 +114,6 @@ def _pending_page(page: Page, user: str, server: str, url: str) -> Response:
                          status=302)
 
 
-def routes(hub: Hub) -> list[BaseRoute]:
-    return [Route(f"{hub.options.base_url}hub/user-redirect/{{path:path}}", user_redirect,
+def routes(base_url: str) -> list[BaseRoute]:
+    return [Route(f"{base_url}hub/user-redirect/{{path:path}}", user_redirect,
                   methods=["GET"])]

@@ -128,13 +128,13 @@ async def test_cookie_post_with_form_content_type_is_unauthenticated(browser):
 ])
 def test_next_must_be_a_path_on_this_hub(target, make_hub):
     hub = make_hub(DUMMY)
-    assert safe_next(hub, target) == "/hub/home"
+    assert safe_next(hub.options.base_url, target) == "/hub/home"
 
 
 def test_next_keeps_local_paths_under_base_url(make_hub):
     hub = make_hub({**DUMMY, "Courtyard.base_url": "/jh/"})
-    assert safe_next(hub, "/jh/user/alice/lab?x=1") == "/jh/user/alice/lab?x=1"
-    assert safe_next(hub, "/other/") == "/jh/hub/home"
+    assert safe_next(hub.options.base_url, "/jh/user/alice/lab?x=1") == "/jh/user/alice/lab?x=1"
+    assert safe_next(hub.options.base_url, "/other/") == "/jh/hub/home"
 
 
 async def test_login_redirects_to_next_and_refuses_open_redirects(browser):
