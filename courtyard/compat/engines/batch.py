@@ -27,6 +27,12 @@
   (:class:`SharedQueue`), with the text batchspawner's own query prints; if it fails,
   batchspawner's own command is asked (its error is what tells "unknown"). Only for
   SlurmSpawner's default ``batch_query_cmd``; a site's own command is left alone.
+- **No second of lag.** Because a question costs no ``squeue`` of its own, a spawner that
+  shares the queue asks as often as it likes: ``startup_poll_interval`` (0.5 s) defaults to
+  :data:`STARTUP_POLL` unless configured, so ``start()`` sees the job run and its port
+  reported sooner; and batchspawner's own ``stop()``, which looks at the job once a second
+  after ``scancel``, ends as soon as the shared ``squeue`` shows the job gone
+  (:func:`attach`). On JupyterHub either would cost a ``sudo squeue`` per spawner per look.
 
 Slurm is asked with ``squeue``/``scontrol`` on the hub's ``PATH``, as the hub's own user.
 """
@@ -34,6 +40,8 @@ Slurm is asked with ``squeue``/``scontrol`` on the hub's ``PATH``, as the hub's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import pwd
 import re
@@ -51,6 +59,11 @@ SERVER_SETTABLE = frozenset({"port"})
 
 #: at most this much of a job's output is read for the logs endpoint
 LOG_LIMIT = 1 << 20
+
+#: batchspawner's ``startup_poll_interval`` for a spawner sharing the queue, unless configured
+STARTUP_POLL = 0.1
+
+log = logging.getLogger("courtyard.spawner")
 
 SWITCHERS = {"sudo", "runuser"}
 
@@ -211,8 +224,74 @@ async def _run_checked(*args: str, timeout: float = 20) -> str | None:
 
 def attach(jh: Any) -> None:
     """A new spawner object: its job states from the shared ``squeue`` from the start (a
-    server found at hub start is polled before :func:`check_adopted`)."""
+    server found at hub start is polled before :func:`check_adopted`), and, when it shares
+    them, no lag in its start and stop loops."""
     share_queries(jh)
+    if not getattr(jh, "_courtyard_shared", False):
+        return
+    if not _configured(jh, "startup_poll_interval"):
+        jh.startup_poll_interval = STARTUP_POLL
+    from batchspawner import BatchSpawnerBase
+
+    if type(jh).stop is BatchSpawnerBase.stop and type(jh).cancel_batch_job is \
+            BatchSpawnerBase.cancel_batch_job:
+        _stop_on_the_queues_word(jh)
+
+
+def _configured(jh: Any, name: str) -> bool:
+    """Whether the site's config sets ``name`` for ``jh``'s class or one of its bases."""
+    return any(name in jh.config.get(cls.__name__, {}) for cls in type(jh).__mro__)
+
+
+def _stop_on_the_queues_word(jh: Any) -> None:
+    """Wrap ``jh.stop``: batchspawner's own stop runs as it is (``scancel``, then a look at
+    the job once a second, up to ten); it ends as soon as, after its ``scancel``, the shared
+    ``squeue`` gives the answer batchspawner stops on (neither running nor unknown)."""
+    from batchspawner.batchspawner import JobStatus
+
+    if getattr(jh, "_courtyard_stop_wrapped", False):
+        return
+    jh._courtyard_stop_wrapped = True
+    package_stop, package_cancel = jh.stop, jh.cancel_batch_job
+    cancelled: list[bool] = [False]  # this stop's scancel has run
+
+    async def cancel_batch_job() -> Any:
+        try:
+            return await package_cancel()
+        finally:
+            cancelled[0] = True
+
+    async def stop(now: bool = False) -> Any:
+        if now:
+            return await package_stop(now=now)
+        cancelled[0] = False
+        job = str(jh.job_id or "")
+        task = asyncio.ensure_future(package_stop(now=now))
+        look: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if not cancelled[0]:
+                    if (await asyncio.wait({task}, timeout=ROUND_GAP / 2))[0]:
+                        return task.result()
+                    continue
+                look = asyncio.ensure_future(_query_job_status(jh))
+                done, _ = await asyncio.wait({task, look},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if task in done:
+                    return task.result()
+                if look.result() not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+                    log.debug("Job %s is gone (seen by the shared squeue)", job)
+                    return None
+        finally:
+            if look is not None:
+                look.cancel()
+            if not task.done():  # in its one-second sleep (or this stop was cancelled)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    jh.cancel_batch_job = cancel_batch_job
+    jh.stop = stop
 
 
 def _account(jh: Any) -> str:

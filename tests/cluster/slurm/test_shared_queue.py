@@ -125,3 +125,50 @@ def test_the_shared_answer_is_batchspawners_own(slurm: Slurm, slurm_users):
         assert slurm.run("squeue", "-h", "-j", cancelled, "-o", "%T %B") == ""
     finally:
         slurm.run("scancel", held, running)
+
+
+def test_a_stop_ends_on_the_shared_squeues_word(slurm: Slurm, slurm_users, tmp_path, db_url):
+    """batchspawner's own ``stop()`` runs ``scancel`` (``sudo -u USER scancel``), then looks
+    at the job once a second; Courtyard ends the stop as soon as the shared ``squeue``
+    shows the job gone, and the job really is gone from Slurm by then."""
+    hub = hub_for(slurm, tmp_path, db_url, "c.JupyterHub.log_level = 'DEBUG'\n")
+    name = slurm_users[0]
+    try:
+        user_token(hub, name)
+        assert hub.api("POST", f"/users/{name}/server").status_code in (201, 202)
+        wait_ready(hub, name)
+        [job] = slurm.jobs(name)
+        assert hub.api("DELETE", f"/users/{name}/server").status_code in (202, 204)
+        wait_for(lambda: server_model(hub, name) is None, f"{name}'s stop")
+        assert job not in slurm.jobs(name)
+        log = hub.log.read_text()
+        assert f"Stopping server job {job}" in log  # batchspawner's own stop ran
+        gone = f"Job {job} is gone (seen by the shared squeue)"
+        assert gone in log
+        assert log.index(gone) < log.index(f"Stopped server {name}")
+    finally:
+        hub.stop()
+
+
+def test_start_polls_at_the_shared_queues_pace_unless_configured():
+    """A SlurmSpawner sharing the queue looks at its job every 0.1 s while it starts (its
+    looks cost no squeue of their own); a configured ``startup_poll_interval`` is kept."""
+    from batchspawner import SlurmSpawner
+    from traitlets.config import Config
+
+    from courtyard.compat.engines.batch import STARTUP_POLL, attach
+
+    default = SlurmSpawner()
+    attach(default)
+    assert default.startup_poll_interval == STARTUP_POLL == 0.1
+    config = Config()
+    config.BatchSpawnerBase.startup_poll_interval = 2.0
+    configured = SlurmSpawner(config=config)
+    attach(configured)
+    assert configured.startup_poll_interval == 2.0
+    # a site's own query is not shared, so its spawner keeps batchspawner's pace
+    config = Config()
+    config.SlurmSpawner.batch_query_cmd = "squeue -h -j {job_id} -o '%T %B %N'"
+    own_query = SlurmSpawner(config=config)
+    attach(own_query)
+    assert own_query.startup_poll_interval == 0.5
