@@ -14,6 +14,19 @@ if TYPE_CHECKING:
 
 #: seconds between ``poll()`` calls while a starting server's HTTP answer is awaited
 POLL_WHILE_CHECKING = 1.0
+#: the longest a server that answers waits for its next probe, while few are starting ...
+LATEST = 0.25
+#: ... that is, while at most this many are checked at once; beyond, probes are spread out
+#: so that all checks together probe at most ``CHECKED_AT_ONCE / LATEST`` times a second
+CHECKED_AT_ONCE = 40
+
+
+def next_delay(delay: float, waited: float, checking: int) -> float:
+    """Seconds until the next probe of one server: growing by half from 10 ms, up to 100 ms
+    or a twentieth of the time ``waited`` so far, and never more than :data:`LATEST` while
+    at most :data:`CHECKED_AT_ONCE` servers are ``checking`` (more spread it in proportion)."""
+    latest = LATEST * max(1.0, checking / CHECKED_AT_ONCE)
+    return min(delay * 1.5, max(0.1, min(waited / 20, latest)))
 
 
 class Readiness:
@@ -21,13 +34,14 @@ class Readiness:
 
     def __init__(self) -> None:
         self._http: httpx.AsyncClient | None = None
+        self.checking = 0  # servers whose answer is awaited now
 
     async def wait_http(self, spawner: Spawner, url: str, timeout: float) -> None:
         """Until ``GET {url}{prefix}api`` answers below 500; fails if the server exits first.
 
-        Probes back off from 10 ms, growing by half each time, to 100 ms or a twentieth of
-        the time waited so far: a server is seen soon after it answers, and hundreds of
-        servers starting at once on a busy machine are not probed hundreds of times each.
+        Probes back off from 10 ms (:func:`next_delay`): a server is seen at most a quarter
+        of a second after it answers, and hundreds of servers starting at once on a busy
+        machine are not probed hundreds of times a second each.
         Whether the server exited is asked at most once a second (``poll()`` of a cluster
         spawner is a query to the engine: a ``squeue`` per probe, for every server starting,
         would take the cores the servers need).
@@ -39,6 +53,14 @@ class Readiness:
             import httpx
 
             errors += (httpx.HTTPError,)
+        self.checking += 1
+        try:
+            await self._wait_http(spawner, check, plain, errors, timeout)
+        finally:
+            self.checking -= 1
+
+    async def _wait_http(self, spawner: Spawner, check: str, plain: bool,
+                         errors: tuple[type[BaseException], ...], timeout: float) -> None:
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline, delay, last = began + timeout, 0.01, "no answer"
@@ -66,7 +88,7 @@ class Readiness:
                 raise SpawnTimeout(f"the server did not answer at {check} within "
                                    f"{timeout:g} seconds ({last})")
             await asyncio.sleep(min(delay, max(0.0, deadline - now)))
-            delay = min(delay * 1.5, max(0.1, (now - began) / 20))
+            delay = next_delay(delay, now - began, self.checking)
 
     def http_client(self) -> httpx.AsyncClient:
         """One client for every readiness check (building one per check is costly)."""

@@ -1,0 +1,40 @@
+"""How often a starting server is probed (``courtyard.readiness.next_delay``): soon after it
+answers while few servers start, and never so often that many starting at once are probed
+to death."""
+
+from __future__ import annotations
+
+from courtyard.readiness import CHECKED_AT_ONCE, LATEST, next_delay
+
+
+def schedule(waited_until: float, checking: int) -> list[float]:
+    """The delays between probes of one server that never answers, until ``waited_until``."""
+    delays, delay, waited = [], 0.01, 0.0
+    while waited < waited_until:
+        delays.append(delay)
+        waited += delay
+        delay = next_delay(delay, waited, checking)
+    return delays
+
+
+def test_a_server_that_answers_is_probed_within_a_quarter_second_while_few_start():
+    # 20 s into a slow start (a Slurm job, a pod pulling its image), the wait between
+    # probes is still a quarter of a second: the server is seen at most that late
+    delays = schedule(60.0, checking=20)
+    assert delays[0] == 0.01
+    assert max(delays) == LATEST == 0.25
+    assert delays[-1] == LATEST
+
+
+def test_the_first_probes_come_quickly_and_back_off():
+    delays = schedule(1.0, checking=1)
+    assert delays[:3] == [0.01, 0.015, 0.0225]
+    assert all(b >= a for a, b in zip(delays, delays[1:], strict=False))
+    assert max(delays) <= 0.1  # a twentieth of a second waited, but at least 100 ms
+
+
+def test_many_servers_starting_at_once_share_a_bounded_probe_rate():
+    for checking in (CHECKED_AT_ONCE * 2, CHECKED_AT_ONCE * 10):
+        latest = schedule(600.0, checking)[-1]
+        # every server's probes together stay at CHECKED_AT_ONCE / LATEST a second
+        assert checking / latest == CHECKED_AT_ONCE / LATEST
