@@ -61,9 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     gc.enable()
     try:
-        import uvloop
+        from . import eventloop  # uvloop, with subprocesses started without fork()
 
-        uvloop.install()
+        eventloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
         pass
     try:
