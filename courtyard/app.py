@@ -26,7 +26,7 @@ from .auth.base import Authenticator, check_hooks
 from .auth.identity import Identity, ScopeCache, authenticate_token
 from .config import build_configurable, find_config_file, load_config_file, resolve_class, unknown_options
 from .db.lease import Lease, claim_database
-from .db.models import User
+from .db.models import Server, User
 from .db.records import RecordCache
 from .db.session import init_db
 from .errors import ConfigError
@@ -39,6 +39,7 @@ from .subdomains import Origins, resolve_hook, warn_shared_origin
 
 if TYPE_CHECKING:
     from .api.dispatch import ApiDispatcher
+    from .proxy.base import Proxy
     from .spawners.base import Spawner
 
 log = logging.getLogger("courtyard")
@@ -98,7 +99,7 @@ class Hub:
         self.session: sessionmaker[Session]
         self.authenticator: Authenticator
         self.spawner_class: type[Spawner] | None = None
-        self.proxy: Any = None
+        self.proxy: Proxy | None = None
         self.proxy_starting: asyncio.Event | None = None  # set once serve() has started it
         self.route_lock = asyncio.Lock()
         self.asgi: ApiDispatcher
@@ -275,7 +276,7 @@ class Hub:
             if server.url is not None or self.lifecycle.pending(user.name, server.name):
                 await self.stop_server(user, server)
 
-    async def stop_server(self, user: User, server: Any) -> None:
+    async def stop_server(self, user: User, server: Server) -> None:
         """Stop one server (or cancel its pending spawn) and wait until it is stopped."""
         await self.lifecycle.stop_and_wait(user.name, server.name)
 
@@ -327,7 +328,7 @@ class Hub:
         subdomains."""
         return self.origins.user_host(username) + self.server_routespec(username, server_name)
 
-    async def ready_proxy(self) -> Any:
+    async def ready_proxy(self) -> Proxy | None:
         """The proxy, once serve() has started it and synced its routes (the API answers
         before that: a cold proxy takes a while to start); None without one."""
         if self.proxy_starting is not None:

@@ -13,7 +13,7 @@ from .auth import tokens
 from .auth.identity import ScopeCache
 from .auth.roles import DEFAULT_ROLES, check_role
 from .db import queries
-from .db.models import APIToken, Group, Role, Service
+from .db.models import APIToken, Group, Role, Service, User
 from .errors import BadRequest, ConfigError
 from .names import check_group_name
 
@@ -69,7 +69,7 @@ SERVICE_KEYS = {
 }
 
 
-def user_name(hub: Hub, raw: Any, where: str) -> str:
+def user_name(hub: Hub, raw: object, where: str) -> str:
     """Normalize and validate a username from config, or fail naming where it came from."""
     if not isinstance(raw, str):
         raise ConfigError(f"{where}: username {raw!r} must be a string")
@@ -79,7 +79,7 @@ def user_name(hub: Hub, raw: Any, where: str) -> str:
     return name
 
 
-def ensure_user(hub: Hub, db: Session, raw: Any, where: str) -> Any:
+def ensure_user(hub: Hub, db: Session, raw: object, where: str) -> User:
     name = user_name(hub, raw, where)
     return queries.get_user(db, name) or queries.create_user(db, name)
 

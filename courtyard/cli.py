@@ -12,10 +12,13 @@ import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import CourtyardError
+
+if TYPE_CHECKING:
+    from .app import Hub
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +35,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-def _hub(args: argparse.Namespace, quiet: bool = True) -> Any:
+def _hub(args: argparse.Namespace, quiet: bool = True) -> Hub:
     """The hub for a subcommand; quiet ones log only warnings, so their output stays clean."""
     from .app import Hub
 

@@ -322,7 +322,7 @@ def unknown_options(config: Config, classes: Iterable[type[Configurable]]) -> li
     return problems
 
 
-def _jupyterhub_only(section: str, key: str, value: Any) -> str | None:
+def _jupyterhub_only(section: str, key: str, value: object) -> str | None:
     """The warning for a JupyterHub option Courtyard lacks: "" for none, None if unlisted."""
     families = [family for family in ("Spawner", "Authenticator") if section.endswith(family)]
     for name in (section, *families):

@@ -297,7 +297,7 @@ class Lifecycle:
         spawner = slot.spawner
         await spawner.prepare()  # one-time work (an environment build): not under start_timeout
         try:
-            url: Any = await asyncio.wait_for(spawner.start(), spawner.start_timeout)
+            url: str | tuple[str, int] = await asyncio.wait_for(spawner.start(), spawner.start_timeout)
         except TimeoutError:
             raise SpawnTimeout(f"the server did not start within {spawner.start_timeout:g} "
                                "seconds") from None

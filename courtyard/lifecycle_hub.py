@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .auth.base import Authenticator
     from .lifecycle import Lifecycle
     from .metrics import Metrics
+    from .proxy.base import Proxy
     from .spawners.base import Spawner
     from .subdomains import Origins
 
@@ -72,6 +73,6 @@ class Hub(Protocol):
     def server_routespec(self, username: str, server_name: str) -> str: ...
     def server_proxy_spec(self, username: str, server_name: str) -> str: ...
     def server_url(self, username: str, server_name: str) -> str: ...
-    async def ready_proxy(self) -> Any: ...
+    async def ready_proxy(self) -> Proxy | None: ...
     async def add_server_route(self, username: str, server_name: str, target: str) -> None: ...
     async def remove_server_route(self, username: str, server_name: str) -> None: ...

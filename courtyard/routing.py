@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .metrics import Metrics
     from .options import Courtyard
-    from .proxy.base import Proxy
+    from .proxy.base import Proxy, RouteInfo
     from .subdomains import Origins
 
 
@@ -43,7 +43,7 @@ class RouteTable(Protocol):
     @property
     def options(self) -> Courtyard: ...
     @property
-    def proxy(self) -> Any: ...
+    def proxy(self) -> Proxy | None: ...
     @property
     def route_lock(self) -> asyncio.Lock: ...
     @property
@@ -64,7 +64,7 @@ class Hub(RouteTable, Protocol):
     """What starting and stopping the proxy also needs: the config that builds it, where
     it listens, and the hub's ``proxy`` to set."""
 
-    proxy: Any
+    proxy: Proxy | None
 
     @property
     def config(self) -> Config: ...
@@ -99,7 +99,7 @@ def desired_routes(hub: RouteTable, db: Session) -> tuple[dict[str, tuple[str, d
     return routes, keep
 
 
-def _parse_time(value: Any) -> datetime | None:
+def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -111,7 +111,7 @@ def _parse_time(value: Any) -> datetime | None:
     return dt
 
 
-def record_activity(hub: RouteTable, db: Session, routes: dict[str, dict[str, Any]]) -> int:
+def record_activity(hub: RouteTable, db: Session, routes: dict[str, RouteInfo]) -> int:
     """Move users' and servers' ``last_activity`` forward from the proxy's route data."""
     updated = 0
     seen: list[tuple[dict[str, Any], datetime]] = []
@@ -146,12 +146,13 @@ async def sync_routes(hub: RouteTable) -> tuple[list[str], list[str]]:
     async with hub.route_lock:
         with metrics.timed(metrics.check_routes):
             with metrics.timed(metrics.proxy_poll):
-                routes = await hub.proxy.get_all_routes()
+                # its callers sync only a hub with a proxy
+                routes = await cast("Proxy", hub.proxy).get_all_routes()
             with hub.session() as db:
                 record_activity(hub, db, routes)
                 desired, keep = desired_routes(hub, db)
                 db.commit()
-            added, removed = await reconcile(hub.proxy, desired, keep)
+            added, removed = await reconcile(cast("Proxy", hub.proxy), desired, keep)
     metrics.proxy_routes = len((set(routes) | set(added)) - set(removed))
     metrics.route_repairs.inc("added", by=len(added))
     metrics.route_repairs.inc("removed", by=len(removed))
@@ -203,7 +204,7 @@ async def keep_routes_in_sync(hub: RouteTable, check_interval: float | None = No
             exited.cancel()
 
 
-async def _proxy_exit(proxy: Any) -> None:
+async def _proxy_exit(proxy: Proxy | None) -> None:
     """Return when the proxy process exits (``wait_exit``); never, when it cannot be
     watched (an external proxy, no pidfds): the periodic check alone notices then."""
     watch = getattr(proxy, "wait_exit", None)
@@ -225,7 +226,7 @@ def proxy_class(options: Courtyard) -> type[Proxy]:
     return config.resolve_class("proxy", options.proxy_class, Proxy)
 
 
-async def start_proxy(hub: Hub) -> Any:
+async def start_proxy(hub: Hub) -> Proxy:
     """Create, configure and start (or adopt a running) proxy; returns it."""
     from . import config
 

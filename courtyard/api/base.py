@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import urlencode
 
 import orjson
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from ..db.models import User
     from ..db.records import RecordCache
+    from ..proxy.base import Proxy
     from ..spawners.base import Spawner, UserInfo
     from ..spawners.queue import SpawnQueue
 
@@ -85,7 +86,7 @@ class Hub(PageHub, Protocol):
     @property
     def config(self) -> Config: ...
     @property
-    def proxy(self) -> Any: ...
+    def proxy(self) -> Proxy | None: ...
     @property
     def route_lock(self) -> asyncio.Lock: ...
     @property
@@ -94,7 +95,7 @@ class Hub(PageHub, Protocol):
     def identify(self, request: Request, open_db: Callable[[], Session]) -> Identity | None: ...
     def write_auth_state(self, user: User, state: dict[str, Any] | None) -> None: ...
     def server_proxy_spec(self, username: str, server_name: str) -> str: ...
-    async def ready_proxy(self) -> Any: ...
+    async def ready_proxy(self) -> Proxy | None: ...
 
 
 log = logging.getLogger("courtyard.api")
@@ -107,13 +108,53 @@ VERSION_HEADER = {"X-JupyterHub-Version": JUPYTERHUB_API_VERSION}
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+class NextPage(TypedDict):
+    """Where the next page of a paginated list starts."""
+
+    offset: int
+    limit: int
+    url: str
+
+
+class Pagination(TypedDict):
+    """JupyterHub's ``_pagination`` of a paginated list."""
+
+    offset: int
+    limit: int
+    total: int
+    next: NextPage | None
+
+
+Items = TypeVar("Items", bound=Sequence[Mapping[str, object]] | Mapping[str, object])
+
+
+class Page(TypedDict, Generic[Items]):
+    """JupyterHub's pagination envelope, for a caller that accepts it."""
+
+    items: Items
+    _pagination: Pagination
+
+
+# A JSON body: a model (or a routing table, or an error), a list of models, or none.
+JsonBody = Mapping[str, object] | Sequence[Mapping[str, object]] | None
+# What an endpoint returns: a JSON body, or its own Response.
+Reply = Response | JsonBody
+
+
+def json_response(data: JsonBody, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = b"" if data is None else orjson.dumps(data, option=JSON_OPTIONS)
     all_headers = dict(VERSION_HEADER)
     if headers:
         all_headers.update(headers)
     return Response(body, status_code=status, headers=all_headers,
                     media_type="application/json")
+
+
+class ErrorBody(TypedDict):
+    """JupyterHub's error body."""
+
+    status: int
+    message: str
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -200,7 +241,7 @@ class Ctx:
         return value.lower() not in ("0", "false", "no", "off")
 
     @property
-    def current_user(self) -> Any:
+    def current_user(self) -> User | None:
         """The calling user's record (``.name``, ``.admin``, ``.groups``), None for a
         service: what JupyterHub's handlers offer callables such as
         ``named_server_limit_per_user``."""
@@ -255,24 +296,36 @@ class Ctx:
             raise BadRequest("offset is too large")
         return offset, max(1, min(limit, opts.api_page_max_limit))
 
-    def paginate(self, items: list[Any] | dict[str, Any], offset: int, limit: int, total: int,
-                 envelope: bool) -> Any:
+    def paginate(self, items: Items, offset: int, limit: int, total: int,
+                 envelope: bool) -> Items | Page[Items]:
         if not envelope:
             if total > offset + limit:
                 log.warning("Truncated %s to %d items; ask for %s to page through all",
                             self.request.url.path, limit, PAGINATION_MEDIA_TYPE)
             return items
-        nxt = None
+        nxt: NextPage | None = None
         if offset + limit < total:
             params = dict(self.request.query_params)
             params.update(offset=str(offset + limit), limit=str(limit))
             url = str(self.request.url.replace(query=urlencode(params)))
             nxt = {"offset": offset + limit, "limit": limit, "url": url}
-        return {"items": items,
-                "_pagination": {"offset": offset, "limit": limit, "total": total, "next": nxt}}
+        page: Page[Items] = {
+            "items": items,
+            "_pagination": {"offset": offset, "limit": limit, "total": total, "next": nxt}}
+        return page
 
 
-Endpoint = Callable[[Ctx], Awaitable[Any]]
+Endpoint = Callable[[Ctx], Awaitable[Reply]]
+
+
+class Handler(Protocol):
+    """An endpoint as Starlette calls it; ``__wrapped__`` is the endpoint itself, for an
+    endpoint that answers as another would."""
+
+    __wrapped__: Endpoint
+    __name__: str
+
+    def __call__(self, request: Request) -> Awaitable[Response]: ...
 
 
 async def _refresh(ctx: Ctx, ident: Identity) -> None:
@@ -287,7 +340,7 @@ async def _refresh(ctx: Ctx, ident: Identity) -> None:
 
 
 def endpoint(*scopes: str, status: int = 200, public: bool = False,
-             body_auth: bool = False) -> Callable[[Endpoint], Any]:
+             body_auth: bool = False) -> Callable[[Endpoint], Handler]:
     """Make ``f(ctx)`` a Starlette endpoint that needs any one of ``scopes``.
 
     The endpoint returns data (sent as JSON with ``status``) or a Response. With
@@ -295,7 +348,7 @@ def endpoint(*scopes: str, status: int = 200, public: bool = False,
     in the body, which goes to the Authenticator.
     """
 
-    def wrap(func: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(func: Endpoint) -> Handler:
         @functools.wraps(func)
         async def handle(request: Request) -> Response:
             hub: Hub = request.app.state.hub

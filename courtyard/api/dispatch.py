@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -57,7 +59,7 @@ def _is_endpoint(route: BaseRoute) -> bool:
 class ApiDispatcher:
     """ASGI app: API endpoints by first path segment, in their listed order; else ``app``."""
 
-    def __init__(self, app: Any, prefix: str, routes: Sequence[BaseRoute], base_url: str,
+    def __init__(self, app: Starlette, prefix: str, routes: Sequence[BaseRoute], base_url: str,
                  api_limit: int = 4 << 20, form_limit: int = 256 << 10,
                  refuse: Refusal = json_refusal, forwarded: ForwardedClient | None = None
                  ) -> None:
@@ -76,7 +78,7 @@ class ApiDispatcher:
                 self.buckets.setdefault(key, list(self.buckets[_ANY])).append(route)
 
     @property
-    def state(self) -> Any:
+    def state(self) -> State:
         """The Starlette app's state (it holds the hub), as on a Starlette app."""
         return self.app.state
 
@@ -104,6 +106,7 @@ class ApiDispatcher:
         path: str = scope["path"]
         if path.startswith(self.prefix) and path[len(self.prefix):len(self.prefix) + 1] == "/":
             found = self.match(scope["method"], path[len(self.prefix):])
+            app: ASGIApp
             if found is None:
                 app = self.app
             else:

@@ -14,8 +14,8 @@ from ..db.models import Group, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import check_group_name
 from . import guard
-from .base import GROUP_MODEL, Ctx, check_model, endpoint
-from .models import group_model
+from .base import GROUP_MODEL, Ctx, Page, check_model, endpoint
+from .models import GroupModel, group_model
 from .users import normalized_name
 
 GROUP_READ_SCOPES = ("read:groups", "read:groups:name", "read:roles:groups")
@@ -30,7 +30,7 @@ def load_group(ctx: Ctx, scopes: tuple[str, ...] = GROUP_READ_SCOPES) -> Group:
     return group
 
 
-def users_named(ctx: Ctx, raw: Any) -> list[User]:
+def users_named(ctx: Ctx, raw: object) -> list[User]:
     """Users for a list of names from a body; 400 naming any that do not exist."""
     if not isinstance(raw, list):
         raise BadRequest("users must be a list of usernames")
@@ -62,7 +62,7 @@ def _check_body(body: dict[str, Any], allowed: set[str]) -> None:
 
 
 @endpoint("list:groups")
-async def list_groups(ctx: Ctx) -> Any:
+async def list_groups(ctx: Ctx) -> list[GroupModel] | Page[list[GroupModel]]:
     envelope = ctx.wants_envelope()
     offset, limit = ctx.page_args(envelope)
     conditions = []
@@ -79,7 +79,7 @@ async def list_groups(ctx: Ctx) -> Any:
 
 
 @endpoint("admin:groups", status=201)
-async def create_groups(ctx: Ctx) -> Any:
+async def create_groups(ctx: Ctx) -> list[GroupModel]:
     body = await ctx.body(required=True) or {}
     _check_body(body, {"groups", "users"})
     names = body.get("groups")
@@ -102,12 +102,12 @@ async def create_groups(ctx: Ctx) -> Any:
 
 
 @endpoint(*GROUP_READ_SCOPES)
-async def get_group(ctx: Ctx) -> Any:
+async def get_group(ctx: Ctx) -> GroupModel:
     return group_model(ctx, load_group(ctx))
 
 
 @endpoint("admin:groups", status=201)
-async def create_group(ctx: Ctx) -> Any:
+async def create_group(ctx: Ctx) -> GroupModel:
     name = ctx.arg("name")
     if problem := check_group_name(name):
         raise BadRequest(problem)
@@ -140,7 +140,7 @@ async def _members_body(ctx: Ctx) -> list[User]:
 
 
 @endpoint("groups")
-async def add_members(ctx: Ctx) -> Any:
+async def add_members(ctx: Ctx) -> GroupModel:
     group = load_group(ctx, ("groups",))
     users = [u for u in await _members_body(ctx) if u not in group.users]
     _require_may_join(ctx, group, users)
@@ -150,7 +150,7 @@ async def add_members(ctx: Ctx) -> Any:
 
 
 @endpoint("groups")
-async def remove_members(ctx: Ctx) -> Any:
+async def remove_members(ctx: Ctx) -> GroupModel:
     group = load_group(ctx, ("groups",))
     users = [u for u in await _members_body(ctx) if u in group.users]
     guard.require_group_below(ctx, group, "remove members from")
@@ -162,7 +162,7 @@ async def remove_members(ctx: Ctx) -> Any:
 
 
 @endpoint("groups")
-async def set_properties(ctx: Ctx) -> Any:
+async def set_properties(ctx: Ctx) -> GroupModel:
     group = load_group(ctx, ("groups",))
     properties = await ctx.body(required=True) or {}
     # spawner hooks may read a group's properties when its members start their servers

@@ -20,7 +20,6 @@ A full admin (a user or service with ``admin`` whose request holds every scope o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import select
 
@@ -169,7 +168,7 @@ def require_service_below(ctx: Ctx, service: Service, action: str) -> None:
 
 # -- names the configuration blesses ------------------------------------------------------------
 
-def _names(ctx: Ctx, raw: Iterable[Any]) -> set[str]:
+def _names(ctx: Ctx, raw: Iterable[object]) -> set[str]:
     norm = ctx.hub.authenticator.normalize_username
     return {norm(n) for n in raw if isinstance(n, str)}
 

@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import NotRequired, TypedDict
 
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import JUPYTERHUB_API_VERSION, __version__
 from ..auth.scopes import parse_scopes, unparse_scopes
 from ..db.models import Service
+from ..db.records import UserRecord
 from ..errors import BadRequest
 from .base import VERSION_HEADER, Ctx, endpoint
 from .models import ServiceModel, UserModel, service_model, user_model
+
+Component = TypedDict("Component", {"class": str, "version": str})
+
+
+class HubInfo(TypedDict):
+    """What ``GET /info`` answers."""
+
+    version: str
+    courtyard_version: str
+    python: str
+    sys_executable: str
+    authenticator: Component
+    spawner: NotRequired[Component]
 
 
 @endpoint(public=True)
@@ -25,19 +40,19 @@ async def root(ctx: Ctx) -> Response:
                          headers={"Access-Control-Allow-Origin": "*"})
 
 
-async def health(_request: Any) -> Response:
+async def health(_request: Request) -> Response:
     return Response(b"", 200, headers=VERSION_HEADER)
 
 
-def _component(obj: Any) -> dict[str, str]:
+def _component(obj: object) -> Component:
     cls = obj if isinstance(obj, type) else type(obj)
     return {"class": f"{cls.__module__}.{cls.__name__}", "version": __version__}
 
 
 @endpoint("read:hub")
-async def info(ctx: Ctx) -> dict[str, Any]:
+async def info(ctx: Ctx) -> HubInfo:
     hub = ctx.hub
-    data: dict[str, Any] = {
+    data: HubInfo = {
         "version": JUPYTERHUB_API_VERSION,
         "courtyard_version": __version__,
         "python": sys.version,
@@ -74,7 +89,7 @@ async def current_identity(ctx: Ctx) -> UserModel | ServiceModel:
         )
         ident.identify_parsed = parse_scopes(set(unparse_scopes(ident.parsed)) | identify)
     if ident.kind == "user":
-        owner: Any = ctx.hub.records.user(ctx.session, ident.name)
+        owner: UserRecord | Service | None = ctx.hub.records.user(ctx.session, ident.name)
     else:
         owner = ctx.db.get(Service, ident.id)
     if owner is None:

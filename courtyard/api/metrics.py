@@ -12,10 +12,9 @@ Scraping needs ``read:metrics`` unless ``authenticate_prometheus`` is off, as in
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -29,7 +28,7 @@ ACTIVE_PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": ti
 PENDING_STATES = ("spawn", "check", "stop")
 
 
-def _was_active(since: Any) -> Any:
+def _was_active(since: datetime) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((User.last_activity >= since, 1), else_=0)), 0)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.routing import Route
 
 from .. import JUPYTERHUB_API_VERSION, __version__
-from .base import endpoint
+from .base import Ctx, endpoint
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["status", "message"],
@@ -119,7 +119,7 @@ def document_text() -> str:
 
 
 @endpoint(public=True)
-async def serve_openapi(ctx: Any) -> Any:
+async def serve_openapi(ctx: Ctx) -> dict[str, Any]:
     """The OpenAPI document of this API."""
     from ..web.asgi import api_routes
 

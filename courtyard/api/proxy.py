@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.routing import Route
 
 from ..errors import BadRequest, HTTPError, ProxyError
-from .base import Ctx, endpoint
+from ..proxy.base import Proxy, RouteInfo
+from .base import Ctx, Page, endpoint
 
 
-async def _proxy(ctx: Ctx) -> Any:
+async def _proxy(ctx: Ctx) -> Proxy:
     proxy = await ctx.hub.ready_proxy()
     if proxy is None:
         raise HTTPError("This hub runs without a proxy", status=503)
@@ -18,7 +17,7 @@ async def _proxy(ctx: Ctx) -> Any:
 
 
 @endpoint("proxy")
-async def get_routes(ctx: Ctx) -> Any:
+async def get_routes(ctx: Ctx) -> dict[str, RouteInfo] | Page[dict[str, RouteInfo]]:
     """The proxy's routing table (the hub's routes), paginated by sorted routespec."""
     try:
         routes = await (await _proxy(ctx)).get_all_routes()

@@ -5,7 +5,7 @@ Roles from the config file and the built-in roles are read-only here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -19,7 +19,20 @@ from . import guard
 from .base import Ctx, endpoint
 
 
-def role_model(role: Role) -> dict[str, Any]:
+class RoleModel(TypedDict):
+    """JupyterHub's Role model."""
+
+    kind: str
+    name: str
+    description: str
+    scopes: list[str]
+    users: list[str]
+    groups: list[str]
+    services: list[str]
+    managed_by: str
+
+
+def role_model(role: Role) -> RoleModel:
     return {
         "kind": "role",
         "name": role.name,
@@ -73,19 +86,19 @@ def _apply(ctx: Ctx, role: Role, spec: dict[str, Any]) -> None:
 
 
 @endpoint("read:roles", "admin:roles")
-async def list_roles(ctx: Ctx) -> Any:
+async def list_roles(ctx: Ctx) -> list[RoleModel]:
     rows = ctx.db.scalars(select(Role).order_by(Role.name).options(
         selectinload(Role.users), selectinload(Role.groups), selectinload(Role.services)))
     return [role_model(r) for r in rows]
 
 
 @endpoint("read:roles", "admin:roles")
-async def get_role(ctx: Ctx) -> Any:
+async def get_role(ctx: Ctx) -> RoleModel:
     return role_model(load_role(ctx))
 
 
 @endpoint("admin:roles", status=201)
-async def create_role(ctx: Ctx) -> Any:
+async def create_role(ctx: Ctx) -> RoleModel:
     body = await ctx.body(required=True) or {}
     body.setdefault("name", ctx.request.path_params.get("name"))
     if ctx.request.path_params.get("name") not in (None, body["name"]):
@@ -108,7 +121,7 @@ def _writable(role: Role) -> None:
 
 
 @endpoint("admin:roles")
-async def edit_role(ctx: Ctx) -> Any:
+async def edit_role(ctx: Ctx) -> RoleModel:
     role = load_role(ctx)
     _writable(role)
     guard.require_role_below(ctx, role, "change")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+from typing import Any, Final, cast
 
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -25,9 +25,9 @@ from ..spawners.base import UserInfo
 from ..spawners.progress import event_stream
 from . import guard
 from .base import Ctx, endpoint, json_response
-from .models import server_model
+from .models import ServerModel, server_model
 
-UNSET: Any = object()
+UNSET: Final = object()  # a field the body leaves out
 
 
 def _load(ctx: Ctx, scopes: tuple[str, ...]) -> tuple[User, Server | None, str]:
@@ -72,7 +72,8 @@ async def _check_new_name(ctx: Ctx, user: User, server_name: str) -> None:
                          "One must be deleted before a new server can be created")
 
 
-def _server_request(body: dict[str, Any] | None, legacy: bool) -> tuple[Any, Any]:
+def _server_request(body: dict[str, Any] | None, legacy: bool
+                    ) -> tuple[str | object | None, dict[str, Any] | None]:
     """(display_name, user_options) from a body; UNSET/None where the body leaves them.
 
     5.x sends the whole body as user_options; 6.0 sends ``{"display_name", "user_options"}``
@@ -94,7 +95,7 @@ def _server_request(body: dict[str, Any] | None, legacy: bool) -> tuple[Any, Any
 
 
 @endpoint("servers", "start:servers")
-async def start_server(ctx: Ctx) -> Any:
+async def start_server(ctx: Ctx) -> Response:
     """Start a user's server (the body is user_options, or 6.0's ServerRequest)."""
     hub, lifecycle = ctx.hub, ctx.hub.lifecycle
     user, server, name = _load(ctx, ("start:servers",))
@@ -119,7 +120,7 @@ async def start_server(ctx: Ctx) -> Any:
         server = Server(name=name, state={}, user_options={})
         user.servers.append(server)
     if display_name is not UNSET:
-        server.display_name = display_name
+        server.display_name = cast(str | None, display_name)
     if options is not None:
         try:  # the spawner checks the options (e.g. an unknown profile) before anything starts
             lifecycle.make_spawner(user_info(ctx, user), name).user_options = dict(options)
@@ -140,7 +141,7 @@ async def start_server(ctx: Ctx) -> Any:
 
 
 @endpoint("delete:servers")
-async def stop_server(ctx: Ctx) -> Any:
+async def stop_server(ctx: Ctx) -> Response:
     """Stop a user's server (or cancel its pending start); 202 while it is still stopping."""
     lifecycle = ctx.hub.lifecycle
     user, server, name = _load(ctx, ("delete:servers",))
@@ -177,7 +178,7 @@ async def stop_server(ctx: Ctx) -> Any:
 
 
 @endpoint("read:servers")
-async def get_server(ctx: Ctx) -> Any:
+async def get_server(ctx: Ctx) -> ServerModel:
     """A server's model, running or not (6.0)."""
     user, server, name = _load(ctx, ("read:servers",))
     if server is None:
@@ -186,7 +187,7 @@ async def get_server(ctx: Ctx) -> Any:
 
 
 @endpoint("start:servers", status=201)
-async def create_server(ctx: Ctx) -> Any:
+async def create_server(ctx: Ctx) -> ServerModel:
     """Create a named server without starting it (6.0)."""
     user, server, name = _load(ctx, ("start:servers",))
     guard.require_user_below(ctx, user, "create a server for", self_ok=True)
@@ -198,14 +199,14 @@ async def create_server(ctx: Ctx) -> Any:
     await _check_new_name(ctx, user, name)
     display_name, options = _server_request(await ctx.body(), legacy=False)
     server = Server(name=name, state={}, user_options=options or {},
-                    display_name=None if display_name is UNSET else display_name)
+                    display_name=None if display_name is UNSET else cast(str | None, display_name))
     user.servers.append(server)
     ctx.db.flush()
     return server_model(ctx, user, server)
 
 
 @endpoint("start:servers")
-async def edit_server(ctx: Ctx) -> Any:
+async def edit_server(ctx: Ctx) -> ServerModel:
     """Rename a stopped server, or set its display_name or user_options (6.0)."""
     lifecycle = ctx.hub.lifecycle
     user, server, name = _load(ctx, ("start:servers",))
@@ -232,7 +233,7 @@ async def edit_server(ctx: Ctx) -> Any:
         lifecycle.forget(user.name, name)
         server.name = new_name
     if display_name is not UNSET:
-        server.display_name = display_name
+        server.display_name = cast(str | None, display_name)
     if "user_options" in body:
         server.user_options = options or {}
     ctx.db.flush()
@@ -240,7 +241,7 @@ async def edit_server(ctx: Ctx) -> Any:
 
 
 @endpoint("read:servers")
-async def progress(ctx: Ctx) -> Any:
+async def progress(ctx: Ctx) -> StreamingResponse:
     """The progress of a starting server, as an EventSource stream."""
     user, server, name = _load(ctx, ("read:servers",))
     if server is None:
@@ -253,7 +254,7 @@ async def progress(ctx: Ctx) -> Any:
 
 
 @endpoint("read:servers")
-async def server_logs(ctx: Ctx) -> Any:
+async def server_logs(ctx: Ctx) -> PlainTextResponse:
     """The output of a user's server, as text; ``?tail=N`` for the last N lines."""
     user, server, name = _load(ctx, ("read:servers",))
     if server is None and name:

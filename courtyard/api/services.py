@@ -14,7 +14,7 @@ from ..db.models import Service
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from . import guard
 from .base import Ctx, endpoint
-from .models import service_model
+from .models import ServiceModel, service_model
 
 SERVICE_READ_SCOPES = ("read:services", "read:services:name", "read:roles:services")
 RUNTIME_KEYS = {"admin", "url", "oauth_client_allowed_scopes", "api_token", "info", "display",
@@ -32,7 +32,7 @@ def load_service(ctx: Ctx, scopes: tuple[str, ...] = SERVICE_READ_SCOPES) -> Ser
 
 
 @endpoint("list:services")
-async def list_services(ctx: Ctx) -> Any:
+async def list_services(ctx: Ctx) -> dict[str, ServiceModel]:
     """A JSON object keyed by name, not a list, and not paginated, as in JupyterHub."""
     rows = ctx.db.scalars(select(Service).order_by(Service.name).options(
         selectinload(Service.roles)))
@@ -40,7 +40,7 @@ async def list_services(ctx: Ctx) -> Any:
 
 
 @endpoint(*SERVICE_READ_SCOPES)
-async def get_service(ctx: Ctx) -> Any:
+async def get_service(ctx: Ctx) -> ServiceModel:
     return service_model(ctx, load_service(ctx))
 
 
@@ -54,7 +54,7 @@ def _check_types(body: dict[str, Any]) -> None:
 
 
 @endpoint("admin:services", status=201)
-async def create_service(ctx: Ctx) -> Any:
+async def create_service(ctx: Ctx) -> ServiceModel:
     name = ctx.arg("name")
     ctx.require(["admin:services"], Target(service=name))
     if not name or "/" in name:
@@ -108,7 +108,7 @@ async def create_service(ctx: Ctx) -> Any:
 
 
 @endpoint("admin:services")
-async def delete_service(ctx: Ctx) -> Any:
+async def delete_service(ctx: Ctx) -> None:
     service = load_service(ctx, ("admin:services",))
     guard.require_service_below(ctx, service, "delete")
     if service.from_config:

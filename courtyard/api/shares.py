@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict, TypeVar
 from urllib.parse import urlencode
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 from starlette.routing import Route
 
@@ -18,10 +18,50 @@ from ..db import queries
 from ..db.models import Group, Server, Share, ShareCode, User, utcnow
 from ..errors import BadRequest, NotFound
 from . import guard
-from .base import Ctx, endpoint
+from .base import Ctx, Handler, Page, endpoint
 from .models import iso, server_url
 
 SHARE_CODE_MIN, SHARE_CODE_MAX, SHARE_CODE_DEFAULT = 60, 365 * 86400, 86400
+
+
+class Named(TypedDict):
+    name: str
+
+
+class SharedServer(TypedDict):
+    """The server a share or share code lends access to."""
+
+    name: str
+    url: str
+    full_url: str | None
+    ready: bool
+    user: Named
+
+
+class ShareModel(TypedDict):
+    """JupyterHub's Share model."""
+
+    server: SharedServer
+    scopes: list[str]
+    user: Named | None
+    group: Named | None
+    kind: str
+    created_at: str | None
+
+
+class ShareCodeModel(TypedDict):
+    """JupyterHub's ShareCode model; the code itself only when it is created."""
+
+    server: SharedServer
+    scopes: list[str]
+    id: str
+    created_at: str | None
+    expires_at: str | None
+    last_exchanged_at: str | None
+    exchange_count: int
+    code: NotRequired[str]
+    accept_url: NotRequired[str]
+    full_accept_url: NotRequired[str | None]
 
 
 def _owner_server(ctx: Ctx, scopes: tuple[str, ...]) -> tuple[User, Server]:
@@ -45,7 +85,7 @@ def _require_held(ctx: Ctx, scopes: list[str]) -> None:
     guard.require_grant(ctx, scopes, None, "share access you do not have")
 
 
-def _server_info(ctx: Ctx, owner: User, server: Server) -> dict[str, Any]:
+def _server_info(ctx: Ctx, owner: User, server: Server) -> SharedServer:
     url = server_url(ctx, owner.name, server.name)
     public = ctx.hub.options.public_url.rstrip("/")
     full_url = public + url if public else None
@@ -57,7 +97,7 @@ def _server_info(ctx: Ctx, owner: User, server: Server) -> dict[str, Any]:
             "user": {"name": owner.name}}
 
 
-def share_model(ctx: Ctx, share: Share) -> dict[str, Any]:
+def share_model(ctx: Ctx, share: Share) -> ShareModel:
     return {
         "server": _server_info(ctx, share.server.user, share.server),
         "scopes": share_scopes(share),
@@ -68,7 +108,7 @@ def share_model(ctx: Ctx, share: Share) -> dict[str, Any]:
     }
 
 
-def code_model(ctx: Ctx, code: ShareCode) -> dict[str, Any]:
+def code_model(ctx: Ctx, code: ShareCode) -> ShareCodeModel:
     return {
         "server": _server_info(ctx, code.server.user, code.server),
         "scopes": share_scopes(code),
@@ -84,7 +124,7 @@ def _default_scopes(owner: User, server: Server) -> list[str]:
     return [f"access:servers!server={owner.name}/{server.name}"]
 
 
-def _check_scopes(raw: Any, owner: User, server: Server) -> list[str]:
+def _check_scopes(raw: object, owner: User, server: Server) -> list[str]:
     """Share scopes may only grant access to this one server: ``access:servers``, filtered
     to it (as JupyterHub, the filter is added when missing; any other filter, such as
     ``!user=`` reaching the owner's other servers, is refused)."""
@@ -100,7 +140,10 @@ def _check_scopes(raw: Any, owner: User, server: Server) -> list[str]:
     return _default_scopes(owner, server)
 
 
-def _page(ctx: Ctx, items: list[Any]) -> Any:
+Models = TypeVar("Models", ShareModel, ShareCodeModel)
+
+
+def _page(ctx: Ctx, items: list[Models]) -> list[Models] | Page[list[Models]]:
     offset, limit = ctx.page_args(True)
     return ctx.paginate(items[offset:offset + limit], offset, limit, len(items), True)
 
@@ -138,7 +181,7 @@ def _find_share(ctx: Ctx, server: Server, user: User | None, group: Group | None
 
 
 @endpoint("read:shares")
-async def list_owner_shares(ctx: Ctx) -> Any:
+async def list_owner_shares(ctx: Ctx) -> list[ShareModel] | Page[list[ShareModel]]:
     owner_name = ctx.arg("owner")
     ctx.require(["read:shares"], Target(user=owner_name))
     owner = queries.get_user(ctx.db, owner_name)
@@ -149,14 +192,14 @@ async def list_owner_shares(ctx: Ctx) -> Any:
 
 
 @endpoint("read:shares")
-async def list_server_shares(ctx: Ctx) -> Any:
+async def list_server_shares(ctx: Ctx) -> list[ShareModel] | Page[list[ShareModel]]:
     _owner, server = _owner_server(ctx, ("read:shares",))
     shares = ctx.db.scalars(select(Share).where(Share.server_id == server.id).order_by(Share.id))
     return _page(ctx, [share_model(ctx, s) for s in shares])
 
 
 @endpoint("shares")
-async def grant_share(ctx: Ctx) -> Any:
+async def grant_share(ctx: Ctx) -> ShareModel:
     owner, server = _owner_server(ctx, ("shares",))
     _owner_below(ctx, owner)
     body = await ctx.body(required=True) or {}
@@ -179,7 +222,7 @@ async def grant_share(ctx: Ctx) -> Any:
 
 
 @endpoint("shares")
-async def revoke_share(ctx: Ctx) -> Any:
+async def revoke_share(ctx: Ctx) -> ShareModel | dict[str, object]:
     owner, server = _owner_server(ctx, ("shares",))
     _owner_below(ctx, owner)
     body = await ctx.body(required=True) or {}
@@ -211,7 +254,7 @@ async def revoke_all(ctx: Ctx) -> None:
 # -- share codes -------------------------------------------------------------------------------
 
 @endpoint("read:shares")
-async def list_codes(ctx: Ctx) -> Any:
+async def list_codes(ctx: Ctx) -> list[ShareCodeModel] | Page[list[ShareCodeModel]]:
     owner_name = ctx.arg("owner")
     if "server" in ctx.request.path_params:
         _owner, server = _owner_server(ctx, ("read:shares",))
@@ -230,7 +273,7 @@ async def list_codes(ctx: Ctx) -> Any:
 
 
 @endpoint("shares", status=201)
-async def create_code(ctx: Ctx) -> Any:
+async def create_code(ctx: Ctx) -> ShareCodeModel:
     owner, server = _owner_server(ctx, ("shares",))
     _owner_below(ctx, owner)
     body = await ctx.body() or {}
@@ -253,8 +296,8 @@ async def create_code(ctx: Ctx) -> Any:
     model = code_model(ctx, code)
     accept = f"{ctx.hub.options.base_url}hub/accept-share?{urlencode({'code': secret})}"
     public = ctx.hub.options.public_url.rstrip("/")
-    model.update(code=secret, accept_url=accept, full_accept_url=public + accept if public
-                 else None)
+    model.update({"code": secret, "accept_url": accept,
+                  "full_accept_url": public + accept if public else None})
     return model
 
 
@@ -307,7 +350,7 @@ def accept_share_code(ctx_db: Session, user: User, secret: str) -> Share:
 
 # -- what was shared with a user or group ------------------------------------------------------
 
-def _shared_with(ctx: Ctx, kind: str) -> tuple[Any, Any]:
+def _shared_with(ctx: Ctx, kind: str) -> tuple[User | Group, ColumnElement[bool]]:
     name = ctx.arg("name")
     scope_read = f"read:{kind}s:shares"
     target = Target(user=name) if kind == "user" else Target(group=name)
@@ -319,9 +362,9 @@ def _shared_with(ctx: Ctx, kind: str) -> tuple[Any, Any]:
     return row, cond
 
 
-def _shared_list(kind: str) -> Any:
+def _shared_list(kind: str) -> Handler:
     @endpoint(f"read:{kind}s:shares")
-    async def shared(ctx: Ctx) -> Any:
+    async def shared(ctx: Ctx) -> list[ShareModel] | Page[list[ShareModel]]:
         _row, cond = _shared_with(ctx, kind)
         shares = ctx.db.scalars(select(Share).where(cond).order_by(Share.id))
         return _page(ctx, [share_model(ctx, s) for s in shares])
@@ -330,8 +373,8 @@ def _shared_list(kind: str) -> Any:
     return shared
 
 
-def _shared_one(kind: str, delete: bool) -> Any:
-    async def one(ctx: Ctx) -> Any:
+def _shared_one(kind: str, delete: bool) -> Handler:
+    async def one(ctx: Ctx) -> ShareModel | None:
         row, cond = _shared_with(ctx, kind)
         owner = queries.get_user(ctx.db, ctx.arg("owner"))
         server_name = ctx.request.path_params.get("server", "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import delete, or_, select
 from starlette.routing import Route
@@ -25,12 +25,18 @@ from ..db.models import APIToken, User, utcnow
 from ..errors import BadRequest, Forbidden, NotFound
 from . import guard
 from .base import Ctx, endpoint
-from .models import token_model
+from .models import TokenModel, token_model
 from .users import load_user
 
 TOKEN_FIELDS = {"expires_in", "note", "scopes", "roles", "auth"}
 
 log = logging.getLogger("courtyard.api")
+
+
+class TokenList(TypedDict):
+    """What listing a user's tokens answers."""
+
+    api_tokens: list[TokenModel]
 
 
 def _token_of(ctx: Ctx, user: User) -> APIToken:
@@ -47,7 +53,7 @@ def _token_of(ctx: Ctx, user: User) -> APIToken:
 
 
 @endpoint("read:tokens")
-async def list_tokens(ctx: Ctx) -> Any:
+async def list_tokens(ctx: Ctx) -> TokenList:
     user = load_user(ctx, ctx.arg("name"), ("read:tokens",))
     now = utcnow()
     rows = ctx.db.scalars(select(APIToken).where(
@@ -121,7 +127,7 @@ def _inherit(ctx: Ctx, user: User, held: Parsed) -> list[str]:
 
 
 @endpoint("tokens", status=201, body_auth=True)
-async def create_token(ctx: Ctx) -> Any:
+async def create_token(ctx: Ctx) -> TokenModel:
     user = load_user(ctx, ctx.arg("name"), ("tokens",))
     guard.require_user_below(ctx, user, "create a token for", self_ok=True)
     body = await ctx.body() or {}
@@ -154,7 +160,7 @@ async def create_token(ctx: Ctx) -> Any:
 
 
 @endpoint("read:tokens")
-async def get_token(ctx: Ctx) -> Any:
+async def get_token(ctx: Ctx) -> TokenModel:
     user = load_user(ctx, ctx.arg("name"), ("read:tokens",))
     token = _token_of(ctx, user)
     if token.expires_at is not None and token.expires_at <= utcnow():

@@ -7,19 +7,19 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from starlette.routing import Route
 
 from ..auth.scopes import ALL, Target, scope_allows
 from ..db import queries
 from ..db.models import Group, Role, Server, User, user_group_map, utcnow
-from ..db.records import users_query
+from ..db.records import UserRecord, users_query
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import check_user_name
 from . import guard
-from .base import USER_MODEL, Ctx, check_model, endpoint
-from .models import user_model
+from .base import USER_MODEL, Ctx, ErrorBody, Page, check_model, endpoint
+from .models import UserModel, user_model
 from .servers import user_info
 
 USER_READ_SCOPES = ("read:users", "read:users:name", "read:servers", "read:users:groups",
@@ -27,7 +27,7 @@ USER_READ_SCOPES = ("read:users", "read:users:name", "read:servers", "read:users
 SORT_KEYS = {"id": User.id, "name": User.name, "last_activity": User.last_activity}
 
 
-def normalized_name(ctx: Ctx, raw: Any) -> str:
+def normalized_name(ctx: Ctx, raw: object) -> str:
     if not isinstance(raw, str):
         raise BadRequest(f"username must be a string, not {type(raw).__name__}")
     name = ctx.hub.authenticator.normalize_username(raw)
@@ -48,7 +48,7 @@ def load_user(ctx: Ctx, name: str, scopes: tuple[str, ...] = USER_READ_SCOPES) -
     return user
 
 
-def _list_filter(ctx: Ctx) -> Any:
+def _list_filter(ctx: Ctx) -> ColumnElement[bool] | None:
     filters = ctx.filters("list:users")
     if filters is ALL or filters is None:
         return None
@@ -65,7 +65,7 @@ def _list_filter(ctx: Ctx) -> Any:
                User.id.in_(in_groups) if groups else false())
 
 
-def _state_filter(ctx: Ctx, state: str) -> Any:
+def _state_filter(ctx: Ctx, state: str) -> ColumnElement[bool]:
     running = exists().where(and_(Server.user_id == User.id, Server.url.is_not(None)))
     pending_users = sorted({u for (u, _s) in ctx.hub.lifecycle.all_pending})
     active = or_(running, User.name.in_(pending_users)) if pending_users else running
@@ -87,13 +87,13 @@ def _order(sort: str) -> list[Any]:
 
 
 @functools.cache
-def _page_query(sort: str) -> Any:
+def _page_query(sort: str) -> Select[int, str]:
     """Unfiltered pages, built once per sort order: building costs more than running them."""
     return users_query(None, _order(sort))
 
 
 @endpoint("list:users")
-async def list_users(ctx: Ctx) -> Any:
+async def list_users(ctx: Ctx) -> list[UserModel] | Page[list[UserModel]]:
     params = ctx.request.query_params
     envelope = ctx.wants_envelope()
     offset, limit = ctx.page_args(envelope)
@@ -120,7 +120,7 @@ async def list_users(ctx: Ctx) -> Any:
     return ctx.paginate(items, offset, limit, total or 0, envelope)
 
 
-def _check_admin_grant(ctx: Ctx, admin: Any) -> bool:
+def _check_admin_grant(ctx: Ctx, admin: object) -> bool:
     if not isinstance(admin, bool):
         raise BadRequest("admin must be true or false")
     if admin and not guard.superuser(ctx):
@@ -129,7 +129,7 @@ def _check_admin_grant(ctx: Ctx, admin: Any) -> bool:
 
 
 @endpoint("admin:users", status=201)
-async def create_users(ctx: Ctx) -> Any:
+async def create_users(ctx: Ctx) -> list[UserModel]:
     body = await ctx.body(required=True) or {}
     check_model(body, USER_MODEL, {"usernames", "admin"}, "user")
     raw_names = body.get("usernames")
@@ -150,7 +150,7 @@ async def create_users(ctx: Ctx) -> Any:
 
 
 @endpoint(*USER_READ_SCOPES)
-async def get_user(ctx: Ctx) -> Any:
+async def get_user(ctx: Ctx) -> UserModel:
     name = ctx.arg("name")
     ctx.require(USER_READ_SCOPES, Target(user=name))
     record = ctx.hub.records.user(ctx.session, name)
@@ -160,7 +160,7 @@ async def get_user(ctx: Ctx) -> Any:
 
 
 @endpoint("admin:users", status=201)
-async def create_user(ctx: Ctx) -> Any:
+async def create_user(ctx: Ctx) -> UserModel:
     name = normalized_name(ctx, ctx.arg("name"))
     ctx.require(["admin:users"], Target(user=name))
     guard.require_name_grantable(ctx, name, [], f"create {name}")
@@ -175,7 +175,7 @@ async def create_user(ctx: Ctx) -> Any:
     return user_model(ctx, user)
 
 
-async def added_users(ctx: Ctx, records: list[Any]) -> None:
+async def added_users(ctx: Ctx, records: list[UserRecord]) -> None:
     """A JupyterHub authenticator's ``add_user`` for users the API made, as JupyterHub
     calls it; if it raises, the request fails and the users are not made (rolled back)."""
     hook = getattr(ctx.hub.authenticator, "user_added", None)
@@ -188,7 +188,7 @@ async def added_users(ctx: Ctx, records: list[Any]) -> None:
             raise BadRequest(f"Failed to create user {record.name}: {e}") from None
 
 
-def _new_groups(ctx: Ctx, user: User, raw: Any) -> list[Group]:
+def _new_groups(ctx: Ctx, user: User, raw: object) -> list[Group]:
     """The groups a PATCH asks for; the caller must manage each group it changes, and may
     add the user only to groups whose rights it holds itself."""
     if not isinstance(raw, list) or not all(isinstance(g, str) for g in raw):
@@ -212,7 +212,7 @@ def _new_groups(ctx: Ctx, user: User, raw: Any) -> list[Group]:
     return list(found.values())
 
 
-def _new_roles(ctx: Ctx, user: User, raw: Any) -> list[Role]:
+def _new_roles(ctx: Ctx, user: User, raw: object) -> list[Role]:
     """The roles a PATCH asks for; granting one needs every right it gives."""
     if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
         raise BadRequest("roles must be a list of role names")
@@ -242,7 +242,7 @@ def _check_rename(ctx: Ctx, user: User, new: str, groups: list[str]) -> None:
 
 
 @endpoint("admin:users")
-async def edit_user(ctx: Ctx) -> Any:
+async def edit_user(ctx: Ctx) -> UserModel:
     user = load_user(ctx, ctx.arg("name"), ("admin:users",))
     body = await ctx.body(required=True) or {}
     unknown = set(body) - {"name", "admin", "groups", "roles", "auth_state"}
@@ -299,7 +299,7 @@ async def delete_user(ctx: Ctx) -> None:
     ctx.db.delete(user)
 
 
-def parse_time(value: Any, field: str) -> datetime:
+def parse_time(value: object, field: str) -> datetime:
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be an ISO 8601 timestamp string")
     try:
@@ -314,7 +314,7 @@ def parse_time(value: Any, field: str) -> datetime:
 
 
 @endpoint("users:activity")
-async def user_activity(ctx: Ctx) -> Any:
+async def user_activity(ctx: Ctx) -> None:
     name = ctx.arg("name")
     ctx.require(["users:activity"], Target(user=name))
     user = queries.get_user(ctx.db, name)
@@ -346,7 +346,7 @@ async def user_activity(ctx: Ctx) -> Any:
 
 
 @endpoint("servers", "admin:servers", status=403)
-async def admin_access(ctx: Ctx) -> Any:
+async def admin_access(ctx: Ctx) -> ErrorBody:
     return {"status": 403, "message": "admin_access is deprecated and not supported"}
 
 

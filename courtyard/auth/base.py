@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from starlette.routing import BaseRoute
 
-    from .login import AuthenticatorHub
+    from ..db.models import User
+    from .crypto import Crypt
+    from .login import AuthenticatorHub, LoginContext
 
 AuthResult = str | dict[str, Any] | None
 # (path below {base_url}hub/, endpoint): extra pages an authenticator serves, e.g. oauth_callback
@@ -51,7 +53,7 @@ async def maybe_await(value: Any) -> Any:
 SYNC_HOOKS = ("normalize_username", "validate_username")
 
 
-def check_hooks(authenticator: Any) -> None:
+def check_hooks(authenticator: Authenticator) -> None:
     """Refuse, at start, an async hook the hub calls synchronously (as JupyterHub does): its
     coroutine would pass for a name, or for "valid"."""
     from ..errors import ConfigError
@@ -64,7 +66,7 @@ def check_hooks(authenticator: Any) -> None:
 
 
 def check_existing_users(auth: Authenticator, db: Session,
-                         release: Callable[[Any], bool] | None = None) -> None:
+                         release: Callable[[User], bool] | None = None) -> None:
     """``delete_invalid_users``: the users stored by earlier runs who fail
     :meth:`Authenticator.invalid_reason` now are deleted (True) or logged (False). Blocked
     users are left alone (as in JupyterHub), and so is a user with a server the hub may still
@@ -128,7 +130,7 @@ class Authenticator(LoggingConfigurable):
     #: children of a MultiAuthenticator, which checks them against all its children.
     checks_users: bool = True
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         """Check credentials from the login form; return a name, a dict with ``name``
         (and optionally ``admin``, ``groups``, ``auth_state``), or None.
 
@@ -164,11 +166,12 @@ class Authenticator(LoggingConfigurable):
             return True
         return self.allow_existing_users and self.user_exists(username)
 
-    def is_admin(self, handler: Any, model: dict[str, Any]) -> bool | None:
+    def is_admin(self, handler: LoginContext | None, model: dict[str, Any]) -> bool | None:
         """Admin status from the authenticator; None leaves it as stored."""
         return True if model["name"] in self.admin_users else model.get("admin")
 
-    async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
+    async def refresh_user(self, user: User, handler: LoginContext | None = None
+                           ) -> bool | dict[str, Any]:
         """Whether ``user``'s sign-in still holds, asked at most every ``auth_refresh_age``
         seconds on their requests (and before each spawn with ``refresh_pre_spawn``).
 
@@ -189,7 +192,7 @@ class Authenticator(LoggingConfigurable):
     async def post_spawn_stop(self, user: Any, spawner: Any) -> None:
         """Hook run after a user's server stopped."""
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         """Raise ConfigError for unusable options; no side effects (check-config runs it)."""
         from .crypto import keys_from_env
 
@@ -216,7 +219,7 @@ class Authenticator(LoggingConfigurable):
             check_existing_users(self, db, getattr(hub, "release_deleted_user", None))
             self.users_checked()
 
-    def invalid_reason(self, user: Any) -> str | None:
+    def invalid_reason(self, user: User) -> str | None:
         """Why ``user`` (a row stored by an earlier run) no longer passes this authenticator's
         checks (JupyterHub's ``add_user`` at start), or None; asked once per user at start."""
         return None if self.validate_username(user.name) else "not a valid username"
@@ -224,14 +227,14 @@ class Authenticator(LoggingConfigurable):
     def users_checked(self) -> None:
         """Hook: every stored user has been through :meth:`invalid_reason` (at start)."""
 
-    def on_serve(self, hub: Any) -> None:
+    def on_serve(self, hub: AuthenticatorHub) -> None:
         """The hub is about to serve (not just run a command): e.g. make the first account."""
 
     def login_url(self, base_url: str) -> str:
         """Where "Sign in" goes: the form, or this authenticator's own login handler."""
         return f"{base_url}hub/login"
 
-    def get_handlers(self, hub: Any) -> list[Handler]:
+    def get_handlers(self, hub: AuthenticatorHub) -> list[Handler]:
         """Extra pages below ``{base_url}hub/`` (served for GET and POST)."""
         return []
 
@@ -247,7 +250,7 @@ class Authenticator(LoggingConfigurable):
     #: set by startup, with ``throttle`` and (with auth state) ``crypt``
     hub: AuthenticatorHub | None = None
     throttle: Any = None
-    crypt: Any = None
+    crypt: Crypt | None = None
 
     @property
     def started_hub(self) -> AuthenticatorHub:
@@ -263,7 +266,7 @@ class Authenticator(LoggingConfigurable):
         with self.hub.session() as db:
             return queries.get_user(db, username) is not None
 
-    async def get_authenticated_user(self, handler: Any,
+    async def get_authenticated_user(self, handler: LoginContext,
                                      data: dict[str, Any] | None) -> dict[str, Any] | None:
         """Run authenticate and the allow/block checks; the model, or None when refused.
 

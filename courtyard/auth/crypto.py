@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -45,7 +46,7 @@ def _decode_key(text: str, var: str) -> bytes:
                       "';' (make one with: openssl rand -hex 32)")
 
 
-def keys_from_env(environ: Any = None) -> list[bytes]:
+def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes]:
     """The keys, first one used for encryption; a ConfigError naming the variable if none."""
     environ = os.environ if environ is None else environ
     for var in ENV_VARS:
@@ -64,10 +65,10 @@ class Crypt:
         self._fernet = MultiFernet([Fernet(base64.urlsafe_b64encode(k)) for k in keys])
 
     @classmethod
-    def from_env(cls, environ: Any = None) -> Crypt:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Crypt:
         return cls(keys_from_env(environ))
 
-    def encrypt(self, data: Any) -> bytes:
+    def encrypt(self, data: object) -> bytes:
         return self._fernet.encrypt(orjson.dumps(data))
 
     def decrypt(self, blob: bytes) -> Any:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from traitlets import Bool, Unicode
 
 from ..errors import ConfigError
 from .base import Authenticator, AuthResult
+
+if TYPE_CHECKING:
+    from .login import AuthenticatorHub, LoginContext
 
 
 def _is_loopback(host: str) -> bool:
@@ -46,14 +49,14 @@ class DummyAuthenticator(Authenticator):
             return True
         return super().check_allowed(username, model)
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         given = data.get("password")
         if self.password and not (isinstance(given, str) and hmac.compare_digest(
                 given.encode(), self.password.encode())):
             return None
         return data.get("username") or None
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         super().check_config(hub)
         if not self.allow_insecure and not listens_on_loopback_only(hub.options):
             raise ConfigError(
@@ -67,7 +70,7 @@ class DummyAuthenticator(Authenticator):
 class NullAuthenticator(Authenticator):
     """Nobody signs in through the hub (API tokens only)."""
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         return None
 
     def login_url(self, base_url: str) -> str:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import event, inspect, or_, select
-from sqlalchemy.orm import ORMExecuteState, Session, joinedload, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, joinedload, sessionmaker
 
 from ..db.models import (
     APIToken,
@@ -99,7 +99,7 @@ class ScopeCache:
         event.listen(factory, "after_commit", self._committed)
         event.listen(factory, "after_rollback", lambda session: session.info.pop(_WROTE, None))
 
-    def _flushed(self, session: Session, _context: Any) -> None:
+    def _flushed(self, session: Session, _context: UOWTransaction) -> None:
         changes = (("dirty", session.dirty), ("deleted", session.deleted), ("new", session.new))
         if any(_affects_permissions(obj, change) for change, objs in changes for obj in objs):
             self._changed(session)
@@ -139,7 +139,7 @@ _WROTE = "courtyard.permissions"  # session.info: this session wrote permissions
 _USER_PERMISSION_ATTRS = ("name", "admin", "roles", "groups")
 
 
-def _affects_permissions(obj: Any, change: str) -> bool:
+def _affects_permissions(obj: object, change: str) -> bool:
     """Whether a row being ``change``d ("new", "dirty", "deleted") can alter anyone's scopes."""
     if isinstance(obj, APIToken):
         return change != "new"  # a new token is in no cache yet

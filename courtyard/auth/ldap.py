@@ -18,12 +18,15 @@ import re
 import secrets
 import ssl
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Set, Unicode, Union, default
 
 from ..errors import ConfigError
 from .base import Authenticator, AuthResult
+
+if TYPE_CHECKING:
+    from .login import AuthenticatorHub, LoginContext
 
 try:
     with warnings.catch_warnings():  # ldap3 2.9 uses names pyasn1 has deprecated
@@ -123,7 +126,7 @@ class LDAPAuthenticator(Authenticator):
         return "on_connect" if self.use_ssl else self.tls_strategy
 
     # -- start-up ----------------------------------------------------------------------------
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         super().check_config(hub)
         if ldap3 is None:
             raise ConfigError("the ldap authenticator needs ldap3: pip install ldap3")
@@ -247,7 +250,7 @@ class LDAPAuthenticator(Authenticator):
         return model
 
     # -- the contract ------------------------------------------------------------------------
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         username = self.normalize_username(str(data.get("username") or ""))
         password = str(data.get("password") or "")
         if not re.fullmatch(self.valid_username_regex, username):
@@ -266,5 +269,5 @@ class LDAPAuthenticator(Authenticator):
             return True
         return bool(self.allowed_groups & set((model or {}).get("ldap_groups", [])))
 
-    def is_admin(self, handler: Any, model: dict[str, Any]) -> bool | None:
+    def is_admin(self, handler: LoginContext | None, model: dict[str, Any]) -> bool | None:
         return True if model["name"] in self.admin_users else model.get("admin")

@@ -49,6 +49,8 @@ class Hub(SessionHub, Protocol):
 class AuthenticatorOptions(LoginOptions, Protocol):
     @property
     def allow_named_servers(self) -> bool: ...
+    @property
+    def admin_users(self) -> set[str]: ...  # the deprecated c.JupyterHub.admin_users
 
 
 class AuthenticatorHub(Hub, Protocol):
@@ -207,7 +209,7 @@ def sync_groups(db: Session, user: User, names: Any) -> bool:
     return True
 
 
-def sync_roles(hub: Hub, db: Session, user: User, specs: Any) -> bool:
+def sync_roles(hub: Hub, db: Session, user: User, specs: object) -> bool:
     """``manage_roles``: the user holds exactly the roles the authenticator returned, as in
     JupyterHub 5 (``user`` included: a list without it takes the ``self`` scope away).
 

@@ -22,8 +22,11 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from starlette.routing import BaseRoute
 
+    from ..db.models import User
+    from .login import AuthenticatorHub, LoginContext
 
-def build_multi(names: list[Any] | tuple[Any, ...], config: Config) -> MultiAuthenticator:
+
+def build_multi(names: list[object] | tuple[object, ...], config: Config) -> MultiAuthenticator:
     """A MultiAuthenticator of the authenticators named (short names, paths or classes)."""
     if not names:
         raise ConfigError("c.JupyterHub.authenticator_class is an empty list")
@@ -55,7 +58,7 @@ class MultiAuthenticator(Authenticator):
     def password_methods(self) -> list[Authenticator]:
         return [a for a in self.authenticators if not a.login_service]
 
-    async def get_authenticated_user(self, handler: Any,
+    async def get_authenticated_user(self, handler: LoginContext,
                                      data: dict[str, Any] | None) -> dict[str, Any] | None:
         refused: LoginRefused | None = None
         for child in self.password_methods:
@@ -70,7 +73,7 @@ class MultiAuthenticator(Authenticator):
             raise refused
         return None
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         model = await self.get_authenticated_user(handler, data)
         return model
 
@@ -80,7 +83,8 @@ class MultiAuthenticator(Authenticator):
     def validate_username(self, username: str) -> bool:
         return self.authenticators[0].validate_username(username)
 
-    async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
+    async def refresh_user(self, user: User, handler: LoginContext | None = None
+                           ) -> bool | dict[str, Any]:
         for child in self.authenticators:
             result: bool | dict[str, Any] = await maybe_await(child.refresh_user(user, handler))
             if result is not True:
@@ -106,11 +110,11 @@ class MultiAuthenticator(Authenticator):
                 self.log.exception("Error in %s.post_spawn_stop for %s",
                                    type(child).__name__, getattr(user, "name", user))
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         for child in self.authenticators:
             child.check_config(hub)
 
-    def invalid_reason(self, user: Any) -> str | None:
+    def invalid_reason(self, user: User) -> str | None:
         """A stored user is valid while any child still takes them (or blocks them: a
         blocked user is never deleted). Every child is asked: a JupyterHub plugin learns of
         each stored user that way (its ``add_user``)."""
@@ -122,7 +126,7 @@ class MultiAuthenticator(Authenticator):
         for child in self.authenticators:
             child.users_checked()
 
-    def startup(self, hub: Any, db: Session) -> None:
+    def startup(self, hub: AuthenticatorHub, db: Session) -> None:
         for child in self.authenticators:
             child.checks_users = False  # checked once, below, against every child
             child.startup(hub, db)
@@ -135,11 +139,11 @@ class MultiAuthenticator(Authenticator):
             for child in self.authenticators:
                 child.crypt = self.crypt
 
-    def on_serve(self, hub: Any) -> None:
+    def on_serve(self, hub: AuthenticatorHub) -> None:
         for child in self.authenticators:
             child.on_serve(hub)
 
-    def get_handlers(self, hub: Any) -> list[Handler]:
+    def get_handlers(self, hub: AuthenticatorHub) -> list[Handler]:
         return [h for child in self.authenticators for h in child.get_handlers(hub)]
 
     def api_routes(self) -> list[BaseRoute]:

@@ -13,7 +13,7 @@ import asyncio
 import secrets
 import sys
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -28,6 +28,8 @@ from .base import Authenticator, AuthResult, Handler, LoginRefused
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
+
+    from .login import AuthenticatorHub, LoginContext
 
 WAITING = "Your account is waiting for an administrator's approval."
 
@@ -89,7 +91,7 @@ def set_password(db: Session, user: User, password: str, hashed: str | None = No
     return account
 
 
-def print_initial_password(name: str, password: str, stream: Any = None) -> None:
+def print_initial_password(name: str, password: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     line = "=" * 72
     print(f"\n{line}\n  Courtyard: first start. Created the administrator account\n\n"
@@ -101,7 +103,7 @@ def print_initial_password(name: str, password: str, stream: Any = None) -> None
 class NativeAuthenticator(Authenticator):
     """Accounts with passwords kept (argon2-hashed) in the hub's database."""
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         name = self.normalize_username(str(data.get("username") or ""))
         password = str(data.get("password") or "")
         account = account_for(handler.db, name) if name else None
@@ -115,12 +117,12 @@ class NativeAuthenticator(Authenticator):
             account.password_hash = await asyncio.to_thread(hash_password, password)
         return name
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         super().check_config(hub)
         if self.minimum_password_length < 1:
             raise ConfigError("c.NativeAuthenticator.minimum_password_length must be at least 1")
 
-    def on_serve(self, hub: Any) -> None:
+    def on_serve(self, hub: AuthenticatorHub) -> None:
         """On the first start (no accounts yet), make an admin and print its password once.
 
         Not at mere start-up: ``courtyard token`` in a script must not swallow the password.
@@ -138,7 +140,7 @@ class NativeAuthenticator(Authenticator):
             db.commit()
         print_initial_password(name, password)
 
-    def get_handlers(self, hub: Any) -> list[Handler]:
+    def get_handlers(self, hub: AuthenticatorHub) -> list[Handler]:
         from . import native_handlers as h
 
         handlers: list[Handler] = [("authorize", h.authorize_page)]

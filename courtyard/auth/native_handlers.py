@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -178,8 +178,27 @@ def _pending(ctx: Ctx, name: str) -> NativeAccount:
     return account
 
 
+class Signup(TypedDict):
+    """A sign-up waiting for an admin's approval."""
+
+    name: str
+    created: str | None
+
+
+class Approved(TypedDict):
+    name: str
+    approved: bool
+
+
+class PasswordReset(TypedDict):
+    """The new password only when the hub made it up."""
+
+    name: str
+    password: NotRequired[str]
+
+
 @endpoint("admin:users")
-async def list_signups(ctx: Ctx) -> Any:
+async def list_signups(ctx: Ctx) -> list[Signup]:
     _native(ctx.hub)
     rows = ctx.db.scalars(select(NativeAccount).where(NativeAccount.user_id.is_(None))
                           .order_by(NativeAccount.created))
@@ -188,7 +207,7 @@ async def list_signups(ctx: Ctx) -> Any:
 
 
 @endpoint("admin:users")
-async def approve_signup(ctx: Ctx) -> Any:
+async def approve_signup(ctx: Ctx) -> Approved:
     _native(ctx.hub)
     account = _pending(ctx, ctx.arg("name"))
     guard.require_name_grantable(ctx, account.username, [], f"approve {account.username}")
@@ -204,7 +223,7 @@ async def reject_signup(ctx: Ctx) -> None:
 
 
 @endpoint("admin:users")
-async def reset_password(ctx: Ctx) -> Any:
+async def reset_password(ctx: Ctx) -> PasswordReset:
     auth = _native(ctx.hub)
     name = ctx.arg("name")
     ctx.require(["admin:users"], Target(user=name))

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
@@ -28,6 +28,10 @@ from traitlets import Any as AnyTrait, Bool, Dict, Float, List, Set, Unicode, de
 from ..errors import ConfigError
 from .base import Authenticator, Handler, LoginRefused, maybe_await
 from .tokens import pkce_challenge
+
+if TYPE_CHECKING:
+    from ..db.models import User
+    from .login import AuthenticatorHub, LoginContext
 
 STATE_MAX_AGE = 600
 
@@ -46,7 +50,7 @@ class Endpoints:
     algorithms: list[str] = field(default_factory=lambda: ["RS256"])
 
 
-def claim(claims: dict[str, Any], key: str | Callable[[dict[str, Any]], Any]) -> Any:
+def claim(claims: dict[str, Any], key: str | Callable[[dict[str, Any]], object]) -> Any:
     """``claims[key]``, where ``key`` may be a dotted path or a callable."""
     if callable(key):
         return key(claims)
@@ -131,7 +135,7 @@ class OAuthenticator(Authenticator):
     _endpoints: Endpoints | None = None
 
     # -- set-up --------------------------------------------------------------------------
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         from ..compat.oauth import check_oauthenticator_options
 
         super().check_config(hub)
@@ -158,7 +162,7 @@ class OAuthenticator(Authenticator):
         base = self.started_hub.options.base_url
         return f"{public.scheme}://{public.netloc}{base}hub/{self.url_prefix}oauth_callback"
 
-    def get_handlers(self, hub: Any) -> list[Handler]:
+    def get_handlers(self, hub: AuthenticatorHub) -> list[Handler]:
         return [(f"{self.url_prefix}oauth_login", self.login_handler),
                 (f"{self.url_prefix}oauth_callback", self.callback_handler)]
 
@@ -350,7 +354,7 @@ class OAuthenticator(Authenticator):
             claims.update(info)
         return claims
 
-    def username_from_claims(self, claims: dict[str, Any]) -> Any:
+    def username_from_claims(self, claims: dict[str, Any]) -> object:
         """The user name in what the provider said (oauthenticator's
         ``user_info_to_username``; a subclass's override runs here)."""
         return claim(claims, self.username_claim)
@@ -384,7 +388,7 @@ class OAuthenticator(Authenticator):
         return self.oidc_issuer or self.token_url
 
     # -- the contract ------------------------------------------------------------------------
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> dict[str, Any] | None:
         if not data.get("code"):
             return None  # the password form and the token API have no code to give
         token = await self.token_request({
@@ -399,10 +403,11 @@ class OAuthenticator(Authenticator):
             return True
         return bool(self.allowed_groups & set((model or {}).get("oauth_groups", [])))
 
-    def is_admin(self, handler: Any, model: dict[str, Any]) -> bool | None:
+    def is_admin(self, handler: LoginContext | None, model: dict[str, Any]) -> bool | None:
         return True if model["name"] in self.admin_users else model.get("admin")
 
-    async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
+    async def refresh_user(self, user: User, handler: LoginContext | None = None
+                           ) -> bool | dict[str, Any]:
         """Refresh the access token when it expires within ``auth_refresh_age`` seconds."""
         if not self.enable_auth_state or self.hub is None:
             return True
@@ -449,7 +454,7 @@ class OIDCAuthenticator(GenericOAuthenticator):
     def _username_claim(self) -> str:
         return "preferred_username"
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         if not self.oidc_issuer:
             raise ConfigError(f"c.{type(self).__name__}.oidc_issuer is not set (the URL whose "
                               "/.well-known/openid-configuration describes the provider)")

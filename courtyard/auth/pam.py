@@ -14,7 +14,7 @@ import os
 import pwd
 import stat
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +24,9 @@ from ..db.models import User
 from ..errors import ConfigError
 from ..spawners.traits import Command  # a list, or one string as JupyterHub's configs write it
 from .base import Authenticator, AuthResult
+
+if TYPE_CHECKING:
+    from .login import AuthenticatorHub, LoginContext
 
 
 def unix_groups(username: str) -> set[str]:
@@ -84,7 +87,7 @@ class LocalAuthenticator(Authenticator):
         groups = self.allowed_groups | self.admin_groups
         return bool(groups) and bool(groups & unix_groups(username))
 
-    def is_admin(self, handler: Any, model: dict[str, Any]) -> bool | None:
+    def is_admin(self, handler: LoginContext | None, model: dict[str, Any]) -> bool | None:
         if model["name"] in self.admin_users:
             return True
         if self.admin_groups:
@@ -105,7 +108,7 @@ class LocalAuthenticator(Authenticator):
                                f"{result.stderr.strip()}")
         _private_home(username)
 
-    def invalid_reason(self, user: Any) -> str | None:
+    def invalid_reason(self, user: User) -> str | None:
         """As JupyterHub's LocalAuthenticator: a hub user needs a Unix account, unless the
         hub creates it (``create_system_users``)."""
         reason = super().invalid_reason(user)
@@ -114,7 +117,7 @@ class LocalAuthenticator(Authenticator):
             reason = "no Unix account of that name"
         return reason
 
-    def startup(self, hub: Any, db: Session) -> None:
+    def startup(self, hub: AuthenticatorHub, db: Session) -> None:
         super().startup(hub, db)
         if self.create_system_users:
             for name in db.scalars(select(User.name)):
@@ -141,7 +144,7 @@ class PAMAuthenticator(LocalAuthenticator):
     pam_normalize_username = Bool(False, help="Use the name PAM reports (e.g. canonical "
                                   "case) as the username.").tag(config=True)
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         super().check_config(hub)
         try:
             import pamela  # noqa: F401
@@ -160,7 +163,7 @@ class PAMAuthenticator(LocalAuthenticator):
             return False
         return True
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         username = str(data.get("username") or "")
         password = str(data.get("password") or "")
         if not username or not password or "\x00" in username + password:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from ..db.models import User
     from .identity import Identity
-    from .login import Hub  # refreshing stores what the authenticator says, as signing in does
+    from .login import Hub, LoginContext  # refreshing stores what the authenticator says, as signing in does
 
 log = logging.getLogger("courtyard.auth")
 
@@ -80,7 +80,7 @@ def due(auth: Authenticator, user_id: int) -> bool:
     return last is None or clock() - last >= age
 
 
-async def refresh_user(hub: Hub, db: Session, user: User, handler: Any = None,
+async def refresh_user(hub: Hub, db: Session, user: User, handler: LoginContext | None = None,
                        force: bool = False,
                        scope: MutableMapping[str, Any] | None = None) -> bool:
     """Ask the authenticator whether ``user``'s sign-in still holds, storing any update.
@@ -102,7 +102,7 @@ async def refresh_user(hub: Hub, db: Session, user: User, handler: Any = None,
     return ok
 
 
-async def _ask(hub: Hub, db: Session, user: User, handler: Any) -> bool:
+async def _ask(hub: Hub, db: Session, user: User, handler: LoginContext | None) -> bool:
     from .login import login_user
 
     auth = hub.authenticator
@@ -124,7 +124,7 @@ async def _ask(hub: Hub, db: Session, user: User, handler: Any) -> bool:
     return True
 
 
-def context(hub: Hub, request: Request, db: Session) -> Any:
+def context(hub: Hub, request: Request, db: Session) -> LoginContext:
     """The ``handler`` an authenticator's hook gets: ``.hub``, ``.request``, ``.db``."""
     from .login import LoginContext
 

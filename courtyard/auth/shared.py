@@ -9,18 +9,21 @@ else with ``user_password`` (and never become admins). The passwords are checked
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Unicode, default
 
 from ..errors import ConfigError
 from .base import Authenticator, AuthResult
 
+if TYPE_CHECKING:
+    from .login import AuthenticatorHub, LoginContext
+
 USER_MIN = 8
 ADMIN_MIN = 32
 
 
-def _same(given: Any, expected: str) -> bool:
+def _same(given: object, expected: str) -> bool:
     return bool(expected) and isinstance(given, str) and hmac.compare_digest(
         given.encode(), expected.encode())
 
@@ -39,7 +42,7 @@ class SharedPasswordAuthenticator(Authenticator):
     def _default_allow_all(self) -> bool:
         return not self.allowed_users
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         super().check_config(hub)
         name = type(self).__name__
         if self.global_password and not self.user_password:
@@ -53,7 +56,7 @@ class SharedPasswordAuthenticator(Authenticator):
         if self.admin_password and self.admin_password == self.user_password:
             raise ConfigError(f"c.{name}.user_password and admin_password must differ")
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> AuthResult:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> AuthResult:
         name = self.normalize_username(str(data.get("username") or ""))
         password = data.get("password")
         if name in self.admin_users:

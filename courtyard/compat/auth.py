@@ -45,7 +45,13 @@ from .auth_objects import LoginHandler, hub_user
 
 if TYPE_CHECKING:
     from jupyterhub.auth import Authenticator as JupyterHubBase
+    from sqlalchemy.orm import Session
     from tornado.web import HTTPError as TornadoHTTPError
+    from traitlets.config import Config
+
+    from ..auth.login import AuthenticatorHub, LoginContext
+    from ..db.models import User
+    from ..db.records import UserRecord
 
 log = logging.getLogger("courtyard.compat")
 
@@ -149,7 +155,7 @@ def _not_option_warnings(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Config option `")
 
 
-def plugin_instance(cls: type, config: Any) -> Any:
+def plugin_instance(cls: type, config: Config) -> Any:
     """One instance of a plugin class from the hub's config, logging under ``courtyard.auth``
     without traitlets' "not recognized" lines (``unknown_options`` reports those once)."""
     plugin_log = logging.getLogger(f"courtyard.auth.{cls.__name__}")
@@ -177,7 +183,7 @@ class JupyterHubAuthenticator(Authenticator):
     def component_classes(self) -> list[type]:
         return [type(self), type(self.inner)]
 
-    def check_config(self, hub: Any) -> None:
+    def check_config(self, hub: AuthenticatorHub) -> None:
         super().check_config(hub)
         from jupyterhub.handlers.login import LoginHandler as JupyterHubLoginHandler
 
@@ -193,7 +199,7 @@ class JupyterHubAuthenticator(Authenticator):
                 raise ConfigError(f"{name}.{hook} is async; it must be a plain (sync) method, "
                                   "as in JupyterHub")
 
-    def invalid_reason(self, user: Any) -> str | None:
+    def invalid_reason(self, user: User) -> str | None:
         """JupyterHub calls ``add_user`` for every stored user (but blocked ones) as it starts
         (``allow_existing_users`` works through it); one that raises is invalid, deleted
         with ``delete_invalid_users`` (:func:`courtyard.auth.base.check_existing_users`)."""
@@ -209,7 +215,7 @@ class JupyterHubAuthenticator(Authenticator):
         for name in COPIED_TRAITS[:3]:  # add_user may have grown the sets
             setattr(self, name, set(getattr(self.inner, name)))
 
-    def startup(self, hub: Any, db: Any) -> None:
+    def startup(self, hub: AuthenticatorHub, db: Session) -> None:
         if hasattr(self.inner, "check_allow_config"):  # first, as in JupyterHub
             self.inner.check_allow_config()
         super().startup(hub, db)  # invalid_reason, so add_user, for every stored user
@@ -243,7 +249,7 @@ class JupyterHubAuthenticator(Authenticator):
         return bool(self.inner.validate_username(username)) and super().validate_username(
             username)
 
-    def is_admin(self, handler: Any, model: dict[str, Any]) -> bool | None:
+    def is_admin(self, handler: LoginContext | None, model: dict[str, Any]) -> bool | None:
         admin: bool | None = self.inner.is_admin(handler, model)
         return admin
 
@@ -253,7 +259,7 @@ class JupyterHubAuthenticator(Authenticator):
         return base is None or type(self.inner).refresh_user is not base.refresh_user
 
     # -- signing in ---------------------------------------------------------------------------
-    async def get_authenticated_user(self, handler: Any,
+    async def get_authenticated_user(self, handler: LoginContext,
                                      data: dict[str, Any] | None) -> dict[str, Any] | None:
         """JupyterHub's sign-in steps, then Courtyard's name rules and ``add_user`` for a new
         user. A tornado ``HTTPError`` from ``authenticate`` is a failed sign-in (throttled as
@@ -310,7 +316,7 @@ class JupyterHubAuthenticator(Authenticator):
         hooked: dict[str, Any] | None = await maybe_await(inner.run_post_auth_hook(jh, model))
         return hooked
 
-    async def _add_new_user(self, ctx: Any, name: str) -> None:
+    async def _add_new_user(self, ctx: LoginContext, name: str) -> None:
         """Create a first-time user now (in the sign-in's transaction) and call ``add_user``
         on it, as JupyterHub does; if it raises, the sign-in fails and no user remains."""
         from ..db import queries
@@ -323,14 +329,15 @@ class JupyterHubAuthenticator(Authenticator):
         await self.user_added(user)
 
     # -- users coming and going (called by the users API too) --------------------------------
-    async def user_added(self, user: Any) -> None:
+    async def user_added(self, user: User | UserRecord) -> None:
         await maybe_await(self.inner.add_user(hub_user(self.hub, user)))
 
-    async def user_deleted(self, user: Any) -> None:
+    async def user_deleted(self, user: User) -> None:
         await maybe_await(self.inner.delete_user(hub_user(self.hub, user)))
 
     # -- refresh and spawn hooks ----------------------------------------------------------------
-    async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
+    async def refresh_user(self, user: User, handler: LoginContext | None = None
+                           ) -> bool | dict[str, Any]:
         jh_user = hub_user(self.hub, user)
         ctx = handler if hasattr(handler, "request") else None
         jh = LoginHandler(ctx, self.started_hub, self.inner, current_user=jh_user)

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
+    from starlette.requests import Request as StarletteRequest
 
     from ..auth.login import LoginContext
     from ..db.models import User
@@ -105,7 +106,7 @@ def _user_id(hub: Hub, name: str) -> int | None:
 class Request:
     """What JupyterHub plugins read of ``handler.request`` (tornado's HTTPServerRequest)."""
 
-    def __init__(self, request: Any, body_arguments: dict[str, list[bytes]]) -> None:
+    def __init__(self, request: StarletteRequest, body_arguments: dict[str, list[bytes]]) -> None:
         url = request.url
         self.headers = request.headers  # case-insensitive, with .get(), as tornado's
         self.method = request.method

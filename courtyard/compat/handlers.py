@@ -50,6 +50,11 @@ from .spawner import JupyterHubSpawner
 from .spawner_objects import NullSession
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from starlette.datastructures import URLPath
+    from tornado.httputil import HTTPHeaders, ResponseStartLine
+    from tornado.web import Application
     from traitlets.config import Config
 
     from ..auth.base import Authenticator
@@ -87,7 +92,7 @@ Handler = tuple[re.Pattern[str], type, dict[str, Any]]
 class Caller(TypedDict):
     """What a plugin handler is told about the request, answered by Courtyard."""
 
-    user: Any  # JupyterHub's current_user: a user or service object, or None
+    user: SimpleNamespace | None  # JupyterHub's current_user: a user or service, or None
     token: str | None  # the API token in the request's header
     db: HandlerSession
     scopes: tuple[set[str], dict[str, Any]]  # (expanded_scopes, parsed_scopes)
@@ -157,7 +162,7 @@ class PluginRoute(BaseRoute):
             return Match.FULL, {"endpoint": serve_plugin}
         return Match.NONE, {}
 
-    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
         raise NoMatchFound(name, path_params)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -208,7 +213,7 @@ def active_spawners(hub: Hub, username: str) -> Iterator[tuple[str, Any]]:
             yield server, adapter._jh
 
 
-def current_user(ctx: Ctx) -> Any:
+def current_user(ctx: Ctx) -> SimpleNamespace | None:
     """JupyterHub's ``handler.current_user`` for the caller (None when there is none)."""
     ident = ctx.identity
     if ident is None:
@@ -261,8 +266,8 @@ class _Connection:
         future.set_result(None)
         return future
 
-    def write_headers(self, start_line: Any, headers: Any, chunk: bytes | None = None
-                      ) -> asyncio.Future[None]:
+    def write_headers(self, start_line: ResponseStartLine, headers: HTTPHeaders,
+                      chunk: bytes | None = None) -> asyncio.Future[None]:
         self.status = start_line.code
         self.headers = list(headers.get_all())
         if chunk:
@@ -276,7 +281,7 @@ class _Connection:
     def finish(self) -> None:
         """The response is complete."""
 
-    def set_close_callback(self, callback: Any) -> None:
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
         """The client connection is Courtyard's: nothing to watch here."""
 
 
@@ -291,7 +296,7 @@ def handler_class(cls: type) -> type:
         _courtyard: Caller
 
         # JupyterHub's BaseHandler.prepare (through any prepare of the plugin's) calls these
-        async def get_current_user(self) -> Any:
+        async def get_current_user(self) -> SimpleNamespace | None:
             state = self._courtyard
             self._jupyterhub_user = state["user"]
             self._token_authenticated = state["token"] is not None
@@ -301,7 +306,7 @@ def handler_class(cls: type) -> type:
             self.expanded_scopes, self.parsed_scopes = self._courtyard["scopes"]
 
         @property
-        def current_user(self) -> Any:
+        def current_user(self) -> SimpleNamespace | None:
             return self._courtyard["user"]
 
         def get_auth_token(self) -> str | None:
@@ -333,7 +338,7 @@ def handler_class(cls: type) -> type:
         def log(self) -> logging.Logger:
             return log
 
-        def finish(self, *args: Any, **kwargs: Any) -> Any:
+        def finish(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
             from tornado.web import RequestHandler
 
             return RequestHandler.finish(self, *args, **kwargs)
@@ -347,7 +352,7 @@ def handler_class(cls: type) -> type:
 _classes: dict[type, type] = {}
 
 
-def tornado_application(hub: Hub) -> Any:
+def tornado_application(hub: Hub) -> Application:
     """One tornado application per hub, holding the settings JupyterHub's handlers read."""
     app = _applications.get(id(hub))
     if app is None or app[0] is not hub:
@@ -365,7 +370,7 @@ def tornado_application(hub: Hub) -> Any:
     return app[1]
 
 
-_applications: dict[int, tuple[Any, Any]] = {}
+_applications: dict[int, tuple[Hub, Application]] = {}
 
 
 @endpoint(public=True)

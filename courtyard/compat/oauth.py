@@ -13,7 +13,9 @@ from .auth_objects import LoginHandler, hub_user
 
 if TYPE_CHECKING:
     from jupyterhub.auth import Authenticator as JupyterHubBase
+    from sqlalchemy.orm import Session
 
+    from ..auth.login import AuthenticatorHub, LoginContext
     from ..auth.oauth import OAuthenticator
 
     # what OAuthSubclassHooks is mixed into (before it in the MRO): Courtyard's OAuth login
@@ -105,7 +107,7 @@ class OAuthSubclassHooks(_OAuthLogin):
     def component_classes(self) -> list[type]:
         return [*super().component_classes(), type(self.inner)]
 
-    def startup(self, hub: Any, db: Any) -> None:
+    def startup(self, hub: AuthenticatorHub, db: Session) -> None:
         """A ``logout_url`` override pointing away from the hub's logout page (a provider's
         end-session page) is where the browser goes once the hub has signed it out."""
         super().startup(hub, db)
@@ -122,7 +124,7 @@ class OAuthSubclassHooks(_OAuthLogin):
         admin = model.get("admin")
         return {**model, "admin": bool(admin) or name in self.admin_users}
 
-    def username_from_claims(self, claims: dict[str, Any]) -> Any:
+    def username_from_claims(self, claims: dict[str, Any]) -> object:
         if "user_info_to_username" in self.hooks:
             return self.inner.user_info_to_username(claims)
         return super().username_from_claims(claims)
@@ -138,7 +140,7 @@ class OAuthSubclassHooks(_OAuthLogin):
             raise LoginRefused(e.log_message or e.reason or "You may not sign in here.",
                                e.status_code) from None
 
-    async def authenticate(self, handler: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+    async def authenticate(self, handler: LoginContext, data: dict[str, Any]) -> dict[str, Any] | None:
         model = await super().authenticate(handler, data)
         if model is None:
             return None
@@ -150,7 +152,7 @@ class OAuthSubclassHooks(_OAuthLogin):
             self.inner.update_auth_model(self._theirs(model["name"], model)))
         return updated
 
-    async def _their_authenticate(self, handler: Any, data: dict[str, Any],
+    async def _their_authenticate(self, handler: LoginContext, data: dict[str, Any],
                                   model: dict[str, Any]) -> dict[str, Any] | None:
         """The subclass's ``authenticate`` on the verified sign-in; what it returns is
         merged over Courtyard's model (its ``auth_state`` keys over Courtyard's)."""
@@ -239,7 +241,7 @@ def oauthenticator_options(courtyard_cls: type) -> set[str]:
     return set(theirs.class_trait_names(config=True)) if theirs is not None else set(OAUTH_KNOWN)
 
 
-def check_oauthenticator_options(authenticator: Any) -> None:
+def check_oauthenticator_options(authenticator: Authenticator) -> None:
     """Refuse, with one line, an oauthenticator option set in the config that Courtyard's
     OAuth login would otherwise drop: an allow rule silently ignored is a hole or a lock-out.
     oauthenticator is imported only when the config sets an option Courtyard lacks."""

@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from traitlets import Any as AnyTrait, observe
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from ..auth.base import Authenticator
     from ..db.writes import Writes
+    from ..spawners.local import LocalProcessSpawner
 
 
 class SiteOptions(Protocol):
@@ -75,7 +76,7 @@ class CourtyardHub(Protocol):
     def lifecycle(self) -> ServerWrites: ...
 
 
-def is_jupyterhub_spawner(cls: Any) -> bool:
+def is_jupyterhub_spawner(cls: object) -> bool:
     """Whether ``cls`` is a subclass of ``jupyterhub.spawner.Spawner`` (without importing
     jupyterhub: a config that does not use it never loads it)."""
     return isinstance(cls, type) and any(
@@ -89,7 +90,10 @@ def adapter_for(cls: type) -> type[JupyterHubSpawner]:
         "__doc__": f"{cls.__module__}.{cls.__qualname__} on Courtyard's lifecycle."})
 
 
-async def _maybe_await(value: Any) -> Any:
+T = TypeVar("T")
+
+
+async def _maybe_await(value: T | Awaitable[T]) -> T:
     return await value if inspect.isawaitable(value) else value
 
 
@@ -330,7 +334,7 @@ class JupyterHubSpawner(Spawner):
         user, name, cid = self.user.name, self.name, self.oauth_client_id or client_id(
             self.user.name, self.name)
 
-        def rekey(db: Any) -> None:
+        def rekey(db: Session) -> None:
             row = queries.get_user(db, user)
             server = next((s for s in row.servers if s.name == name), None) if row else None
             if server is None:
@@ -350,7 +354,7 @@ class JupyterHubSpawner(Spawner):
         await hub.lifecycle.write(rekey)
         self.api_token = secret
 
-    def _url(self, result: Any) -> str:
+    def _url(self, result: object) -> str:
         if isinstance(result, str) and result:
             return result
         if isinstance(result, tuple | list) and len(result) == 2:
@@ -464,7 +468,7 @@ class JupyterHubSpawner(Spawner):
             jh = getattr(jh, "child_spawner", None)
         return found
 
-    def _courtyard_local(self) -> Any:
+    def _courtyard_local(self) -> LocalProcessSpawner:
         """Courtyard's LocalProcessSpawner with this hub's ``c.LocalProcessSpawner`` options:
         its policy (allowed_system_users, ...) and account creation apply here too."""
         from ..config import build_configurable

@@ -6,14 +6,23 @@ import copy
 import weakref
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from traitlets.config import Config
 
 from ..spawners.base import UserInfo
 
-_configs: weakref.WeakKeyDictionary[Any, Config] = weakref.WeakKeyDictionary()
+if TYPE_CHECKING:
+    from ..auth.base import Authenticator
+
+
+class ConfiguredHub(Protocol):
+    @property
+    def config(self) -> Config: ...
+
+
+_configs: weakref.WeakKeyDictionary[ConfiguredHub, Config] = weakref.WeakKeyDictionary()
 
 
 def without_courtyard_options(config: Config) -> Config:
@@ -32,7 +41,7 @@ def without_courtyard_options(config: Config) -> Config:
     return config
 
 
-def jupyterhub_config(hub: Any) -> Config:
+def jupyterhub_config(hub: ConfiguredHub) -> Config:
     """:func:`without_courtyard_options` of the hub's config, made once per hub."""
     config = _configs.get(hub)
     if config is None:
@@ -65,7 +74,7 @@ class JupyterHubUser:
 
     def __init__(self, info: UserInfo, *, id: int, created: datetime | None,
                  last_activity: datetime | None, settings: dict[str, Any], host: str,
-                 authenticator: Any) -> None:
+                 authenticator: Authenticator | None) -> None:
         self._info = info
         self.id = id
         self.created = created

@@ -20,8 +20,20 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import BindParameter, Connection, bindparam, event, func, inspect, literal, select, union_all
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    event,
+    func,
+    inspect,
+    literal,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from .models import APIToken, Group, Role, Server, User, user_group_map, user_role_map
 
@@ -154,7 +166,8 @@ def load_record(conn: Connection, name: str) -> UserRecord | None:
                       tuple(sorted(servers.values(), key=lambda sv: sv.name)), bool(has_state))
 
 
-def users_query(where: Any = None, order_by: Any = None) -> Any:
+def users_query(where: ColumnElement[bool] | list[ColumnElement[bool]] | None = None,
+                order_by: Any = None) -> Select[int, str]:
     """Which users are on a page (``:offset``, ``:limit``), as (id, name) rows:
     :meth:`RecordCache.page` makes snapshots of them."""
     query = select(User.id, User.name)
@@ -214,7 +227,7 @@ class RecordCache:
         event.listen(factory, "after_commit", self._committed)
         event.listen(factory, "after_rollback", lambda session: session.info.pop(_WROTE, None))
 
-    def _flushed(self, session: Session, _context: Any) -> None:
+    def _flushed(self, session: Session, _context: UOWTransaction) -> None:
         names = touched_users(session)
         wrote = session.info.get(_WROTE)
         if names is None or wrote == _ALL:
@@ -223,7 +236,7 @@ class RecordCache:
             session.info[_WROTE] = names | (wrote or set())
         self._drop(names)
 
-    def _executed(self, state: Any) -> None:
+    def _executed(self, state: ORMExecuteState) -> None:
         if not state.is_select:
             state.session.info[_WROTE] = _ALL
             self.clear()
@@ -265,7 +278,8 @@ class RecordCache:
         self._users[name] = record
         return record
 
-    def page(self, db: Session, query: Any, offset: int, limit: int) -> list[UserRecord]:
+    def page(self, db: Session, query: Select[int, str], offset: int, limit: int
+             ) -> list[UserRecord]:
         """Snapshots of a page of users, in order: ``query`` (from :func:`users_query`) picks
         them, and only those not in memory are read."""
         rows = db.connection().execute(query, {"offset": offset, "limit": limit}).all()

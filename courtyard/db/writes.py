@@ -84,12 +84,12 @@ class Writes:
     async def __call__(self, write: Callable[[Session], T]) -> T:
         return await asyncio.shield(self._enqueue(write))
 
-    async def many(self, write_all: Callable[[Session, list[Any]], None], item: Any) -> None:
+    async def many(self, write_all: Callable[[Session, list[T]], None], item: T) -> None:
         """Queue ``item`` for ``write_all(db, items)``: the items queued before the next
         commit are written by one call (set-based statements, not one round per item)."""
         group = self._groups.get(write_all)
         if group is None:
-            items: list[Any] = []
+            items: list[T] = []
             group = self._groups[write_all] = (items, self._enqueue(
                 lambda db: write_all(db, items)))
         group[0].append(item)

@@ -8,7 +8,7 @@ JWTs signed with :mod:`.keys`, so a service can verify who signed in without ask
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 from urllib.parse import urlsplit
 
 from ..db.models import User
@@ -34,13 +34,41 @@ class Issuer(Protocol):
     def options(self) -> IssuerOptions: ...
 
 
+class Discovery(TypedDict):
+    """The OpenID Connect discovery document."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    userinfo_endpoint: str
+    jwks_uri: str
+    response_types_supported: list[str]
+    response_modes_supported: list[str]
+    grant_types_supported: list[str]
+    subject_types_supported: list[str]
+    id_token_signing_alg_values_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    code_challenge_methods_supported: list[str]
+    scopes_supported: list[str]
+    claims_supported: list[str]
+
+
+class UserClaims(TypedDict):
+    """What the hub says of a user in ID tokens and at userinfo."""
+
+    sub: str
+    name: str
+    preferred_username: str
+    groups: list[str]
+
+
 def issuer(hub: Issuer) -> str:
     parts = urlsplit(hub.public_url)
     origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
     return f"{origin}{hub.options.base_url}hub"
 
 
-def discovery(hub: Issuer) -> dict[str, Any]:
+def discovery(hub: Issuer) -> Discovery:
     iss = issuer(hub)
     api = f"{iss}/api/oauth2"
     return {
@@ -63,7 +91,7 @@ def discovery(hub: Issuer) -> dict[str, Any]:
     }
 
 
-def user_claims(user: User) -> dict[str, Any]:
+def user_claims(user: User) -> UserClaims:
     """``sub`` is the user's id: a name changes with a rename and comes back after a
     deletion, so a service keying accounts by it would hand one person's data to another.
     Ids are never reused (AUTOINCREMENT on SQLite, sequences on PostgreSQL)."""

@@ -12,14 +12,14 @@ import base64
 import binascii
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..api.base import VERSION_HEADER, Ctx, endpoint, json_response
+from ..api.base import VERSION_HEADER, Ctx, Reply, endpoint, json_response
 from ..auth.identity import authenticate_token, groups_of
 from ..auth.scopes import SCOPES, split_scope
 from ..auth.session import cookie_identity
@@ -185,7 +185,7 @@ async def jwks(request: Request) -> Response:
 
 
 @endpoint()
-async def userinfo(ctx: Ctx) -> Any:
+async def userinfo(ctx: Ctx) -> oidc.UserClaims:
     """The signed-in user's OpenID Connect claims."""
     ident = ctx.identity
     assert ident is not None
@@ -204,7 +204,7 @@ async def discovery(request: Request) -> Response:
 
 # -- deprecated JupyterHub endpoints -------------------------------------------------------------
 @endpoint()
-async def identify_token(ctx: Ctx) -> Any:
+async def identify_token(ctx: Ctx) -> Reply:
     """Deprecated (JupyterHub 2.0): the owner of a token; use GET /user with that token."""
     from ..api.info import current_identity
 
@@ -219,7 +219,7 @@ async def identify_token(ctx: Ctx) -> Any:
 
 
 @endpoint(public=True)
-async def create_token_removed(ctx: Ctx) -> Any:
+async def create_token_removed(ctx: Ctx) -> NoReturn:
     """Removed in JupyterHub 2.0; always 404."""
     raise NotFound("POST /authorizations/token was removed; create tokens with "
                    "POST /hub/api/users/{name}/tokens")

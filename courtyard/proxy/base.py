@@ -9,12 +9,18 @@ reached or refuses a change.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypedDict
 
 from traitlets import Bool, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-RouteInfo = dict[str, Any]  # {"routespec", "target", "data"}
+
+class RouteInfo(TypedDict):
+    """One of the hub's routes, as a proxy reports it."""
+
+    routespec: str
+    target: str
+    data: dict[str, Any]  # what the hub added (JSON), plus the proxy's own keys
 
 # Keys a proxy adds to route data by itself; they must not make a route look changed.
 PROXY_OWNED_KEYS = frozenset({"last_activity", "host", "jupyterhub"})

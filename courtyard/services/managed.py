@@ -13,6 +13,7 @@ import logging
 import os
 import pwd
 import signal
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -147,7 +148,7 @@ class ManagedService:
         self._secret = secret
         return secret
 
-    def _preexec(self) -> Any:
+    def _preexec(self) -> Callable[[], None] | None:
         entry = run_as(self.spec)
         if entry is None:
             return None

@@ -63,7 +63,7 @@ class UserInfo:
         return self.auth_state
 
 
-def uses_system_accounts(authenticator: Any) -> bool:
+def uses_system_accounts(authenticator: object) -> bool:
     """Whether an authenticator's users are the machine's accounts (PAM, LocalAuthenticator;
     any of a MultiAuthenticator's)."""
     names = {cls.__name__ for cls in type(authenticator).__mro__}
@@ -72,7 +72,7 @@ def uses_system_accounts(authenticator: Any) -> bool:
     return any(uses_system_accounts(a) for a in getattr(authenticator, "authenticators", []))
 
 
-def only_system_accounts(authenticator: Any) -> bool:
+def only_system_accounts(authenticator: object) -> bool:
     """Whether every user of an authenticator is a machine account that signed in with its
     own password (PAM; all of a MultiAuthenticator's), so a hub name proves the account."""
     children = getattr(authenticator, "authenticators", None)

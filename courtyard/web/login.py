@@ -7,7 +7,7 @@ and API endpoints the authenticator brings (OAuth callbacks, sign-up, password c
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sqlalchemy import delete
 from starlette.requests import Request
@@ -26,13 +26,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("courtyard.web")
 
 
-def login_methods(page: Page, next_url: str) -> dict[str, Any]:
+class LoginButton(TypedDict):
+    name: str
+    url: str
+
+
+class LoginMethods(TypedDict):
+    """What the login page offers."""
+
+    password_form: bool
+    buttons: list[LoginButton]
+    signup_url: str | None
+
+
+def login_methods(page: Page, next_url: str) -> LoginMethods:
     """What the login page offers: a password form, and a button per external service."""
     from urllib.parse import urlencode
 
     auth = page.hub.authenticator
     children = getattr(auth, "authenticators", None) or [auth]
-    buttons = []
+    buttons: list[LoginButton] = []
     for child in children:
         if child.login_service:
             url = child.login_url(page.base_url) + "?" + urlencode({"next": next_url})

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote
 
 import orjson
@@ -88,7 +88,12 @@ def iso(dt: datetime | None) -> str:
     return dt.isoformat(timespec="seconds") + "Z" if dt else ""
 
 
-def nav(page: Page) -> dict[str, Any]:
+class Nav(TypedDict):
+    can_admin: bool
+    logo_url: str
+
+
+def nav(page: Page) -> Nav:
     """Template variables of the shared layout: which links the navigation shows."""
     return {"can_admin": page.user is not None and holds(page, "admin-ui"),
             "logo_url": page.url("logo")}
@@ -102,7 +107,22 @@ def server_state(page: Page, user: str, server: Server | None, name: str) -> str
     return "ready" if server is not None and server.url is not None else "stopped"
 
 
-def server_view(page: Page, user: User, server: Server | None, name: str) -> dict[str, Any]:
+class ServerView(TypedDict):
+    """What the home and spawn pages show of one server."""
+
+    name: str
+    display_name: str
+    state: str
+    url: str
+    api_path: str
+    spawn_url: str
+    pending_url: str
+    last_activity: str
+    started: str
+    failure: str | None
+
+
+def server_view(page: Page, user: User, server: Server | None, name: str) -> ServerView:
     """What the home and spawn pages show of one server."""
     hub = page.hub
     state = server_state(page, user.name, server, name)
@@ -136,7 +156,7 @@ async def site_root(request: Request) -> Response:
     return RedirectResponse(f"{hub.options.base_url}hub/", status_code=302)
 
 
-def default_url(hub: Hub, user: Any) -> str:
+def default_url(hub: Hub, user: User) -> str:
     """``default_url``, or what JupyterHub's form of it returns: a callable of the request
     handler, which reads ``handler.current_user`` (name, admin, groups)."""
     value: str | Callable[[Any], str] = hub.options.default_url

@@ -12,7 +12,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlsplit
 
 from sqlalchemy.orm import Session
@@ -42,7 +42,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_environments: weakref.WeakKeyDictionary[Any, jinja2.Environment] = weakref.WeakKeyDictionary()
+_environments: weakref.WeakKeyDictionary[Hub, jinja2.Environment] = weakref.WeakKeyDictionary()
 
 
 def environment(hub: Hub) -> jinja2.Environment:
@@ -125,6 +125,14 @@ def signed_in(handler: Callable[[Page, User], Awaitable[Response]],
             return await handler(page, page.user)
 
     return endpoint
+
+
+class ServiceLink(TypedDict):
+    """A service the signed-in user may open, as JupyterHub's templates read it."""
+
+    name: str
+    href: str
+    info: dict[str, Any]
 
 
 class Page:
@@ -228,7 +236,7 @@ class Page:
             return {}
         return value
 
-    def services(self) -> list[dict[str, Any]]:
+    def services(self) -> list[ServiceLink]:
         """The services with a URL the signed-in user may open (JupyterHub's ``services``)."""
         if self.user is None:
             return []

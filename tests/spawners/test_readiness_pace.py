@@ -4,6 +4,8 @@ to death."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from courtyard.readiness import CHECKED_AT_ONCE, LATEST, next_delay
 
 
@@ -29,7 +31,7 @@ def test_a_server_that_answers_is_probed_within_a_quarter_second_while_few_start
 def test_the_first_probes_come_quickly_and_back_off():
     delays = schedule(1.0, checking=1)
     assert delays[:3] == [0.01, 0.015, 0.0225]
-    assert all(b >= a for a, b in zip(delays, delays[1:], strict=False))
+    assert all(b >= a for a, b in pairwise(delays))
     assert max(delays) <= 0.1  # a twentieth of a second waited, but at least 100 ms
 
 

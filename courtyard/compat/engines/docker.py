@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...errors import SpawnError
-from ...spawners.base import ProgressEvent
+from ...spawners.base import ProgressEvent, Spawner
 
 # the first uid of a person's account on Debian-like systems (login.defs UID_MIN): below it
 # are root and the system accounts, which a server must never run as (docs/security.md)
@@ -181,7 +181,7 @@ def _refusal(user: str) -> str | None:
     return None
 
 
-async def check_start(adapter: Any, jh: Any) -> None:
+async def check_start(adapter: Spawner, jh: Any) -> None:
     """Refuse, before the container is made, an image or config that runs the server as
     root or a system uid (unless root is a user-namespaced one)."""
     create = jh._eval_if_callable(jh.extra_create_kwargs) or {}
@@ -203,7 +203,7 @@ async def check_start(adapter: Any, jh: Any) -> None:
                          "c.DockerSpawner.extra_create_kwargs = {'user': ...}")
 
 
-async def check_adopted(adapter: Any, jh: Any) -> None:
+async def check_adopted(adapter: Spawner, jh: Any) -> None:
     """A container a previous hub left running must not run its server as root either."""
     # by name, as DockerSpawner's own poll() finds it
     container = await _inspect(jh, "inspect_container", jh.object_name or jh.object_id)

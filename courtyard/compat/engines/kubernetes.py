@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ...errors import SpawnError
-from ...spawners.base import ProgressEvent
+from ...spawners.base import ProgressEvent, Spawner
 
 # the first uid of a person's account on Debian-like systems (login.defs UID_MIN): below it
 # are root and the system accounts, which a server must never run as (docs/security.md)
@@ -44,7 +44,7 @@ GONE_CHECK = 0.1
 log = logging.getLogger("courtyard.spawner")
 
 
-def _get(obj: Any, key: str) -> Any:
+def _get(obj: object, key: str) -> Any:
     """``key`` of a kubernetes model object or of the same thing as a dict (camelCase)."""
     if obj is None:
         return None
@@ -103,7 +103,7 @@ async def progress(jh: Any) -> AsyncIterator[ProgressEvent]:
 
 
 # -- no server as root ------------------------------------------------------------------------
-def _refusal(pod: Any) -> str | None:
+def _refusal(pod: object) -> str | None:
     """Why the notebook container of ``pod`` (a V1Pod or its dict) may not run, or None."""
     spec = _get(pod, "spec")
     pod_context = _get(spec, "security_context")
@@ -132,7 +132,7 @@ def _refusal(pod: Any) -> str | None:
     return None
 
 
-async def check_start(adapter: Any, jh: Any) -> None:
+async def check_start(adapter: Spawner, jh: Any) -> None:
     """Refuse, before the pod is made, a config whose pod runs the server as root or a
     system uid: the manifest KubeSpawner is about to create (with ``modify_pod_hook``)."""
     pod = await jh.get_pod_manifest()
@@ -147,7 +147,7 @@ async def check_start(adapter: Any, jh: Any) -> None:
         raise SpawnError(f"refused: pod {jh.pod_name}: {problem}")
 
 
-async def check_adopted(adapter: Any, jh: Any) -> None:
+async def check_adopted(adapter: Spawner, jh: Any) -> None:
     """A pod a previous hub left running must not run its server as root either."""
     from kubernetes_asyncio.client.rest import ApiException
 
