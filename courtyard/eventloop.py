@@ -1,7 +1,7 @@
 """The hub's event loop: uvloop, but subprocesses started the standard library's way.
 
 libuv starts a subprocess with ``fork()``, which copies the hub's page tables while the loop
-waits: on this project's 2-core VM, 6 ms per spawn for a 50 MiB process and 21 ms at 300 MiB
+waits: on this project's 2-core VM, 5-6 ms per spawn for a 50 MiB process, 20-21 ms at 300 MiB
 (``bench/spawn_cost.py``), so 20 cluster stops at once (a ``sudo scancel`` each) held the
 loop for seconds on a busy machine. ``subprocess.Popen`` uses ``vfork()``: about 1 ms,
 whatever the size. :class:`HubLoop` keeps uvloop for everything else and makes
@@ -15,9 +15,14 @@ import asyncio
 import os
 import subprocess
 from asyncio.unix_events import _UnixSubprocessTransport  # type: ignore[attr-defined]
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any, cast
 
 import uvloop
+
+Program = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+Stream = int | IO[Any] | None  # subprocess.PIPE, DEVNULL, STDOUT, a file, or None
+Factory = Callable[[], asyncio.BaseProtocol]
 
 
 class HubLoop(uvloop.Loop):
@@ -25,24 +30,25 @@ class HubLoop(uvloop.Loop):
 
     # the same parameters as asyncio's (typeshed spells them as Literal types)
     async def subprocess_exec(  # type: ignore[override]
-            self, protocol_factory: Any, program: Any, *args: Any,
-                              stdin: Any = subprocess.PIPE, stdout: Any = subprocess.PIPE,
-                              stderr: Any = subprocess.PIPE, universal_newlines: bool = False,
-                              shell: bool = False, bufsize: int = 0, encoding: Any = None,
-                              errors: Any = None, text: Any = None, **kwargs: Any
-                              ) -> tuple[Any, Any]:
+            self, protocol_factory: Factory, program: Program, *args: Program,
+            stdin: Stream = subprocess.PIPE, stdout: Stream = subprocess.PIPE,
+            stderr: Stream = subprocess.PIPE, universal_newlines: bool = False,
+            shell: bool = False, bufsize: int = 0, encoding: str | None = None,
+            errors: str | None = None, text: bool | None = None, **kwargs: Any
+            ) -> tuple[asyncio.SubprocessTransport, asyncio.BaseProtocol]:
         _check_popen_options(universal_newlines, shell, bufsize, text, encoding, errors)
         protocol = protocol_factory()
         transport = await self._spawn(protocol, (program, *args), False, stdin, stdout,
                                       stderr, bufsize, **kwargs)
         return transport, protocol
 
-    async def subprocess_shell(self, protocol_factory: Any, cmd: Any, *,
-                               stdin: Any = subprocess.PIPE, stdout: Any = subprocess.PIPE,
-                               stderr: Any = subprocess.PIPE, universal_newlines: bool = False,
-                               shell: bool = True, bufsize: int = 0, encoding: Any = None,
-                               errors: Any = None, text: Any = None, **kwargs: Any
-                               ) -> tuple[Any, Any]:
+    async def subprocess_shell(  # type: ignore[override]
+            self, protocol_factory: Factory, cmd: str | bytes, *,
+            stdin: Stream = subprocess.PIPE, stdout: Stream = subprocess.PIPE,
+            stderr: Stream = subprocess.PIPE, universal_newlines: bool = False,
+            shell: bool = True, bufsize: int = 0, encoding: str | None = None,
+            errors: str | None = None, text: bool | None = None, **kwargs: Any
+            ) -> tuple[asyncio.SubprocessTransport, asyncio.BaseProtocol]:
         if not isinstance(cmd, (bytes, str)):
             raise ValueError("cmd must be a string")
         if not shell:
@@ -53,10 +59,13 @@ class HubLoop(uvloop.Loop):
                                       **kwargs)
         return transport, protocol
 
-    async def _spawn(self, protocol: Any, args: Any, shell: bool, stdin: Any, stdout: Any,
-                     stderr: Any, bufsize: int, extra: Any = None, **kwargs: Any) -> Any:
+    async def _spawn(self, protocol: asyncio.BaseProtocol,
+                     args: str | bytes | tuple[Program, ...], shell: bool, stdin: Stream,
+                     stdout: Stream, stderr: Stream, bufsize: int,
+                     extra: dict[str, object] | None = None, **kwargs: Any
+                     ) -> asyncio.SubprocessTransport:
         waiter = self.create_future()
-        transport = _UnixSubprocessTransport(self, protocol, args, shell, stdin, stdout,
+        transport: Any = _UnixSubprocessTransport(self, protocol, args, shell, stdin, stdout,
                                              stderr, bufsize, waiter=waiter, extra=extra,
                                              **kwargs)
         self._watch_exit(transport)
@@ -68,7 +77,7 @@ class HubLoop(uvloop.Loop):
             transport.close()
             await transport._wait()
             raise
-        return transport
+        return cast(asyncio.SubprocessTransport, transport)
 
     def _watch_exit(self, transport: Any) -> None:
         """Reap the child when its pidfd turns readable, and tell its transport."""
@@ -89,8 +98,8 @@ class HubLoop(uvloop.Loop):
         self.add_reader(fd, exited)
 
 
-def _check_popen_options(universal_newlines: bool, shell: bool, bufsize: int, text: Any,
-                         encoding: Any, errors: Any) -> None:
+def _check_popen_options(universal_newlines: bool, shell: bool, bufsize: int,
+                         text: bool | None, encoding: str | None, errors: str | None) -> None:
     """What asyncio refuses for a subprocess (its pipes carry bytes, unbuffered)."""
     if universal_newlines:
         raise ValueError("universal_newlines must be False")

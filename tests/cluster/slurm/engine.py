@@ -148,6 +148,9 @@ SlurmdTimeout=30
 InactiveLimit=0
 MinJobAge=30
 KillWait=5
+# a busy 2-core machine can take over slurmd's default minute to reap 20 servers; past it
+# the node is drained ("Kill task failed") and takes no more jobs
+UnkillableStepTimeout=180
 Waittime=0
 NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory={max(4000, 310 * jobs)} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES:{-(-jobs // 2)}
