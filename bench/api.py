@@ -56,8 +56,8 @@ from harness import (
     HubFailed,
     HubRun,
     baseline,
-    baseline_hub,
     boost_priority,
+    checked_baseline_hub,
     cpu_model,
     ensure_environment,
     is_baseline,
@@ -481,14 +481,10 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         start_timeout=args.start_timeout,
         keep=args.keep,
         boost=args.boost,
-        baseline=baseline_hub(args.baseline) if args.baseline else None,
+        baseline=checked_baseline_hub(parser, args.baseline),
         rounds=max(1, args.rounds),
     )
     if opts.baseline is not None:
-        try:
-            baseline(opts.baseline)
-        except ValueError as exc:
-            parser.error(str(exc))
         opts.hubs.append(opts.baseline)  # right after this checkout's Courtyard
     return opts, args
 

@@ -40,7 +40,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HUBS, Connection, HubFailed, HubRun, baseline, baseline_hub, ensure_environment
+from harness import (
+    HUBS,
+    Connection,
+    HubFailed,
+    HubRun,
+    baseline,
+    checked_baseline_hub,
+    ensure_environment,
+)
 
 USERS = 50
 PROBE_EVERY = 0.05
@@ -242,12 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(load(int(port), int(clients), float(seconds), USERS))))
         return 0
     hubs = args.only or list(HUBS)
-    if args.baseline:
-        try:
-            baseline(baseline_hub(args.baseline))
-        except ValueError as exc:
-            parser.error(str(exc))
-        hubs.append(baseline_hub(args.baseline))
+    base = checked_baseline_hub(parser, args.baseline)
+    if base is not None:
+        hubs.append(base)
     ensure_environment(hubs)
     results: dict[str, dict[str, object]] = {}
     for hub in hubs:
@@ -271,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(exist_ok=True)
     saved: dict[str, object] = {"clients": args.clients, "seconds": args.seconds, "via": args.via,
                                 "cpus": os.cpu_count(), "results": results}
-    if args.baseline:
-        saved["baseline"] = baseline(baseline_hub(args.baseline)).commit
+    if base is not None:
+        saved["baseline"] = baseline(base).commit
     out.write_text(json.dumps(saved, indent=2))
     print(f"\nwritten to {out}")
     return 0

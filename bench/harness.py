@@ -7,6 +7,7 @@ ref, exported and installed in a venv of its own, see Baseline).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
@@ -505,6 +506,19 @@ def better_by(new: float | None, old: float | None, higher_is_better: bool) -> f
 def baseline_hub(ref: str) -> str:
     """The hub name of the baseline at git ref `ref`."""
     return BASELINE_PREFIX + ref
+
+
+def checked_baseline_hub(parser: argparse.ArgumentParser, ref: str | None) -> str | None:
+    """The baseline hub named by ``--baseline REF`` (None without one); a REF that names no
+    commit ends the script with ``parser``'s usage error."""
+    if not ref:
+        return None
+    hub = baseline_hub(ref)
+    try:
+        baseline(hub)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return hub
 
 
 @functools.cache

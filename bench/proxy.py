@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import COURTYARD_BIN, baseline, baseline_hub, ensure_environment  # noqa: E402
+from harness import COURTYARD_BIN, baseline, checked_baseline_hub, ensure_environment  # noqa: E402
 
 ROOT = HERE.parent
 CHP = HERE / ".node/node_modules/.bin/configurable-http-proxy"
@@ -203,12 +203,8 @@ def main() -> None:
     parser.add_argument("--backend", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", metavar="REF", help="also run Courtyard's proxy at git ref REF")
     args = parser.parse_args()
-    base = baseline_hub(args.baseline) if args.baseline else None
+    base = checked_baseline_hub(parser, args.baseline)
     if base is not None:
-        try:
-            baseline(base)
-        except ValueError as exc:
-            parser.error(str(exc))
         ensure_environment(["courtyard", base])
     if args.backend:
         run_backend(*args.backend)

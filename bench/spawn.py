@@ -44,8 +44,8 @@ from harness import (
     TOKEN,
     HubRun,
     baseline,
-    baseline_hub,
     better_by,
+    checked_baseline_hub,
     ensure_environment,
     free_ports,
     is_courtyard,
@@ -399,12 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.servers, args.restart_servers = [20], 50
     hubs = [args.only] if args.only else list(HUBS)
-    base = baseline_hub(args.baseline) if args.baseline else None
+    base = checked_baseline_hub(p, args.baseline)
     if base is not None:
-        try:
-            baseline(base)
-        except ValueError as exc:
-            p.error(str(exc))
         hubs.append(base)
     ensure_environment(["jupyterhub", *([base] if base else [])])  # mocksu: bench/.venv's Python
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
