@@ -100,6 +100,18 @@ class SharedQueue:
         self._wanted: set[str] = set()
         self._next: asyncio.Future[dict[str, Row] | None] | None = None
         self._rounds: asyncio.Task[None] | None = None
+        self._pending: tuple[float, asyncio.Task[list[str]]] | None = None
+
+    async def pending(self) -> list[str]:
+        """The pending jobs, in the order Slurm would start them (priority, then submission),
+        from one ``squeue -t PENDING`` shared by every spawner that asks within
+        :data:`ROUND_GAP` of its start: a queue position is news, not a decision, and 20
+        queued spawners each asking five times a second would keep slurmctld busy."""
+        loop = asyncio.get_running_loop()
+        last = self._pending
+        if last is None or (last[1].done() and loop.time() - last[0] >= ROUND_GAP):
+            last = self._pending = (loop.time(), loop.create_task(_pending_order()))
+        return await asyncio.shield(last[1])
 
     async def row(self, job: str) -> Row | None:
         """``job``'s row; ``ENDED`` when ``squeue`` does not list it (as ``squeue -j`` of
@@ -437,8 +449,7 @@ async def check_adopted(adapter: Any, jh: Any) -> None:
         raise SpawnError(f"refused: Slurm job {job}: {problem}")
 
 
-async def _queue_position(job: str) -> tuple[int, int]:
-    """``(position, pending jobs)`` of a pending job: by priority, then submission order."""
+async def _pending_order() -> list[str]:
     out = await _run("squeue", "-h", "-t", "PENDING", "-o", "%i|%Q")
     rows = []
     for line in out.splitlines():
@@ -447,7 +458,12 @@ async def _queue_position(job: str) -> tuple[int, int]:
             rows.append((-int(priority or 0), int(ident), ident))
         except ValueError:
             continue
-    order = [ident for *_, ident in sorted(rows)]
+    return [ident for *_, ident in sorted(rows)]
+
+
+async def _queue_position(job: str) -> tuple[int, int]:
+    """``(position, pending jobs)`` of a pending job: by priority, then submission order."""
+    order = await shared_queue().pending()
     return (order.index(job) + 1 if job in order else 0), len(order)
 
 

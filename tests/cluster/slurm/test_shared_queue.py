@@ -103,6 +103,29 @@ def test_questions_asked_together_share_one_squeue(slurm: Slurm, tmp_path, monke
         slurm.run("scancel", *jobs)
 
 
+def test_queue_positions_asked_together_share_one_squeue(slurm: Slurm, tmp_path,
+                                                         monkeypatch):
+    """Every queued spawner's progress asks for its job's position: asked at once, one
+    ``squeue -t PENDING`` answers all of them, with each job's place in Slurm's order."""
+    from courtyard.compat.engines.batch import _queue_position
+
+    wrappers, log = tmp_path / "bin", tmp_path / "calls.log"
+    logging_wrappers(wrappers, log)
+    monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+    opts = ["--parsable", "--oversubscribe", "-o", "/dev/null"]
+    jobs = [slurm.run("sbatch", *opts, "--hold", "--wrap", "sleep 60") for _ in range(3)]
+
+    async def ask() -> list[tuple[int, int]]:
+        return await asyncio.gather(*(_queue_position(job) for job in reversed(jobs)))
+
+    try:
+        assert asyncio.run(ask()) == [(3, 3), (2, 3), (1, 3)]
+        calls = [c for c in log.read_text().splitlines() if c.startswith("squeue ")]
+        assert calls == ["squeue -h -t PENDING -o %i|%Q"]
+    finally:
+        slurm.run("scancel", *jobs)
+
+
 def test_the_shared_answer_is_batchspawners_own(slurm: Slurm, slurm_users):
     """The shared row gives batchspawner exactly the ``job_status`` its own query prints
     (``squeue -h -j ID -o '%T %B'``), for a pending, a running and an ended job."""
