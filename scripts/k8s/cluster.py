@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -98,10 +99,21 @@ def pause_image(bindir: Path) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(taken: set[int] | None = None) -> int:
+    """A port free now and below the kernel's ephemeral range: a port the kernel picks (bind
+    to 0) can be handed out again as the local end of some outgoing connection, such as a
+    daemon's own to the apiserver, before the daemon meant to listen on it binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        if taken and port in taken:
+            continue
+        with socket.socket() as s:  # wildcard: also taken if bound on any one address
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        return port
 
 
 class ClusterError(RuntimeError):
@@ -118,8 +130,10 @@ class Cluster:
         self.bin = bindir
         self.dir = workdir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.ports = {name: free_port() for name in (
-            "etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kubelet", "kubelet_health")}
+        self.ports: dict[str, int] = {}
+        for name in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kubelet",
+                     "kubelet_health"):
+            self.ports[name] = free_port(set(self.ports.values()))
         self.kubeconfig = workdir / "kubeconfig"
         self.containerd_sock = workdir / "containerd" / "containerd.sock"
 
