@@ -12,8 +12,12 @@ from .spawners.base import Spawner
 if TYPE_CHECKING:
     import httpx
 
-#: seconds between ``poll()`` calls while a starting server's HTTP answer is awaited
+#: seconds between ``poll()`` calls while a starting server's HTTP answer is awaited ...
 POLL_WHILE_CHECKING = 1.0
+#: ... while few start: all checks together call ``poll()`` at most this often a second (a
+#: cluster spawner's ``poll()`` asks its engine: DockerSpawner inspects the container,
+#: which costs the engine the CPU the starting servers need)
+POLLS_PER_SECOND = 4.0
 #: the longest a server that answers waits for its next probe, while few are starting ...
 LATEST = 0.25
 #: ... that is, while at most this many are checked at once; beyond, probes are spread out
@@ -29,6 +33,13 @@ def next_delay(delay: float, waited: float, checking: int) -> float:
     return min(delay * 1.5, max(0.1, min(waited / 20, latest)))
 
 
+def poll_interval(checking: int) -> float:
+    """Seconds between ``poll()`` calls of one server while ``checking`` servers are
+    checked: :data:`POLL_WHILE_CHECKING`, longer as more start, so that all of them
+    together poll at most :data:`POLLS_PER_SECOND` times a second."""
+    return max(POLL_WHILE_CHECKING, checking / POLLS_PER_SECOND)
+
+
 class Readiness:
     """The lifecycle's readiness checks, sharing one HTTP client for https servers."""
 
@@ -42,9 +53,10 @@ class Readiness:
         Probes back off from 10 ms (:func:`next_delay`): a server is seen at most a quarter
         of a second after it answers, and hundreds of servers starting at once on a busy
         machine are not probed hundreds of times a second each.
-        Whether the server exited is asked at most once a second (``poll()`` of a cluster
-        spawner is a query to the engine: a ``squeue`` per probe, for every server starting,
-        would take the cores the servers need).
+        Whether the server exited is asked at most once a second, and less often when many
+        start (:func:`poll_interval`): ``poll()`` of a cluster spawner is a query to the
+        engine (a ``squeue``, a container inspect), and one per probe for every server
+        starting would take the cores the servers need.
         """
         check = f"{url}{spawner.server_prefix}api"
         plain = http11.Origin.of(check) is not None
@@ -66,7 +78,7 @@ class Readiness:
         deadline, delay, last = began + timeout, 0.01, "no answer"
         polled = float("-inf")
         while True:
-            if loop.time() - polled >= POLL_WHILE_CHECKING:
+            if loop.time() - polled >= poll_interval(self.checking):
                 polled = loop.time()
                 status = await spawner.poll()
                 if status is not None:

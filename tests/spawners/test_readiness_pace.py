@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from courtyard.readiness import CHECKED_AT_ONCE, LATEST, next_delay
+from courtyard.readiness import (
+    CHECKED_AT_ONCE,
+    LATEST,
+    POLL_WHILE_CHECKING,
+    POLLS_PER_SECOND,
+    next_delay,
+    poll_interval,
+)
 
 
 def schedule(waited_until: float, checking: int) -> list[float]:
@@ -40,3 +47,12 @@ def test_many_servers_starting_at_once_share_a_bounded_probe_rate():
         latest = schedule(600.0, checking)[-1]
         # every server's probes together stay at CHECKED_AT_ONCE / LATEST a second
         assert checking / latest == CHECKED_AT_ONCE / LATEST
+
+
+def test_whether_a_starting_server_exited_is_asked_at_a_bounded_rate():
+    # few starting: each is polled once a second (a server that died is seen that soon)
+    assert [poll_interval(n) for n in (1, 2, 4)] == [POLL_WHILE_CHECKING] * 3 == [1.0] * 3
+    # 20 containers starting: each every 5 s, 4 engine queries a second in all, not 20
+    assert poll_interval(20) == 5.0
+    for checking in (8, 20, 100):
+        assert checking / poll_interval(checking) == POLLS_PER_SECOND
