@@ -5,11 +5,13 @@ with no hub, and the bare floor (plain ``jupyter server``)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pwd
 import re
 import secrets
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from cluster_replay import (
@@ -222,6 +225,50 @@ def load_k8s() -> Any:
     return module
 
 
+class KeptConnections:
+    """The benchmark's own apiserver calls over kept-alive HTTPS connections, one per
+    thread, with one TLS context. ``Cluster.request`` builds a context (loading the CA
+    bundle) and does a handshake per call: the floor's looks at the pod list, 5-10 a
+    second, took the cores the pods needed, and made the floor slower than the hubs'
+    runs (KubeSpawner keeps its connections)."""
+
+    def __init__(self, server: str, token: str) -> None:
+        url = urlsplit(server)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 443
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.context.check_hostname, self.context.verify_mode = False, ssl.CERT_NONE
+        self.local = threading.local()
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """The decoded JSON answer (text where it is not JSON), None on 404."""
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in (1, 2):  # a kept connection the apiserver closed: once more, anew
+            connection = getattr(self.local, "connection", None)
+            if connection is None:
+                connection = self.local.connection = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=30, context=self.context)
+            try:
+                connection.request(method, path, body=data, headers=self.headers)
+                response = connection.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                self.local.connection = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.status == 404:
+                return None
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status} {raw[:200]!r}")
+            try:
+                return json.loads(raw)
+            except ValueError:
+                return raw.decode()
+        raise AssertionError("unreachable")
+
+
 class Kubernetes:
     """KubeSpawner on the single-node cluster of ``scripts/k8s/cluster.py`` (built from
     Debian's source by ``scripts/ci/kubernetes.sh``): pods on the bridge cni0, the hubs
@@ -233,6 +280,7 @@ class Kubernetes:
     def __init__(self, servers: int) -> None:
         self.k8s = load_k8s()
         self.cluster: Any = None
+        self.api: Any = None  # KeptConnections, while the cluster runs
 
     @contextmanager
     def running(self) -> Iterator[Kubernetes]:
@@ -245,6 +293,7 @@ class Kubernetes:
                     "apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": self.namespace}})
                 os.environ["KUBECONFIG"] = str(self.cluster.kubeconfig)
+                self.api = KeptConnections(self.cluster.server, self.k8s.TOKEN)
                 yield self
             finally:
                 os.environ.pop("KUBECONFIG", None)
@@ -265,7 +314,7 @@ class Kubernetes:
             f"c.KubeSpawner.delete_grace_period = {DELETE_GRACE}\n")
 
     def pods(self) -> list[dict[str, Any]]:
-        found = self.cluster.request("GET", f"/api/v1/namespaces/{self.namespace}/pods")
+        found = self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/pods")
         return list((found or {}).get("items", []))
 
     def record(self) -> list[dict[str, Any]]:
@@ -314,19 +363,19 @@ class Kubernetes:
 
         began = time.perf_counter()
         with ThreadPoolExecutor(len(servers)) as pool:
-            list(pool.map(lambda s: self.cluster.request("POST", path, s["pod"]), servers))
+            list(pool.map(lambda s: self.api.request("POST", path, s["pod"]), servers))
         all_answer({s["user"]: locate(s) for s in servers}, 600)
         ready = time.perf_counter() - began
         names = [s["pod"]["metadata"]["name"] for s in servers]
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             for name in names:
-                log = self.cluster.request("GET", f"{path}/{name}/log")
+                log = self.api.request("GET", f"{path}/{name}/log")
                 (keep / f"{name}.log").write_text(log if isinstance(log, str) else
                                                   json.dumps(log))
         began = time.perf_counter()
         with ThreadPoolExecutor(len(servers)) as pool:
-            list(pool.map(lambda n: self.cluster.request(
+            list(pool.map(lambda n: self.api.request(
                 "DELETE", f"{path}/{n}", {"gracePeriodSeconds": DELETE_GRACE}), names))
         wait(self.gone, "every pod to go", 300)
         return ready, time.perf_counter() - began
@@ -337,7 +386,7 @@ class Kubernetes:
         token = secrets.token_hex(16)
         began = time.perf_counter()
         for user in users:
-            self.cluster.request("POST", f"/api/v1/namespaces/{self.namespace}/pods", {
+            self.api.request("POST", f"/api/v1/namespaces/{self.namespace}/pods", {
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"floor-{user}"},
                 "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
                     "name": "notebook", "image": self.k8s.NOTEBOOK_IMAGE,
@@ -352,7 +401,7 @@ class Kubernetes:
         ready = time.perf_counter() - began
         began = time.perf_counter()
         for user in users:
-            self.cluster.request("DELETE", f"/api/v1/namespaces/{self.namespace}/pods/floor-{user}",
+            self.api.request("DELETE", f"/api/v1/namespaces/{self.namespace}/pods/floor-{user}",
                                  {"gracePeriodSeconds": 1})
         wait(self.gone, "every floor pod to go", 300)
         return ready, time.perf_counter() - began
@@ -362,7 +411,7 @@ class Kubernetes:
 
     def clean(self, users: list[str]) -> None:
         for pod in self.pods():
-            self.cluster.request(
+            self.api.request(
                 "DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{pod['metadata']['name']}",
                 {"gracePeriodSeconds": 0})
         wait(self.gone, "the engine to be empty", 300)
